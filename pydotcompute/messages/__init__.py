@@ -1,0 +1,51 @@
+"""Typed messages: ``@message``, fixed layouts and the msgpack codec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._codec import decode_any
+from ._decorator import is_message, message
+from ._layout import FixedLayout
+from ._types import Array
+
+__all__ = ["Array", "FixedLayout", "decode_message", "fixed_layout", "is_message", "message"]
+
+
+def fixed_layout(message_type: type) -> FixedLayout | None:
+    """Return the fixed layout (numpy dtype, C struct) of a message type, or ``None``.
+
+    A message has a fixed layout when every field has a fixed size: numpy bool, int, uint
+    and float scalar types, ``bool``, ``int`` (int64), ``float`` (float64), ``UUID``,
+    ``Array[dtype, shape]`` and nested fixed-layout messages.
+
+    Raises
+    ------
+    MessageDefinitionError
+        If ``message_type`` is not a ``@message`` class.
+    """
+    return _info(message_type).layout
+
+
+def decode_message(data: bytes) -> Any:
+    """Decode bytes made by any message's ``to_bytes()``, finding its class by its type tag.
+
+    Raises
+    ------
+    MessageDecodeError
+        If the bytes are malformed or their tag names no class defined in this process.
+    """
+    return decode_any(data)
+
+
+def _info(message_type: Any) -> Any:
+    from ..errors import MessageDefinitionError
+
+    info = (
+        getattr(message_type, "__pdc_message__", None) if isinstance(message_type, type) else None
+    )
+    if info is None:
+        raise MessageDefinitionError(
+            f"{message_type!r} is not a message type; decorate the class with @message"
+        )
+    return info

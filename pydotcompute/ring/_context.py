@@ -1,0 +1,243 @@
+"""``KernelContext``: what a host ring kernel's body uses to take and send messages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from time import perf_counter_ns
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ..errors import MessageTypeError, OperationTimeoutError, ReceiveTimeoutError
+from ..telemetry import LAT_MASK
+
+if TYPE_CHECKING:
+    from ..backends.host import HostKernel
+
+__all__ = ["KernelContext", "TerminationRequested"]
+
+InT = TypeVar("InT")
+OutT = TypeVar("OutT")
+
+
+class TerminationRequested(BaseException):
+    """Raised inside a kernel body by ``receive``/``wait_active`` once it is terminated.
+
+    Like :class:`asyncio.CancelledError` it derives from ``BaseException``, so a body's
+    ``except Exception`` does not catch it; letting it propagate ends the body cleanly. The
+    usual loop ``while not ctx.should_terminate: ...`` never needs to handle it.
+    """
+
+
+class KernelContext(Generic[InT, OutT]):
+    """The context a ring kernel body runs with: its mailboxes and lifecycle flags.
+
+    Annotating the body's parameter as ``KernelContext[Request, Response]`` also declares the
+    kernel's input and output types when ``@ring_kernel`` does not give them.
+    """
+
+    __slots__ = (
+        "_draining",
+        "_inbox",
+        "_kernel",
+        "_last",
+        "_metrics",
+        "_outbox",
+        "_output_type",
+        "_pending",
+        "_pending_n",
+        "_stopping",
+        "kernel_id",
+    )
+
+    def __init__(self, kernel: HostKernel) -> None:
+        self._kernel = kernel
+        self.kernel_id: str = kernel.kernel_id
+        self._inbox = kernel.inbox
+        self._outbox = kernel.outbox
+        self._metrics = kernel.metrics
+        self._output_type = kernel.options.output_type
+        self._pending = 0  # enqueue time of the message(s) being handled, 0 if none
+        self._pending_n = 0
+        self._last: Any = None  # the message being handled, for stamping replies
+        self._stopping = False
+        self._draining = False
+
+    def __repr__(self) -> str:
+        return f"<KernelContext {self.kernel_id!r} state={self._kernel.state.value}>"
+
+    @property
+    def should_terminate(self) -> bool:
+        """True once the kernel is being terminated (with ``drain``, once the inbox is empty)."""
+        return self._stopping and (not self._draining or self._inbox._size == 0)
+
+    @property
+    def is_active(self) -> bool:
+        """True while the kernel is active (taking messages)."""
+        return self._inbox.open and not self._stopping
+
+    async def receive(self, *, timeout: float | None = None) -> InT:
+        """Take the next message (highest priority first), waiting while none is there.
+
+        While the kernel is deactivated this waits; messages keep queueing.
+
+        Raises
+        ------
+        TerminationRequested
+            The kernel is being terminated (ends the body cleanly).
+        ReceiveTimeoutError
+            No message arrived within ``timeout`` seconds.
+        """
+        pending = self._pending
+        if pending:  # the previous message is done (inlined KernelMetrics.completed)
+            m = self._metrics
+            i = m.lat_n
+            m.lat[i & LAT_MASK] = perf_counter_ns() - pending
+            m.lat_n = i + 1
+            m.processed += self._pending_n
+            self._pending = 0
+        inbox = self._inbox
+        if inbox._size and inbox.open:
+            entry = inbox.pop()
+        else:
+            if self._stopping:
+                raise TerminationRequested(self.kernel_id)
+            fut = inbox.wait(timeout, None if timeout is None else self._receive_timeout(timeout))
+            try:
+                entry = await fut
+            except asyncio.CancelledError:
+                inbox.abandon(fut)
+                raise
+        self._pending = entry[1]
+        self._pending_n = 1
+        msg = entry[2]
+        self._last = msg
+        return msg
+
+    async def receive_many(
+        self, max_count: int = 1024, *, timeout: float | None = None
+    ) -> list[InT]:
+        """Take up to ``max_count`` queued messages at once, waiting for at least one.
+
+        Replies sent for a batch are not stamped with a correlation id (there is no single
+        request); use ``msg.reply(...)`` to correlate individual replies.
+        """
+        if type(max_count) is not int or max_count < 1:
+            from ..errors import KernelRegistrationError
+
+            raise KernelRegistrationError(f"max_count={max_count!r} must be an int >= 1")
+        if self._pending:
+            self._metrics.completed(self._pending, self._pending_n)
+            self._pending = 0
+        inbox = self._inbox
+        if inbox._size and inbox.open:
+            msgs, oldest = inbox.pop_many(max_count)
+        else:
+            if self._stopping:
+                raise TerminationRequested(self.kernel_id)
+            fut = inbox.wait(timeout, self._receive_timeout(timeout))
+            try:
+                _, oldest, first = await fut
+            except asyncio.CancelledError:
+                inbox.abandon(fut)
+                raise
+            msgs = [first]
+            if inbox._size and inbox.open and max_count > 1:
+                more, more_oldest = inbox.pop_many(max_count - 1)
+                msgs += more
+                oldest = min(oldest, more_oldest)
+        self._pending = oldest
+        self._pending_n = len(msgs)
+        self._last = None
+        return msgs
+
+    async def send(self, msg: OutT, *, timeout: float | None = None) -> None:
+        """Send a reply to the kernel's outbox; waits while the outbox is full.
+
+        A message without a ``correlation_id`` gets the id of the message being handled, so
+        ``runtime.call`` finds its reply.
+
+        Raises
+        ------
+        MessageTypeError
+            ``msg`` is not of the kernel's ``output_type``.
+        OperationTimeoutError
+            The outbox stayed full for ``timeout`` seconds.
+        """
+        out_type = self._output_type
+        if out_type is not None and not isinstance(msg, out_type):
+            raise self._type_error(msg)
+        pending = self._pending
+        if pending:  # the message being handled is done (inlined KernelMetrics.completed)
+            m = self._metrics
+            i = m.lat_n
+            m.lat[i & LAT_MASK] = perf_counter_ns() - pending
+            m.lat_n = i + 1
+            m.processed += self._pending_n
+            self._pending = 0
+        last = self._last
+        if last is not None and msg is not last:
+            d = getattr(msg, "__dict__", None)
+            if d is not None and "correlation_id" in d and d["correlation_id"] is None:
+                d["correlation_id"] = last  # resolved to last.message_id when read
+        if not self._outbox.put_nowait(msg):
+            await self._outbox.put_wait(msg, timeout, self._send_timeout(timeout))
+
+    async def send_many(self, msgs: Iterable[OutT], *, timeout: float | None = None) -> None:
+        """Send several replies in order; waits while the outbox is full."""
+        items = msgs if isinstance(msgs, list) else list(msgs)
+        out_type = self._output_type
+        if out_type is not None and set(map(type, items)) - {out_type}:
+            for m in items:
+                if not isinstance(m, out_type):
+                    raise self._type_error(m)
+        if self._pending:
+            self._metrics.completed(self._pending, self._pending_n)
+            self._pending = 0
+        outbox = self._outbox
+        done = outbox.put_many_nowait(items)
+        for m in items[done:]:
+            if not outbox.put_nowait(m):
+                await outbox.put_wait(m, timeout, self._send_timeout(timeout))
+
+    async def wait_active(self, *, timeout: float | None = None) -> None:
+        """Wait until the kernel is activated.
+
+        Raises
+        ------
+        TerminationRequested
+            The kernel was terminated while waiting.
+        OperationTimeoutError
+            It was not activated within ``timeout`` seconds.
+        """
+        await self._kernel.wait_active(self, timeout)
+
+    def _type_error(self, msg: Any) -> MessageTypeError:
+        assert self._output_type is not None
+        return MessageTypeError(
+            f"ring kernel {self.kernel_id!r} sent a {type(msg).__name__}, but its "
+            f"output_type is {self._output_type.__name__}; send a "
+            f"{self._output_type.__name__} or change output_type"
+        )
+
+    def _receive_timeout(self, timeout: float | None) -> Any:
+        if timeout is None:
+            return None
+        kernel_id = self.kernel_id
+
+        def make() -> BaseException:
+            return ReceiveTimeoutError(
+                f"ring kernel {kernel_id!r} received no message within {timeout} s"
+            )
+
+        return make
+
+    def _send_timeout(self, timeout: float | None) -> Any:
+        kernel_id = self.kernel_id
+
+        def make() -> BaseException:
+            return OperationTimeoutError(
+                f"outbox of ring kernel {kernel_id!r} stayed full for {timeout} s; the host "
+                "is not receiving its replies"
+            )
+
+        return make

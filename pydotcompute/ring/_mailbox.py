@@ -1,0 +1,540 @@
+"""Mailboxes of host ring kernels: a priority inbox with backpressure and a FIFO outbox.
+
+Both are single-loop asyncio structures built for the hot path: a message sent to a waiting
+receiver is handed to it directly (no re-check, no extra wake-up), a receive with messages
+queued returns without suspending, and nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from bisect import insort
+from collections import deque
+from collections.abc import Callable
+from itertools import repeat
+from operator import itemgetter
+from time import perf_counter_ns
+from typing import Any
+
+from ..errors import QueueFullError, SendTimeoutError
+from ._options import Backpressure
+
+__all__ = ["EMPTY", "Inbox", "Outbox"]
+
+EMPTY: Any = object()  # returned by Outbox.pop_nowait when nothing is queued
+_message_of = itemgetter(2)
+
+Entry = tuple[int, int, Any]  # (arrival sequence, enqueue time in ns, message)
+_DEFAULT_PRIORITY = 128
+
+
+def priority_of(msg: Any) -> int:
+    """Priority of a message (128 for objects that are not messages)."""
+    p = getattr(msg, "priority", _DEFAULT_PRIORITY)
+    if type(p) is not int or p < 0 or p > 255:
+        return _DEFAULT_PRIORITY
+    return p
+
+
+def _expire(fut: asyncio.Future[Any], make_error: Callable[[], BaseException]) -> None:
+    if not fut.done():
+        fut.set_exception(make_error())
+
+
+def _expire_later(
+    loop: asyncio.AbstractEventLoop,
+    fut: asyncio.Future[Any],
+    timeout: float,
+    make_error: Callable[[], BaseException],
+) -> None:
+    """Fail ``fut`` with ``make_error()`` after ``timeout`` s unless it is done by then."""
+    handle = loop.call_later(timeout, _expire, fut, make_error)
+    fut.add_done_callback(lambda _: handle.cancel())
+
+
+class Inbox:
+    """Priority mailbox: higher priority first, FIFO within a priority, bounded.
+
+    Messages are only handed out while the gate is open (the kernel is active); while it is
+    closed they queue and nothing is lost.
+    """
+
+    __slots__ = (
+        "_buckets",
+        "_getters",
+        "_levels",
+        "_loop",
+        "_putters",
+        "_seq",
+        "_size",
+        "capacity",
+        "dropped",
+        "kernel_id",
+        "open",
+        "policy",
+        "received",
+        "rejected",
+    )
+
+    def __init__(
+        self, kernel_id: str, capacity: int, policy: Backpressure, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.kernel_id = kernel_id
+        self.capacity = capacity
+        self.policy = policy
+        self._loop = loop
+        self._buckets: dict[int, deque[Entry]] = {}
+        self._levels: list[int] = []  # negated priorities of non-empty buckets, ascending
+        self._size = 0
+        self._seq = 0
+        self._getters: deque[asyncio.Future[Entry]] = deque()
+        self._putters: deque[tuple[asyncio.Future[bool], Any]] = deque()
+        self.open = False
+        self.received = 0
+        self.dropped = 0
+        self.rejected = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    # ---------------------------------------------------------------- producer side
+    def put_nowait(self, msg: Any) -> bool | None:
+        """Queue ``msg``: True if queued, False if dropped (``drop_newest``), None if full
+        under ``block`` (the caller waits with :meth:`put_wait`). ``reject`` raises."""
+        if self._size >= self.capacity:
+            return self._full(msg)
+        getters = self._getters
+        if getters and self.open:
+            # Fast path: a waiting receiver means the inbox is empty; hand the message over
+            # (its priority does not matter then).
+            g = getters.popleft()
+            if not g.done():
+                self.received += 1
+                g.set_result((0, perf_counter_ns(), msg))
+                return True
+            getters.appendleft(g)
+        self._enqueue(msg, priority_of(msg), perf_counter_ns())
+        return True
+
+    def _enqueue(self, msg: Any, p: int, ts: int) -> None:
+        self.received += 1
+        getters = self._getters
+        if getters and self.open:
+            # A waiting receiver means the inbox is empty: hand the message over.
+            while getters:
+                g = getters.popleft()
+                if not g.done():
+                    g.set_result((0, ts, msg))
+                    return
+        bucket = self._buckets.get(p)
+        if bucket is None:
+            bucket = self._buckets[p] = deque()
+            insort(self._levels, -p)
+        seq = self._seq = self._seq + 1
+        bucket.append((seq, ts, msg))
+        self._size += 1
+
+    def _full(self, msg: Any) -> bool | None:
+        policy = self.policy
+        if policy is Backpressure.BLOCK:
+            return None
+        if policy is Backpressure.REJECT:
+            self.rejected += 1
+            raise QueueFullError(
+                f"inbox of ring kernel {self.kernel_id!r} is full ({self.capacity} messages) "
+                "and its backpressure is 'reject'; receive faster, raise queue_size, or use "
+                "backpressure='block'"
+            )
+        if policy is Backpressure.DROP_NEWEST:
+            self.dropped += 1
+            return False
+        self._evict_oldest()
+        self._enqueue(msg, priority_of(msg), perf_counter_ns())
+        return True
+
+    def _evict_oldest(self) -> None:
+        """Drop the message that arrived first, whatever its priority."""
+        oldest_p = min(self._buckets, key=lambda p: self._buckets[p][0][0])
+        bucket = self._buckets[oldest_p]
+        bucket.popleft()
+        self._size -= 1
+        self.dropped += 1
+        if not bucket:
+            self._remove_level(oldest_p)
+
+    async def put_wait(self, msg: Any, timeout: float | None) -> bool:
+        """Wait for space and queue ``msg`` (``block`` policy)."""
+        fut: asyncio.Future[bool] = self._loop.create_future()
+        item = (fut, msg)
+        self._putters.append(item)
+        handle = None
+        if timeout is not None:
+            handle = self._loop.call_later(timeout, _expire, fut, self._send_timeout(timeout))
+        try:
+            return await fut
+        finally:
+            if handle is not None:
+                handle.cancel()
+            if not fut.done() or fut.cancelled():
+                try:
+                    self._putters.remove(item)
+                except ValueError:
+                    pass
+
+    def _send_timeout(self, timeout: float) -> Callable[[], BaseException]:
+        def make() -> BaseException:
+            return SendTimeoutError(
+                f"inbox of ring kernel {self.kernel_id!r} stayed full ({self.capacity} "
+                f"messages) for {timeout} s; receive faster, raise queue_size, or pass a "
+                "longer timeout"
+            )
+
+        return make
+
+    def put_many_nowait(self, msgs: list[Any], priorities: list[int] | None) -> int:
+        """Queue as many of ``msgs`` as fit now; return how many were taken (queued or dropped)."""
+        n = len(msgs)
+        if n > 1 and self._getters and self.open:
+            # Wake the waiting receiver with the first message; it takes the rest in bulk.
+            first = self.put_many_nowait(msgs[:1], None if priorities is None else priorities[:1])
+            rest = self.put_many_nowait(msgs[1:], None if priorities is None else priorities[1:])
+            return first + rest
+        free = self.capacity - self._size
+        if n <= free and not (self._getters and self.open):
+            ts = perf_counter_ns()
+            if priorities is None:
+                self._extend(_DEFAULT_PRIORITY, msgs, ts)
+            elif len(set(priorities)) == 1:
+                self._extend(priorities[0], msgs, ts)
+            else:
+                for msg, p in zip(msgs, priorities):
+                    self._enqueue(msg, p, ts)
+            return n
+        taken = 0
+        for i, msg in enumerate(msgs):
+            p = _DEFAULT_PRIORITY if priorities is None else priorities[i]
+            if self._size >= self.capacity:
+                if self._full_many(msg, p) is None:
+                    return taken
+            else:
+                self._enqueue(msg, p, perf_counter_ns())
+            taken += 1
+        return taken
+
+    def _full_many(self, msg: Any, p: int) -> bool | None:
+        if self.policy is Backpressure.DROP_OLDEST:
+            self._evict_oldest()
+            self._enqueue(msg, p, perf_counter_ns())
+            return True
+        return self._full(msg)
+
+    def _extend(self, p: int, msgs: list[Any], ts: int) -> None:
+        bucket = self._buckets.get(p)
+        if bucket is None:
+            bucket = self._buckets[p] = deque()
+            insort(self._levels, -p)
+        n = len(msgs)
+        first = self._seq + 1
+        self._seq += n
+        bucket.extend(zip(range(first, first + n), repeat(ts, n), msgs))
+        self._size += n
+        self.received += n
+
+    # ---------------------------------------------------------------- consumer side
+    def pop(self) -> Entry:
+        """Take the next entry (highest priority, oldest first); the inbox must not be empty."""
+        p = -self._levels[0]
+        bucket = self._buckets[p]
+        entry = bucket.popleft()
+        self._size -= 1
+        if not bucket:
+            self._remove_level(p)
+        if self._putters:
+            self._admit_putters()
+        return entry
+
+    def pop_many(self, max_count: int) -> tuple[list[Any], int]:
+        """Take up to ``max_count`` messages in priority order.
+
+        Returns the messages and the enqueue time of the oldest of them.
+        """
+        out: list[Entry] = []
+        oldest = 0
+        while self._size and len(out) < max_count:
+            p = -self._levels[0]
+            bucket = self._buckets[p]
+            head_ts = bucket[0][1]  # each bucket is FIFO: its head is its oldest
+            if not oldest or head_ts < oldest:
+                oldest = head_ts
+            want = max_count - len(out)
+            if len(bucket) <= want:
+                out.extend(bucket)
+                self._size -= len(bucket)
+                bucket.clear()
+                self._remove_level(p)
+            else:
+                out.extend([bucket.popleft() for _ in range(want)])
+                self._size -= want
+        if self._putters:
+            self._admit_putters()
+        return list(map(_message_of, out)), oldest
+
+    def _remove_level(self, p: int) -> None:
+        self._levels.remove(-p)
+        del self._buckets[p]
+
+    def _admit_putters(self) -> None:
+        putters = self._putters
+        while putters and self._size < self.capacity:
+            fut, msg = putters.popleft()
+            if not fut.done():
+                self._enqueue(msg, priority_of(msg), perf_counter_ns())
+                fut.set_result(True)
+
+    def wait(
+        self, timeout: float | None, make_timeout: Callable[[], BaseException] | None
+    ) -> asyncio.Future[Entry]:
+        """Register a receiver: the returned future gets the next entry handed over.
+
+        The caller awaits the future itself (one coroutine frame less on the hot path) and
+        calls :meth:`abandon` if it is cancelled while waiting.
+        """
+        fut: asyncio.Future[Entry] = self._loop.create_future()
+        self._getters.append(fut)
+        if timeout is not None and make_timeout is not None:
+            _expire_later(self._loop, fut, timeout, make_timeout)
+        return fut
+
+    def abandon(self, fut: asyncio.Future[Entry]) -> None:
+        """A receiver was cancelled: keep a message that was already handed to it."""
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            self._requeue_front(fut.result())
+
+    def _requeue_front(self, entry: Entry) -> None:
+        _, ts, msg = entry
+        p = priority_of(msg)
+        bucket = self._buckets.get(p)
+        if bucket is None:
+            bucket = self._buckets[p] = deque()
+            insort(self._levels, -p)
+        bucket.appendleft((0, ts, msg))
+        self._size += 1
+
+    def set_open(self, open_: bool) -> None:
+        """Open or close the gate; opening hands queued messages to waiting receivers."""
+        self.open = open_
+        if open_:
+            getters = self._getters
+            while getters and self._size:
+                g = getters.popleft()
+                if not g.done():
+                    g.set_result(self.pop())
+
+    def wake_getters(self, make_error: Callable[[], BaseException]) -> None:
+        """Raise ``make_error()`` in every waiting receiver."""
+        while self._getters:
+            g = self._getters.popleft()
+            if not g.done():
+                g.set_exception(make_error())
+
+    def close(self, make_error: Callable[[], BaseException]) -> int:
+        """Refuse waiting senders with ``make_error()`` and discard what is queued.
+
+        Returns the number of queued messages discarded.
+        """
+        while self._putters:
+            fut, _ = self._putters.popleft()
+            if not fut.done():
+                fut.set_exception(make_error())
+        discarded = self._size
+        self._buckets.clear()
+        self._levels.clear()
+        self._size = 0
+        return discarded
+
+
+class Outbox:
+    """FIFO mailbox of a kernel's replies; a full outbox makes the kernel wait.
+
+    Replies whose ``correlation_id`` matches a pending :meth:`expect` go straight to that
+    caller, so other replies stay receivable in order.
+    """
+
+    __slots__ = (
+        "_error",
+        "_expect",
+        "_getters",
+        "_loop",
+        "_putters",
+        "_q",
+        "capacity",
+        "kernel_id",
+        "sent",
+    )
+
+    def __init__(self, kernel_id: str, capacity: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.kernel_id = kernel_id
+        self.capacity = capacity
+        self._loop = loop
+        self._q: deque[Any] = deque()
+        self._getters: deque[asyncio.Future[Any]] = deque()
+        self._putters: deque[asyncio.Future[None]] = deque()
+        self._expect: dict[Any, asyncio.Future[Any]] = {}
+        self._error: Callable[[], BaseException] | None = None
+        self.sent = 0
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def put_nowait(self, msg: Any) -> bool:
+        """Deliver or queue ``msg``; False when the outbox is full (the kernel must wait)."""
+        if self._expect and self._deliver_expected(msg):
+            self.sent += 1
+            return True
+        getters = self._getters
+        while getters:
+            g = getters.popleft()
+            if not g.done():
+                g.set_result(msg)
+                self.sent += 1
+                return True
+        if len(self._q) >= self.capacity:
+            return False
+        self._q.append(msg)
+        self.sent += 1
+        return True
+
+    def _deliver_expected(self, msg: Any) -> bool:
+        cid = getattr(msg, "correlation_id", None)
+        fut = self._expect.pop(cid, None) if cid is not None else None
+        if fut is None or fut.done():
+            return False
+        fut.set_result(msg)
+        return True
+
+    async def put_wait(
+        self, msg: Any, timeout: float | None, make_timeout: Callable[[], BaseException]
+    ) -> None:
+        """Wait for space, then queue ``msg``."""
+        while not self.put_nowait(msg):
+            fut: asyncio.Future[None] = self._loop.create_future()
+            self._putters.append(fut)
+            handle = None
+            if timeout is not None:
+                handle = self._loop.call_later(timeout, _expire, fut, make_timeout)
+            try:
+                await fut
+            finally:
+                if handle is not None:
+                    handle.cancel()
+                if fut in self._putters:
+                    self._putters.remove(fut)
+
+    def put_many_nowait(self, msgs: list[Any]) -> int:
+        """Deliver or queue as many of ``msgs`` as fit; return how many were taken."""
+        if not self._expect:
+            start = 0
+            if self._getters and msgs:
+                # Wake the waiting receiver with the first reply; it takes the rest in bulk.
+                if not self.put_nowait(msgs[0]):
+                    return 0
+                start = 1
+            if not self._getters:
+                room = self.capacity - len(self._q)
+                n = min(room, len(msgs) - start)
+                if n > 0:
+                    self._q.extend(msgs[start : start + n] if start or n < len(msgs) else msgs)
+                    self.sent += n
+                return start + max(n, 0)
+        for i, msg in enumerate(msgs):
+            if not self.put_nowait(msg):
+                return i
+        return len(msgs)
+
+    def pop_nowait(self) -> Any:
+        """Take the oldest reply, or return :data:`EMPTY` when none is queued."""
+        q = self._q
+        if not q:
+            return EMPTY
+        msg = q.popleft()
+        if self._putters:
+            self._wake_putter()
+        return msg
+
+    def pop(self) -> Any:
+        """Take the oldest reply; the outbox must not be empty."""
+        msg = self._q.popleft()
+        if self._putters:
+            self._wake_putter()
+        return msg
+
+    def pop_many(self, max_count: int) -> list[Any]:
+        """Take up to ``max_count`` replies, oldest first."""
+        q = self._q
+        if len(q) <= max_count:
+            out = list(q)
+            q.clear()
+        else:
+            out = [q.popleft() for _ in range(max_count)]
+        while self._putters and len(q) < self.capacity:
+            self._wake_putter()
+        return out
+
+    def _wake_putter(self) -> None:
+        while self._putters:
+            fut = self._putters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def wait(
+        self, timeout: float | None, make_timeout: Callable[[], BaseException] | None
+    ) -> asyncio.Future[Any]:
+        """Register a receiver: the returned future gets the next reply.
+
+        Raises the outbox's error at once when it is closed (the queue must be empty). The
+        caller awaits the future and calls :meth:`abandon` if it is cancelled while waiting.
+        """
+        if self._error is not None:
+            raise self._error()
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._getters.append(fut)
+        if timeout is not None and make_timeout is not None:
+            _expire_later(self._loop, fut, timeout, make_timeout)
+        return fut
+
+    def abandon(self, fut: asyncio.Future[Any]) -> None:
+        """A receiver was cancelled: keep a reply that was already handed to it."""
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            self._q.appendleft(fut.result())
+
+    def expect(self, correlation_id: Any) -> asyncio.Future[Any]:
+        """Return a future resolved by the reply correlated with ``correlation_id``."""
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._expect[correlation_id] = fut
+        return fut
+
+    def forget(self, correlation_id: Any) -> None:
+        """Stop waiting for a correlated reply (a later one is queued normally)."""
+        self._expect.pop(correlation_id, None)
+
+    def fail(self, make_error: Callable[[], BaseException]) -> None:
+        """Close for receivers: waiting ones get ``make_error()``; later ones once empty."""
+        self._error = make_error
+        while self._getters:
+            g = self._getters.popleft()
+            if not g.done():
+                g.set_exception(make_error())
+        for fut in self._expect.values():
+            if not fut.done():
+                fut.set_exception(make_error())
+        self._expect.clear()
+
+    def reopen(self) -> None:
+        """Accept receivers again (after a restart or relaunch)."""
+        self._error = None
+
+    @property
+    def error(self) -> Callable[[], BaseException] | None:
+        """Factory of the error receivers get once the outbox is closed and empty."""
+        return self._error

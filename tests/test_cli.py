@@ -1,0 +1,35 @@
+"""python -m pydotcompute demo / info."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pydotcompute._cli import main
+
+
+def test_demo_runs_and_prints_results_and_telemetry() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pydotcompute", "demo"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    out = proc.stdout
+    assert "Sum: 15.0" in out and "[0.75, 45.0]" in out
+    assert "5/5 injected spikes found" in out
+    assert "kernel" in out and "summer" in out and "TERMINATED" in out
+
+
+def test_info_reports_versions_and_backends(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("pydotcompute ") and "numpy" in out and "msgpack" in out
+    assert "host           usable" in out
+
+
+def test_bad_arguments_give_the_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--readings", "5"])
+    assert info.value.code == 2
+    assert "--readings must be at least 200, got 5" in capsys.readouterr().err

@@ -1,0 +1,239 @@
+"""RingKernelRuntime: lifecycle verbs, messaging verbs, call correlation, priority."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from pydotcompute import (
+    KernelContext,
+    KernelNotFoundError,
+    KernelState,
+    KernelStateError,
+    MessageTypeError,
+    OperationTimeoutError,
+    ReceiveTimeoutError,
+    RingKernelRuntime,
+    message,
+    ring_kernel,
+)
+from tests.conftest import until, within
+
+
+@message
+class Num:
+    value: float
+
+
+@message
+class Out:
+    value: float
+
+
+async def doubler(ctx: KernelContext[Num, Out]) -> None:
+    while not ctx.should_terminate:
+        m = await ctx.receive()
+        await ctx.send(Out(value=m.value * 2))
+
+
+async def echo(ctx: KernelContext[Any, Any]) -> None:
+    while not ctx.should_terminate:
+        await ctx.send(await ctx.receive())
+
+
+async def test_two_phase_launch_then_activate(runtime: RingKernelRuntime) -> None:
+    result = await within(runtime.launch("d", func=doubler))
+    assert result.state is KernelState.LAUNCHED and result.backend == "host"
+    assert runtime.state("d") is KernelState.LAUNCHED and runtime.kernels == ("d",)
+    await within(runtime.send("d", Num(value=1)))  # queued while launched
+    with pytest.raises(ReceiveTimeoutError, match="no message from ring kernel 'd' within"):
+        await runtime.receive("d", timeout=0.05)
+    await within(runtime.activate("d"))
+    assert (await within(runtime.receive("d"))).value == 2.0
+    assert runtime.state("d") is KernelState.ACTIVE
+
+
+async def test_registered_kernel_is_created_until_launched(runtime: RingKernelRuntime) -> None:
+    @ring_kernel(kernel_id="reg")
+    async def reg(ctx: Any) -> None:
+        await ctx.receive()
+
+    assert runtime.state("reg") is KernelState.CREATED
+    with pytest.raises(KernelStateError, match=r"'reg' is CREATED .*launch\('reg'\) first"):
+        await runtime.activate("reg")
+    with pytest.raises(KernelNotFoundError, match="no ring kernel 'nope'"):
+        runtime.state("nope")
+    with pytest.raises(KernelNotFoundError, match="decorate its body with @ring_kernel"):
+        await runtime.launch("nope")
+
+
+async def test_illegal_transition_says_state_and_what_is_allowed(
+    runtime: RingKernelRuntime,
+) -> None:
+    await runtime.launch("d", func=doubler)
+    with pytest.raises(
+        KernelStateError,
+        match=r"cannot deactivate ring kernel 'd': it is LAUNCHED; allowed now: activate, "
+        r"relaunch, terminate",
+    ):
+        await runtime.deactivate("d")
+    with pytest.raises(KernelStateError, match="already launched"):
+        await runtime.launch("d", func=doubler)
+
+
+async def test_wrong_input_type_is_refused_at_the_sender(runtime: RingKernelRuntime) -> None:
+    await runtime.launch("d", func=doubler)
+    with pytest.raises(MessageTypeError, match=r"'d' takes Num messages, got a Out; send a Num"):
+        await runtime.send("d", Out(value=1))
+    with pytest.raises(MessageTypeError, match="got a int"):
+        await runtime.send_many("d", [Num(value=1), 3])
+    assert runtime.telemetry("d").inbox_depth == 0  # nothing of the batch was queued
+
+
+async def test_input_type_from_option_overrides(runtime: RingKernelRuntime) -> None:
+    await runtime.launch("e", func=echo, input_type=Out)
+    with pytest.raises(MessageTypeError):
+        await runtime.send("e", Num(value=1))
+
+
+async def test_deactivate_parks_receive_and_loses_nothing(runtime: RingKernelRuntime) -> None:
+    await runtime.launch("d", func=doubler)
+    await runtime.activate("d")
+    await runtime.send("d", Num(value=1))
+    assert (await within(runtime.receive("d"))).value == 2
+    await runtime.deactivate("d")
+    for i in range(5):
+        await runtime.send("d", Num(value=i))
+    with pytest.raises(ReceiveTimeoutError):
+        await runtime.receive("d", timeout=0.05)
+    assert runtime.telemetry("d").inbox_depth == 5
+    await runtime.activate("d")
+    got = [(await within(runtime.receive("d"))).value for _ in range(5)]
+    assert got == [0, 2, 4, 6, 8]
+
+
+async def test_priority_order_then_fifo_within_priority(runtime: RingKernelRuntime) -> None:
+    await runtime.launch("e", func=echo)
+    order = [(10, "a"), (200, "b"), (10, "c"), (128, "d"), (200, "e"), (0, "f")]
+    for p, name in order:
+        await runtime.send("e", Num(value=ord(name), priority=p))
+    await runtime.activate("e")
+    got = [chr(int((await within(runtime.receive("e"))).value)) for _ in order]
+    assert got == ["b", "e", "d", "a", "c", "f"]
+
+
+async def test_send_many_receive_many_keep_order(runtime: RingKernelRuntime) -> None:
+    await runtime.launch("e", func=echo, queue_size=64)
+    await runtime.activate("e")
+    msgs = [Num(value=i) for i in range(50)]
+    assert await within(runtime.send_many("e", msgs)) == 50
+    got: list[Any] = []
+    while len(got) < 50:
+        got += await within(runtime.receive_many("e", max_count=7))
+    assert [m.value for m in got] == list(range(50))
+    assert await runtime.send_many("e", []) == 0
+
+
+async def test_send_many_waits_for_space_under_block(runtime: RingKernelRuntime) -> None:
+    async def batch_echo(ctx: KernelContext[Any, Any]) -> None:
+        while not ctx.should_terminate:
+            await ctx.send_many(await ctx.receive_many(3))
+
+    await runtime.launch("b", func=batch_echo, queue_size=4)
+    await runtime.activate("b")
+    sender = asyncio.create_task(runtime.send_many("b", [Num(value=i) for i in range(40)]))
+    got: list[Any] = []
+    while len(got) < 40:
+        got += await within(runtime.receive_many("b"))
+    assert await within(sender) == 40
+    assert [m.value for m in got] == list(range(40))
+
+
+async def test_call_returns_the_correlated_reply(runtime: RingKernelRuntime) -> None:
+    await runtime.launch("d", func=doubler)
+    await runtime.activate("d")
+    await runtime.send("d", Num(value=100))  # an unrelated reply will be waiting
+    await until(lambda: runtime.telemetry("d").outbox_depth == 1)
+    req = Num(value=4)
+    reply = await within(runtime.call("d", req, timeout=2))
+    assert reply.value == 8 and reply.correlation_id == req.message_id
+    assert (await within(runtime.receive("d"))).value == 200  # still receivable
+
+
+async def test_call_works_with_reply_helper_and_times_out(runtime: RingKernelRuntime) -> None:
+    async def replier(ctx: KernelContext[Num, Any]) -> None:
+        while not ctx.should_terminate:
+            m = await ctx.receive()
+            if m.value >= 0:
+                await ctx.send(m.reply(Out, value=-m.value))
+
+    await runtime.launch("r", func=replier)
+    await runtime.activate("r")
+    assert (await within(runtime.call("r", Num(value=3), timeout=2))).value == -3
+    with pytest.raises(OperationTimeoutError, match="no reply from ring kernel 'r' to Num"):
+        await runtime.call("r", Num(value=-1), timeout=0.05)
+    with pytest.raises(MessageTypeError, match="call\\(\\) needs a @message instance"):
+        await runtime.call("r", 5)
+
+
+async def test_leaving_the_context_terminates_every_kernel() -> None:
+    async with asyncio.timeout(10):
+        async with RingKernelRuntime() as rt:
+            await rt.launch("a", func=echo)
+            await rt.launch("b", func=echo)
+            await rt.activate("b")
+        assert rt.state("a") is KernelState.TERMINATED
+        assert rt.state("b") is KernelState.TERMINATED
+        assert rt.closed
+        with pytest.raises(KernelStateError, match="was shut down"):
+            await rt.launch("c", func=echo)
+
+
+async def test_runtime_refuses_another_event_loop() -> None:
+    rt = RingKernelRuntime()
+    await rt.launch("x", func=echo)
+
+    def other_loop() -> None:
+        async def use() -> None:
+            await rt.launch("y", func=echo)
+
+        asyncio.run(use())
+
+    with pytest.raises(Exception, match="runs on another event loop"):
+        await asyncio.to_thread(other_loop)
+    await within(rt.shutdown())
+
+
+async def test_relaunch_keeps_queued_messages_and_history(runtime: RingKernelRuntime) -> None:
+    await runtime.launch("d", func=doubler)
+    await runtime.activate("d")
+    await runtime.send("d", Num(value=1))
+    assert (await within(runtime.receive("d"))).value == 2
+    await runtime.deactivate("d")
+    for i in range(3):
+        await runtime.send("d", Num(value=i))
+
+    async def tripler(ctx: KernelContext[Num, Out]) -> None:
+        while not ctx.should_terminate:
+            m = await ctx.receive()
+            await ctx.send(Out(value=m.value * 3))
+
+    result = await within(runtime.relaunch("d", tripler))
+    assert result.state is KernelState.DEACTIVATED
+    await runtime.activate("d")
+    got = [(await within(runtime.receive("d"))).value for _ in range(3)]
+    assert got == [0, 3, 6]
+    t = runtime.telemetry("d")
+    assert t.redeploys == 1 and t.processed == 4 and t.launches == 1
+    assert any(what == "redeployed" for _, what in t.events)
+
+
+async def test_snapshot_is_plain_data(runtime: RingKernelRuntime) -> None:
+    import json
+
+    await runtime.launch("d", func=doubler)
+    snap = runtime.snapshot()
+    assert set(snap.kernels) == {"d"} and snap.kernels["d"].state == "LAUNCHED"
+    json.dumps(snap.as_dict())
