@@ -8,6 +8,7 @@ from ._version import __version__
 from .backends.host import LaunchResult, TerminateResult
 from .errors import (
     BackendUnavailableError,
+    InvalidArgumentError,
     KernelFailedError,
     KernelNotFoundError,
     KernelRegistrationError,
@@ -46,6 +47,7 @@ __all__ = [
     "BackendUnavailableError",
     "Backpressure",
     "FixedLayout",
+    "InvalidArgumentError",
     "KernelContext",
     "KernelFailedError",
     "KernelNotFoundError",

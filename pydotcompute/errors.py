@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = [
     "BackendUnavailableError",
+    "InvalidArgumentError",
     "KernelFailedError",
     "KernelNotFoundError",
     "KernelRegistrationError",
@@ -37,6 +38,10 @@ def _short_repr(value: Any, limit: int = 80) -> str:
 
 class PyDotComputeError(Exception):
     """Base class of every error raised by PyDotCompute."""
+
+
+class InvalidArgumentError(PyDotComputeError, ValueError):
+    """An argument of a call is out of range or of the wrong kind."""
 
 
 class MessageDefinitionError(PyDotComputeError, TypeError):

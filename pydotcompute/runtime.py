@@ -18,6 +18,7 @@ from .errors import (
     PyDotComputeError,
     ReceiveTimeoutError,
 )
+from .ring._context import check_max_count
 from .ring._mailbox import EMPTY
 from .ring._spec import RingKernelSpec, _registry, spec_for
 from .ring._state import KernelState
@@ -340,6 +341,8 @@ class RingKernelRuntime:
         self, kernel_id: str, max_count: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
         """Take up to ``max_count`` replies (all queued ones if ``None``), waiting for one."""
+        if max_count is not None:
+            check_max_count(max_count)
         k = self._kernel(kernel_id)
         ob = k.outbox
         if len(ob):

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from pydotcompute import (
+    InvalidArgumentError,
     KernelContext,
     KernelNotFoundError,
     KernelState,
@@ -237,3 +238,39 @@ async def test_snapshot_is_plain_data(runtime: RingKernelRuntime) -> None:
     snap = runtime.snapshot()
     assert set(snap.kernels) == {"d"} and snap.kernels["d"].state == "LAUNCHED"
     json.dumps(snap.as_dict())
+
+
+async def test_batch_replies_reach_several_waiting_receivers_once_each(
+    runtime: RingKernelRuntime,
+) -> None:
+    async def batch_echo(ctx: KernelContext[Any, Any]) -> None:
+        while not ctx.should_terminate:
+            await ctx.send_many(await ctx.receive_many(16))
+
+    await runtime.launch("b", func=batch_echo)
+    await runtime.activate("b")
+    waiters = [asyncio.create_task(runtime.receive("b")) for _ in range(3)]
+    await asyncio.sleep(0)  # all three are now waiting on the outbox
+    await runtime.send_many("b", [Num(value=i) for i in range(6)])
+    first = sorted([(await within(w)).value for w in waiters])
+    rest = [m.value for m in await within(runtime.receive_many("b"))]
+    assert first == [0, 1, 2] and rest == [3, 4, 5]
+
+
+async def test_receive_many_refuses_a_bad_max_count(runtime: RingKernelRuntime) -> None:
+    await runtime.launch("e", func=echo)
+    with pytest.raises(InvalidArgumentError, match=r"max_count=0 must be an int >= 1"):
+        await runtime.receive_many("e", max_count=0)
+
+    seen: list[BaseException] = []
+
+    async def bad(ctx: KernelContext[Any, Any]) -> None:
+        try:
+            await ctx.receive_many(-3)
+        except InvalidArgumentError as exc:
+            seen.append(exc)
+
+    await runtime.launch("bad", func=bad)
+    await runtime.activate("bad")
+    await until(lambda: bool(seen))
+    assert "max_count=-3" in str(seen[0])

@@ -7,7 +7,12 @@ from collections.abc import Iterable
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ..errors import MessageTypeError, OperationTimeoutError, ReceiveTimeoutError
+from ..errors import (
+    InvalidArgumentError,
+    MessageTypeError,
+    OperationTimeoutError,
+    ReceiveTimeoutError,
+)
 from ..telemetry import LAT_MASK
 
 if TYPE_CHECKING:
@@ -17,6 +22,14 @@ __all__ = ["KernelContext", "TerminationRequested"]
 
 InT = TypeVar("InT")
 OutT = TypeVar("OutT")
+
+
+def check_max_count(max_count: object) -> None:
+    """Refuse a ``max_count`` that is not a positive int."""
+    if type(max_count) is not int or max_count < 1:
+        raise InvalidArgumentError(
+            f"max_count={max_count!r} must be an int >= 1 (the most messages to take at once)"
+        )
 
 
 class TerminationRequested(BaseException):
@@ -121,10 +134,7 @@ class KernelContext(Generic[InT, OutT]):
         Replies sent for a batch are not stamped with a correlation id (there is no single
         request); use ``msg.reply(...)`` to correlate individual replies.
         """
-        if type(max_count) is not int or max_count < 1:
-            from ..errors import KernelRegistrationError
-
-            raise KernelRegistrationError(f"max_count={max_count!r} must be an int >= 1")
+        check_max_count(max_count)
         if self._pending:
             self._metrics.completed(self._pending, self._pending_n)
             self._pending = 0

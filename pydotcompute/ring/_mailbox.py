@@ -192,34 +192,40 @@ class Inbox:
         return make
 
     def put_many_nowait(self, msgs: list[Any], priorities: list[int] | None) -> int:
-        """Queue as many of ``msgs`` as fit now; return how many were taken (queued or dropped)."""
+        """Queue as many of ``msgs`` as fit now; return how many were taken (queued or dropped).
+
+        ``priorities`` holds one priority per message, or is ``None`` when all are 128.
+        """
         n = len(msgs)
-        if n > 1 and self._getters and self.open:
-            # Wake the waiting receiver with the first message; it takes the rest in bulk.
-            first = self.put_many_nowait(msgs[:1], None if priorities is None else priorities[:1])
-            rest = self.put_many_nowait(msgs[1:], None if priorities is None else priorities[1:])
-            return first + rest
-        free = self.capacity - self._size
-        if n <= free and not (self._getters and self.open):
+        done = 0
+        if n and self._getters and self.open:
+            # A waiting receiver means the inbox is empty: hand it the first message; once
+            # woken it takes the rest in bulk.
+            p = _DEFAULT_PRIORITY if priorities is None else priorities[0]
+            self._enqueue(msgs[0], p, perf_counter_ns())
+            done = 1
+        rest = n - done
+        if rest and rest <= self.capacity - self._size and not (self._getters and self.open):
             ts = perf_counter_ns()
+            batch = msgs[done:] if done else msgs
             if priorities is None:
-                self._extend(_DEFAULT_PRIORITY, msgs, ts)
-            elif len(set(priorities)) == 1:
-                self._extend(priorities[0], msgs, ts)
+                self._extend(_DEFAULT_PRIORITY, batch, ts)
             else:
-                for msg, p in zip(msgs, priorities):
-                    self._enqueue(msg, p, ts)
+                prios = priorities[done:] if done else priorities
+                if min(prios) == max(prios):
+                    self._extend(prios[0], batch, ts)
+                else:
+                    for msg, p in zip(batch, prios):
+                        self._enqueue(msg, p, ts)
             return n
-        taken = 0
-        for i, msg in enumerate(msgs):
+        for i in range(done, n):
             p = _DEFAULT_PRIORITY if priorities is None else priorities[i]
             if self._size >= self.capacity:
-                if self._full_many(msg, p) is None:
-                    return taken
+                if self._full_many(msgs[i], p) is None:
+                    return i
             else:
-                self._enqueue(msg, p, perf_counter_ns())
-            taken += 1
-        return taken
+                self._enqueue(msgs[i], p, perf_counter_ns())
+        return n
 
     def _full_many(self, msg: Any, p: int) -> bool | None:
         if self.policy is Backpressure.DROP_OLDEST:
@@ -431,25 +437,21 @@ class Outbox:
                     self._putters.remove(fut)
 
     def put_many_nowait(self, msgs: list[Any]) -> int:
-        """Deliver or queue as many of ``msgs`` as fit; return how many were taken."""
-        if not self._expect:
-            start = 0
-            if self._getters and msgs:
-                # Wake the waiting receiver with the first reply; it takes the rest in bulk.
-                if not self.put_nowait(msgs[0]):
-                    return 0
-                start = 1
-            if not self._getters:
-                room = self.capacity - len(self._q)
-                n = min(room, len(msgs) - start)
-                if n > 0:
-                    self._q.extend(msgs[start : start + n] if start or n < len(msgs) else msgs)
-                    self.sent += n
-                return start + max(n, 0)
-        for i, msg in enumerate(msgs):
-            if not self.put_nowait(msg):
-                return i
-        return len(msgs)
+        """Deliver or queue as many of ``msgs`` as fit, in order; return how many were taken."""
+        n = len(msgs)
+        done = 0
+        # Waiting receivers and pending calls are served one message at a time; once they are
+        # all served the rest is queued in bulk.
+        while done < n and (self._getters or self._expect):
+            if not self.put_nowait(msgs[done]):
+                return done
+            done += 1
+        take = min(self.capacity - len(self._q), n - done)
+        if take > 0:
+            self._q.extend(msgs[done : done + take] if done or take < n else msgs)
+            self.sent += take
+            done += take
+        return done
 
     def pop_nowait(self) -> Any:
         """Take the oldest reply, or return :data:`EMPTY` when none is queued."""
