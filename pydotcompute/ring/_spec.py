@@ -314,7 +314,8 @@ def _device_kernel(
         mode=mode,
         block_size=block_size,
     )
-    spec = RingKernelSpec(kernel_id, None, KernelOptions(**options), kind="device", device=definition)
+    options_ = KernelOptions(**options)
+    spec = RingKernelSpec(kernel_id, None, options_, kind="device", device=definition)
     spec.__doc__ = f"Device ring kernel {kernel_id!r} ({mode})."
     # Re-running the declaring cell or module replaces it; another module taking the id fails.
     spec.__module__ = sys._getframe(2).f_globals.get("__name__")  # type: ignore[assignment]

@@ -80,9 +80,7 @@ def build_cuda(gen: GeneratedSource, d: DeviceDefinition, arch: str) -> Build:
     cubin, log = nvrtc.compile(gen.text, f"{gen.file_stem}.cu", options)
     elapsed = time.perf_counter() - start
     if cubin is None:
-        raise KernelCompileError(
-            gen.kernel_id, compiler, log, gen.text, parse_errors(log, gen)
-        )
+        raise KernelCompileError(gen.kernel_id, compiler, log, gen.text, parse_errors(log, gen))
     path = write_cached("cuda", key, ".cubin", cubin)
     return Build(path, False, elapsed, key, compiler)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 __all__ = ["ENTRY", "SHIM_HEADER"]
 
-SHIM_HEADER = r"""// pdc_emulated.h: CUDA names for the host C++ compiler (PyDotCompute emulated device).
+SHIM_HEADER = r"""// pdc_emulated.h: CUDA names for the host C++ compiler (the emulated device).
 #pragma once
 #include <algorithm>
 #include <atomic>
@@ -131,25 +131,41 @@ inline void __nanosleep(unsigned int ns)
     }
 }
 
-template <typename T> inline T atomicAdd(T* p, T v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+#define PDC_SC __ATOMIC_SEQ_CST
+template <typename T> inline T atomicAdd(T* p, T v) { return __atomic_fetch_add(p, v, PDC_SC); }
 template <typename F> inline F pdc_atomic_add_float(F* p, F v)
 {
     F old;
-    __atomic_load(p, &old, __ATOMIC_SEQ_CST);
+    __atomic_load(p, &old, PDC_SC);
     F desired = old + v;
-    while (!__atomic_compare_exchange(p, &old, &desired, false, __ATOMIC_SEQ_CST,
-                                      __ATOMIC_SEQ_CST)) {
+    while (!__atomic_compare_exchange(p, &old, &desired, false, PDC_SC, PDC_SC)) {
         desired = old + v;
     }
     return old;
 }
 inline float atomicAdd(float* p, float v) { return pdc_atomic_add_float(p, v); }
 inline double atomicAdd(double* p, double v) { return pdc_atomic_add_float(p, v); }
-template <typename T> inline T atomicSub(T* p, T v) { return __atomic_fetch_sub(p, v, __ATOMIC_SEQ_CST); }
-template <typename T> inline T atomicExch(T* p, T v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
-template <typename T> inline T atomicMax(T* p, T v) { T o = __atomic_load_n(p, __ATOMIC_SEQ_CST); while (o < v && !__atomic_compare_exchange_n(p, &o, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {} return o; }
-template <typename T> inline T atomicMin(T* p, T v) { T o = __atomic_load_n(p, __ATOMIC_SEQ_CST); while (o > v && !__atomic_compare_exchange_n(p, &o, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {} return o; }
-template <typename T> inline T atomicCAS(T* p, T cmp, T v) { __atomic_compare_exchange_n(p, &cmp, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST); return cmp; }
+template <typename T> inline T atomicSub(T* p, T v) { return __atomic_fetch_sub(p, v, PDC_SC); }
+template <typename T> inline T atomicExch(T* p, T v) { return __atomic_exchange_n(p, v, PDC_SC); }
+template <typename T> inline T atomicCAS(T* p, T cmp, T v)
+{
+    __atomic_compare_exchange_n(p, &cmp, v, false, PDC_SC, PDC_SC);
+    return cmp;
+}
+template <typename T> inline T atomicMax(T* p, T v)
+{
+    T o = __atomic_load_n(p, PDC_SC);
+    while (o < v && !__atomic_compare_exchange_n(p, &o, v, false, PDC_SC, PDC_SC)) {
+    }
+    return o;
+}
+template <typename T> inline T atomicMin(T* p, T v)
+{
+    T o = __atomic_load_n(p, PDC_SC);
+    while (o > v && !__atomic_compare_exchange_n(p, &o, v, false, PDC_SC, PDC_SC)) {
+    }
+    return o;
+}
 #define atomicAdd_system atomicAdd
 #define atomicExch_system atomicExch
 #define atomicCAS_system atomicCAS
