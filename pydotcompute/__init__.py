@@ -5,9 +5,12 @@ imported when first used.
 """
 
 from ._version import __version__
+from .backends.device import generated_source
 from .backends.host import LaunchResult, TerminateResult
 from .errors import (
     BackendUnavailableError,
+    DeviceFaultError,
+    KernelCompileError,
     KernelFailedError,
     KernelNotFoundError,
     KernelRegistrationError,
@@ -45,7 +48,9 @@ __all__ = [
     "Array",
     "BackendUnavailableError",
     "Backpressure",
+    "DeviceFaultError",
     "FixedLayout",
+    "KernelCompileError",
     "KernelContext",
     "KernelFailedError",
     "KernelNotFoundError",
@@ -75,6 +80,7 @@ __all__ = [
     "__version__",
     "decode_message",
     "fixed_layout",
+    "generated_source",
     "get_kernel_spec",
     "is_message",
     "message",

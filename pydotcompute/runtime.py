@@ -390,7 +390,7 @@ class RingKernelRuntime:
             if not len(ob):
                 fut = ob.wait(timeout, self._receive_timeout(kernel_id, timeout))
                 try:
-                    ob.abandon(await fut)  # put back in front: the array keeps the order
+                    ob.unget(await fut)  # put back in front: the array keeps the order
                 except asyncio.CancelledError:
                     ob.abandon(fut)
                     raise

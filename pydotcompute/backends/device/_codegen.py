@@ -23,6 +23,7 @@ KERNEL_SYMBOL = "pdc_ring_kernel"
 SPIN_NS = 50_000  # an idle loop polls without sleeping this long, then backs off
 MAX_NAP_NS = 100_000  # longest __nanosleep of an idle or parked loop
 SEQ_BATCH = 64  # messages a sequential loop takes before re-reading its command word
+SEQ_BATCH_NS = 20_000  # ... or fewer, once a batch has run this long
 PAR_ROUNDS = 4  # a parallel block takes up to PAR_ROUNDS * blockDim.x messages at once
 
 _PLATFORM = """\
@@ -256,6 +257,7 @@ def generate(kernel_id: str, d: DeviceDefinition) -> GeneratedSource:
             Out=out_l.c_name,
             State=state_name,
             batch=SEQ_BATCH,
+            batch_ns=SEQ_BATCH_NS,
             rounds=PAR_ROUNDS,
         )
     )
@@ -319,6 +321,7 @@ _SEQUENTIAL = (
             }}
             const {In} msg = inbox[head & in_mask];
             head += 1;
+            pdc_store_release(&ctl->in_head, head);  // taken: a fault now loses only this one
             {Out} out = {Out}();
             handle(msg, out, state);
 """
@@ -326,11 +329,13 @@ _SEQUENTIAL = (
     + """
             outbox[out_tail & out_mask] = out;
             out_tail += 1;
+            pdc_store_release(&ctl->out_tail, out_tail);  // the reply is visible
             c.processed += 1;
+            if (pdc_now_ns() - t0 > {batch_ns}ull) {{
+                break;  // a slow handler: publish now and look at the command word again
+            }}
         }}
         if (head != start) {{
-            pdc_store_release(&ctl->in_head, head);  // the slots taken are free again
-            pdc_store_release(&ctl->out_tail, out_tail);  // the replies are visible
             c.busy_ns += pdc_now_ns() - t0;
             c.heartbeat += 1;
             pdc_publish(ctl, c);

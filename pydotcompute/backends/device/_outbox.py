@@ -165,6 +165,10 @@ class DeviceOutbox:
         self._kick()
         return fut
 
+    def unget(self, msg: Any) -> None:
+        """Put a reply back in front (it is taken again first)."""
+        self._q.appendleft(msg)
+
     def abandon(self, fut: asyncio.Future[Any]) -> None:
         """A receiver was cancelled: keep a reply that was already handed to it."""
         if fut.done() and not fut.cancelled() and fut.exception() is None:
