@@ -68,3 +68,30 @@ def resolve_device(requested: str) -> str:
             "use device='auto' (falls back to the emulated device) or device='emulated'"
         )
     return "emulated"
+
+
+def probe_cuda() -> tuple[str, bool, str]:
+    """The ``info`` row for device kernels on CUDA (GPU, and the NVRTC that builds for it)."""
+    from ..._cuda import cuda_status
+    from ...errors import BackendUnavailableError
+    from ._nvrtc import load_nvrtc
+
+    status = cuda_status()
+    try:
+        nvrtc = load_nvrtc()
+        compiler = f"NVRTC {nvrtc.version[0]}.{nvrtc.version[1]}"
+    except BackendUnavailableError:
+        compiler = "no NVRTC (pip install nvidia-cuda-nvrtc-cu12)"
+    if not status.usable:
+        return "cuda", False, f"{status.reason}; {compiler}"
+    return "cuda", compiler.startswith("NVRTC"), f"device ring kernels on {status}; {compiler}"
+
+
+def probe_emulated() -> tuple[str, bool, str]:
+    """The ``info`` row for the emulated device (needs a host C++ compiler)."""
+    from ._compile import find_cxx
+
+    cxx = find_cxx()
+    if cxx is None:
+        return "emulated", False, "no C++ compiler found (install g++ or set CXX)"
+    return "emulated", True, f"device ring kernels on the CPU, built with {cxx}"
