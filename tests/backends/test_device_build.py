@@ -255,9 +255,7 @@ async def test_no_cxx_compiler_is_a_clear_error(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("CXX", "/nonexistent/c++")
     declare("needs_cxx")
     async with RingKernelRuntime(device="emulated") as rt:
-        with pytest.raises(
-            BackendUnavailableError, match=r"C\+\+ compiler, but none was found"
-        ):
+        with pytest.raises(BackendUnavailableError, match=r"C\+\+ compiler, but none was found"):
             await within(rt.launch("needs_cxx"), 30)
 
 
