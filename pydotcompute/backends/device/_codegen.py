@@ -24,7 +24,7 @@ SPIN_NS = 50_000  # an idle loop polls without sleeping this long, then backs of
 MAX_NAP_NS = 100_000  # longest __nanosleep of an idle or parked loop
 SEQ_BATCH = 64  # messages a sequential loop takes before re-reading its command word
 SEQ_BATCH_NS = 20_000  # ... or fewer, once a batch has run this long
-PAR_ROUNDS = 4  # a parallel block takes up to PAR_ROUNDS * blockDim.x messages at once
+PAR_ROUNDS = 32  # a parallel block takes up to PAR_ROUNDS * blockDim.x messages at once
 
 _PLATFORM = """\
 #if defined(PDC_EMULATED)

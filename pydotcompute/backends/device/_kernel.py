@@ -6,9 +6,10 @@ reads the outbox ring and flips the command word.
 
 The host cannot be woken by the device, so a *pump* task polls the rings, but only while
 somebody waits (a receiver, a ``call``, a blocked sender, staged messages to feed): it
-yields with ``asyncio.sleep(0)`` for the first 200 us after the last progress (low latency),
-then ticks every millisecond (about 1,000 cheap wake-ups per second while a receiver waits
-on a slow kernel). With nobody waiting there is no task and no polling.
+yields with ``asyncio.sleep(0)`` for the first millisecond after the last progress (low
+latency; no asyncio sleep is shorter than the selector's 1 ms resolution), then ticks every
+millisecond (about 1,000 cheap wake-ups per second while a receiver waits on a slow kernel).
+With nobody waiting there is no task and no polling.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ __all__ = ["DeviceKernel"]
 log = logging.getLogger("pydotcompute")
 S = KernelState
 
-SPIN_S = 200e-6  # the pump yields with sleep(0) this long after the last progress
+SPIN_S = 1e-3  # the pump yields with sleep(0) this long after the last progress
 TICK_S = 1e-3  # then polls at this period
 START_TIMEOUT_S = 60.0  # a cold CUDA start (context, module load) can take seconds
 EMULATED_MAX_THREADS = 4  # parallel blocks on the emulated device use at most this many
