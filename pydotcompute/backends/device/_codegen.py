@@ -73,6 +73,34 @@ static __device__ __forceinline__ void pdc_store_release(unsigned long long* p,
     *reinterpret_cast<volatile unsigned long long*>(p) = v;
 }}
 
+// Ring slots are read with volatile loads (never from a cache): the host rewrites a slot on
+// every lap of the ring, and a cached copy of its previous contents must never be seen.
+template <typename T> static __device__ __forceinline__ T pdc_read_slot(const T* slot)
+{{
+    T v;
+    if constexpr (alignof(T) % 8 == 0) {{
+        const volatile unsigned long long* s =
+            reinterpret_cast<const volatile unsigned long long*>(slot);
+        unsigned long long* d = reinterpret_cast<unsigned long long*>(&v);
+        for (unsigned int i = 0; i < sizeof(T) / 8; ++i) {{
+            d[i] = s[i];
+        }}
+    }} else if constexpr (alignof(T) % 4 == 0) {{
+        const volatile unsigned int* s = reinterpret_cast<const volatile unsigned int*>(slot);
+        unsigned int* d = reinterpret_cast<unsigned int*>(&v);
+        for (unsigned int i = 0; i < sizeof(T) / 4; ++i) {{
+            d[i] = s[i];
+        }}
+    }} else {{
+        const volatile unsigned char* s = reinterpret_cast<const volatile unsigned char*>(slot);
+        unsigned char* d = reinterpret_cast<unsigned char*>(&v);
+        for (unsigned int i = 0; i < sizeof(T); ++i) {{
+            d[i] = s[i];
+        }}
+    }}
+    return v;
+}}
+
 // Counters the device publishes into the control block (it is their only writer).
 struct pdc_counters {{
     unsigned long long processed, idle_polls, busy_ns, full_waits, heartbeat;
@@ -319,7 +347,7 @@ _SEQUENTIAL = (
                     break;
                 }}
             }}
-            const {In} msg = inbox[head & in_mask];
+            const {In} msg = pdc_read_slot(&inbox[head & in_mask]);
             head += 1;
             pdc_store_release(&ctl->in_head, head);  // taken: a fault now loses only this one
             {Out} out = {Out}();
@@ -407,7 +435,7 @@ _PARALLEL = (
             break;
         }}
         for (unsigned long long i = threadIdx.x; i < s_count; i += blockDim.x) {{
-            const {In} msg = inbox[(s_head + i) & in_mask];
+            const {In} msg = pdc_read_slot(&inbox[(s_head + i) & in_mask]);
             {Out} out = {Out}();
             handle(msg, out, state);
 """
