@@ -5,10 +5,13 @@ imported when first used.
 """
 
 from ._version import __version__
+from .backends.device import generated_source
 from .backends.host import LaunchResult, TerminateResult
 from .errors import (
     BackendUnavailableError,
+    DeviceFaultError,
     InvalidArgumentError,
+    KernelCompileError,
     KernelFailedError,
     KernelNotFoundError,
     KernelRegistrationError,
@@ -46,8 +49,10 @@ __all__ = [
     "Array",
     "BackendUnavailableError",
     "Backpressure",
+    "DeviceFaultError",
     "FixedLayout",
     "InvalidArgumentError",
+    "KernelCompileError",
     "KernelContext",
     "KernelFailedError",
     "KernelNotFoundError",
@@ -77,6 +82,7 @@ __all__ = [
     "__version__",
     "decode_message",
     "fixed_layout",
+    "generated_source",
     "get_kernel_spec",
     "is_message",
     "message",

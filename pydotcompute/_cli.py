@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._version import __version__
+from .backends.device import probe_cuda, probe_emulated
 from .messages import message
 from .ring import KernelContext
 from .runtime import RingKernelRuntime
@@ -29,7 +30,7 @@ OPTIONAL_PACKAGES = (
 )
 
 #: Extra rows for ``info``'s backend section: callables returning (name, usable, detail).
-BACKEND_PROBES: list[Callable[[], tuple[str, bool, str]]] = []
+BACKEND_PROBES: list[Callable[[], tuple[str, bool, str]]] = [probe_cuda, probe_emulated]
 
 
 @message

@@ -12,7 +12,9 @@ from typing import Any
 
 __all__ = [
     "BackendUnavailableError",
+    "DeviceFaultError",
     "InvalidArgumentError",
+    "KernelCompileError",
     "KernelFailedError",
     "KernelNotFoundError",
     "KernelRegistrationError",
@@ -142,3 +144,76 @@ class SendTimeoutError(QueueFullError, OperationTimeoutError):
 
 class BackendUnavailableError(PyDotComputeError, RuntimeError):
     """A backend (CUDA, Numba, a C++ compiler) is not usable on this machine."""
+
+
+class KernelCompileError(PyDotComputeError, RuntimeError):
+    """A device kernel's generated source did not compile.
+
+    The message quotes the compiler's errors with their line numbers mapped back to the
+    handler ``SOURCE`` (``<kernel>.handle:LINE``) or the ``cuda_prelude``
+    (``<kernel>.prelude:LINE``).
+
+    Attributes
+    ----------
+    kernel_id:
+        The kernel whose source failed.
+    log:
+        The full compiler log.
+    source:
+        The generated source that was compiled.
+    errors:
+        ``(part, line, text)`` for each error the log reports in the user's code, where
+        ``part`` is ``"handle"`` or ``"prelude"``.
+    """
+
+    def __init__(
+        self,
+        kernel_id: str,
+        compiler: str,
+        log: str,
+        source: str,
+        errors: list[tuple[str, int, str]],
+    ) -> None:
+        self.kernel_id = kernel_id
+        self.log = log
+        self.source = source
+        self.errors = errors
+        if errors:
+            shown = "\n".join(f"  {part} line {line}: {text}" for part, line, text in errors[:5])
+            where = f"errors in your code:\n{shown}"
+        else:
+            where = f"compiler log:\n{log.strip()[:2000]}"
+        super().__init__(
+            f"device ring kernel {kernel_id!r} did not compile with {compiler}; {where}\n"
+            "Fix the cuda= SOURCE (line 1 is its first line) or cuda_prelude=; the full log "
+            "is in .log and the generated source in .source"
+        )
+
+
+class DeviceFaultError(PyDotComputeError, RuntimeError):
+    """A device ring kernel faulted, trapped, or did not exit in time.
+
+    Attributes
+    ----------
+    kernel_id:
+        The kernel that failed.
+    cuda_error:
+        The CUDA error name (``"cudaErrorIllegalAddress"``, ...) or ``None``.
+    context_usable:
+        Whether the CUDA context (or the emulated device) can still run kernels; a sticky
+        CUDA error poisons the context until the process restarts.
+    """
+
+    def __init__(
+        self, kernel_id: str, what: str, *, cuda_error: str | None, context_usable: bool
+    ) -> None:
+        self.kernel_id = kernel_id
+        self.cuda_error = cuda_error
+        self.context_usable = context_usable
+        context = (
+            "the device is still usable: other kernels keep running and new ones can launch"
+            if context_usable
+            else "the CUDA context is NOT usable any more (a sticky error): every CUDA call in "
+            "this process will fail; restart the Python process (the kernel) to use the GPU"
+        )
+        super().__init__(f"device ring kernel {kernel_id!r} {what}; {context}")

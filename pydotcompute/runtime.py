@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from operator import attrgetter
 from typing import Any
 
+import numpy as np
+
 from .backends.host import HostKernel, LaunchResult, TerminateResult
 from .errors import (
     KernelFailedError,
@@ -44,12 +46,28 @@ class RingKernelRuntime:
     A runtime belongs to the event loop it is first used on. It is not thread-safe: from
     another thread, hand coroutines to that loop with
     :func:`asyncio.run_coroutine_threadsafe` (see :attr:`loop`).
+
+    Parameters
+    ----------
+    device:
+        Where device ring kernels run: ``"auto"`` (a usable CUDA GPU, else the emulated
+        device), ``"cuda"`` (raises ``BackendUnavailableError`` without a GPU) or
+        ``"emulated"`` (the host C++ build of the same kernel source). Host kernels always
+        run on asyncio.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "auto") -> None:
+        from .backends.device import DEVICES, resolve_device
+
+        if device not in DEVICES:
+            raise PyDotComputeError(
+                f"RingKernelRuntime(device={device!r}): expected one of 'auto', 'cuda', 'emulated'"
+            )
         self._kernels: dict[str, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._device = device
+        self._target = resolve_device(device) if device == "cuda" else None
 
     def __repr__(self) -> str:
         states = ", ".join(f"{k}={v.state.value}" for k, v in self._kernels.items())
@@ -178,6 +196,13 @@ class RingKernelRuntime:
     def _make_kernel(self, spec: RingKernelSpec, loop: asyncio.AbstractEventLoop) -> Any:
         if spec.kind == "host":
             return HostKernel(spec, loop)
+        if spec.kind == "device":
+            from .backends.device import resolve_device
+            from .backends.device._kernel import DeviceKernel
+
+            if self._target is None:
+                self._target = resolve_device(self._device)
+            return DeviceKernel(spec, loop, self._target)
         raise KernelStateError(
             f"ring kernel {spec.kernel_id!r} is of kind {spec.kind!r}, which this runtime "
             "cannot run"
@@ -279,11 +304,17 @@ class RingKernelRuntime:
         """Send several messages in one call; returns how many were queued.
 
         All messages are type-checked before any is queued. Under ``block`` the call waits
-        for space as needed (``timeout`` applies to each wait).
+        for space as needed (``timeout`` applies to each wait). ``msgs`` may also be a numpy
+        structured array of the input type's fixed layout (``fixed_layout(In).dtype``): a
+        device kernel copies it into its inbox ring in one copy per ring chunk.
         """
         k = self._kernels.get(kernel_id)
         if k is None or not k.accepting:
             raise self._refused(kernel_id, k)
+        if isinstance(msgs, np.ndarray):
+            if hasattr(k.inbox, "put_array"):
+                return int(await k.inbox.put_array(msgs, timeout))
+            msgs = _layout_for(k, k.input_type, "send_many").from_array(msgs)
         items = msgs if isinstance(msgs, list) else list(msgs)
         if not items:
             return 0
@@ -338,13 +369,35 @@ class RingKernelRuntime:
             raise
 
     async def receive_many(
-        self, kernel_id: str, max_count: int | None = None, *, timeout: float | None = None
-    ) -> list[Any]:
-        """Take up to ``max_count`` replies (all queued ones if ``None``), waiting for one."""
+        self,
+        kernel_id: str,
+        max_count: int | None = None,
+        *,
+        timeout: float | None = None,
+        as_array: bool = False,
+    ) -> Any:
+        """Take up to ``max_count`` replies (all queued ones if ``None``), waiting for one.
+
+        With ``as_array=True`` the replies come as one numpy structured array of the output
+        type's fixed layout instead of a list (a device kernel's ring is copied out once).
+        """
         if max_count is not None:
             check_max_count(max_count)
         k = self._kernel(kernel_id)
         ob = k.outbox
+        if as_array:
+            if not hasattr(ob, "pop_array"):
+                layout = _layout_for(k, k.options.output_type, "receive_many(as_array=True)")
+                got = await self.receive_many(kernel_id, max_count, timeout=timeout)
+                return layout.to_array(got)
+            if not len(ob):
+                fut = ob.wait(timeout, self._receive_timeout(kernel_id, timeout))
+                try:
+                    ob.unget(await fut)  # put back in front: the array keeps the order
+                except asyncio.CancelledError:
+                    ob.abandon(fut)
+                    raise
+            return ob.pop_array(max_count or len(ob))
         if len(ob):
             return ob.pop_many(max_count or len(ob))
         fut = ob.wait(timeout, self._receive_timeout(kernel_id, timeout))
@@ -414,7 +467,22 @@ class RingKernelRuntime:
         return RuntimeSnapshot(
             timestamp=time.time(),
             kernels={kid: k.telemetry() for kid, k in self._kernels.items()},
+            device={"requested": self._device, "device_kernels_run_on": self._target},
         )
+
+
+def _layout_for(k: Any, t: type | None, verb: str) -> Any:
+    """The fixed layout used to convert arrays for a host kernel's batch verbs."""
+    from .errors import LayoutError
+    from .messages import fixed_layout
+
+    layout = fixed_layout(t) if t is not None else None
+    if layout is None:
+        raise LayoutError(
+            f"{verb} with a numpy array needs ring kernel {k.kernel_id!r} to declare a "
+            "message type with a fixed layout; pass a list of messages instead"
+        )
+    return layout
 
 
 def _priorities(items: list[Any], t: type | None) -> list[int] | None:

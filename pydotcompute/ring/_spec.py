@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 import typing
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -163,12 +164,23 @@ def ring_kernel(
     max_restarts: int = 3,
     within: float = 5.0,
     replace: bool = False,
+    cuda: str | None = None,
+    cuda_prelude: str | None = None,
+    state_type: type | None = None,
+    mode: str = "sequential",
+    block_size: int | None = None,
 ) -> Any:
-    """Declare a host ring kernel: ``@ring_kernel(kernel_id=...)`` on ``async def body(ctx)``.
+    """Declare a ring kernel: a host body (decorator) or a CUDA device handler (``cuda=``).
 
-    The kernel is registered under ``kernel_id`` (default: the function's name) and launched
-    by :meth:`RingKernelRuntime.launch`. Returns a :class:`RingKernelSpec`, which can still
-    be called like the function.
+    Host kernel: ``@ring_kernel(kernel_id=...)`` on ``async def body(ctx)``; the kernel is
+    registered under ``kernel_id`` (default: the function's name) and launched by
+    :meth:`RingKernelRuntime.launch`. Returns a :class:`RingKernelSpec`, which can still be
+    called like the function.
+
+    Device kernel: ``ring_kernel(kernel_id=..., input_type=In, output_type=Out,
+    cuda=SOURCE)`` called directly (not as a decorator) registers a persistent device kernel
+    and returns its spec. ``SOURCE`` is the body of ``__device__ void handle(const In& msg,
+    Out& out, State& state)``; see ``docs/device-kernels.md``.
 
     Parameters
     ----------
@@ -187,12 +199,56 @@ def ring_kernel(
         ``within`` seconds.
     replace:
         Replace a kernel registered under the same id by another function.
+    cuda:
+        Device kernels: the C++ body of the handler (makes this a device kernel).
+    cuda_prelude:
+        Device kernels: helper ``__device__`` functions placed before the handler.
+    state_type:
+        Device kernels: a fixed-layout @message class holding the kernel's state (zeroed at
+        launch, kept across messages), or ``None``.
+    mode:
+        Device kernels: ``"sequential"`` (one message at a time, actor semantics) or
+        ``"parallel"`` (a block takes a batch at once; stateless handlers).
+    block_size:
+        Device kernels in parallel mode: threads per block (default 128).
 
     Raises
     ------
     KernelRegistrationError
         An option is invalid, the body is not ``async def body(ctx)``, or the id is taken.
+    LayoutError
+        A device kernel's message type has a field without a fixed layout.
     """
+    if cuda is not None:
+        return _device_kernel(
+            kernel_id,
+            cuda=cuda,
+            cuda_prelude=cuda_prelude,
+            state_type=state_type,
+            mode=mode,
+            block_size=block_size,
+            replace=replace,
+            options=dict(
+                queue_size=queue_size,
+                input_queue_size=input_queue_size,
+                output_queue_size=output_queue_size,
+                input_type=input_type,
+                output_type=output_type,
+                backpressure=backpressure,
+                restart=restart,
+                max_restarts=max_restarts,
+                within=within,
+            ),
+        )
+    device_only = {"cuda_prelude": cuda_prelude, "state_type": state_type, "block_size": block_size}
+    given = [name for name, value in device_only.items() if value is not None]
+    if mode != "sequential":
+        given.append("mode")
+    if given:
+        raise KernelRegistrationError(
+            f"{', '.join(given)} apply to device ring kernels only; pass cuda=SOURCE to "
+            "declare one, or drop them for a host kernel"
+        )
 
     def decorate(func: Body) -> RingKernelSpec:
         kid = kernel_id if isinstance(kernel_id, str) else getattr(func, "__name__", None)
@@ -221,6 +277,51 @@ def ring_kernel(
     if kernel_id is not None and not isinstance(kernel_id, str):
         raise KernelRegistrationError(f"kernel_id must be a str, got {kernel_id!r}")
     return decorate
+
+
+def _device_kernel(
+    kernel_id: Any,
+    *,
+    cuda: str,
+    cuda_prelude: str | None,
+    state_type: type | None,
+    mode: str,
+    block_size: int | None,
+    replace: bool,
+    options: dict[str, Any],
+) -> RingKernelSpec:
+    """Register a device ring kernel (``ring_kernel(..., cuda=SOURCE)``)."""
+    from ..backends.device._definition import make_definition
+
+    if not isinstance(kernel_id, str) or not kernel_id:
+        raise KernelRegistrationError(
+            f"a device ring kernel needs kernel_id= (a non-empty str), got {kernel_id!r}; "
+            "call ring_kernel(kernel_id='name', input_type=In, output_type=Out, cuda=SOURCE)"
+        )
+    if options["restart"] != "never":
+        raise KernelRegistrationError(
+            f"device ring kernel {kernel_id!r}: restart={options['restart']!r} is not "
+            "supported for device kernels (a device fault may leave the CUDA context "
+            "unusable); use restart='never' and relaunch() after a failure"
+        )
+    definition = make_definition(
+        kernel_id,
+        source=cuda,
+        prelude=cuda_prelude,
+        input_type=options["input_type"],
+        output_type=options["output_type"],
+        state_type=state_type,
+        mode=mode,
+        block_size=block_size,
+    )
+    options_ = KernelOptions(**options)
+    spec = RingKernelSpec(kernel_id, None, options_, kind="device", device=definition)
+    spec.__doc__ = f"Device ring kernel {kernel_id!r} ({mode})."
+    # Re-running the declaring cell or module replaces it; another module taking the id fails.
+    spec.__module__ = sys._getframe(2).f_globals.get("__name__")  # type: ignore[assignment]
+    spec.__qualname__ = kernel_id
+    _register(spec, replace)
+    return spec
 
 
 def spec_for(kernel_id: str, func: Any, base: RingKernelSpec | None) -> RingKernelSpec:

@@ -1,0 +1,97 @@
+"""Device ring kernels: persistent CUDA kernels over pinned mapped mailboxes, and the emulated
+device that runs the same generated source on the CPU.
+
+Private modules, one concept each: ``_definition`` (the declaration), ``_codegen`` (the
+generated source), ``_shim`` (CUDA names for the host compiler), ``_memory`` (control block
+and ring layout), ``_compile`` / ``_nvrtc`` (builds and their disk cache), ``_records``
+(messages to ring slots), ``_inbox`` / ``_outbox`` (host side of the rings),
+``_cuda_launch`` / ``_emulated`` (starting the loop), ``_kernel`` (the kernel the runtime
+drives).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._definition import DeviceDefinition
+
+__all__ = ["DeviceDefinition", "generated_source", "resolve_device"]
+
+DEVICES = ("auto", "cuda", "emulated")
+
+
+def generated_source(kernel: Any) -> str:
+    """Return the CUDA C++ source generated for a device ring kernel (id or spec).
+
+    The same text is compiled by NVRTC for a GPU and by the host C++ compiler for the
+    emulated device.
+
+    Raises
+    ------
+    KernelNotFoundError
+        No kernel is registered under that id.
+    KernelRegistrationError
+        The kernel is a host kernel.
+    """
+    from ...errors import KernelRegistrationError
+    from ...ring._spec import RingKernelSpec, get_kernel_spec
+    from ._codegen import generate
+
+    spec = kernel if isinstance(kernel, RingKernelSpec) else get_kernel_spec(kernel)
+    if spec.kind != "device":
+        raise KernelRegistrationError(
+            f"ring kernel {spec.kernel_id!r} is a host kernel; only device kernels "
+            "(ring_kernel(..., cuda=SOURCE)) have generated source"
+        )
+    return generate(spec.kernel_id, spec.device).text
+
+
+def resolve_device(requested: str) -> str:
+    """``"cuda"`` or ``"emulated"`` for a runtime's ``device=`` choice.
+
+    Raises
+    ------
+    BackendUnavailableError
+        ``"cuda"`` was asked for and no usable GPU is present.
+    """
+    from ..._cuda import cuda_status
+    from ...errors import BackendUnavailableError
+
+    if requested == "emulated":
+        return "emulated"
+    status = cuda_status()
+    if status.usable:
+        return "cuda"
+    if requested == "cuda":
+        raise BackendUnavailableError(
+            f"RingKernelRuntime(device='cuda') needs a usable CUDA GPU, but {status.reason}; "
+            "use device='auto' (falls back to the emulated device) or device='emulated'"
+        )
+    return "emulated"
+
+
+def probe_cuda() -> tuple[str, bool, str]:
+    """The ``info`` row for device kernels on CUDA (GPU, and the NVRTC that builds for it)."""
+    from ..._cuda import cuda_status
+    from ...errors import BackendUnavailableError
+    from ._nvrtc import load_nvrtc
+
+    status = cuda_status()
+    try:
+        nvrtc = load_nvrtc()
+        compiler = f"NVRTC {nvrtc.version[0]}.{nvrtc.version[1]}"
+    except BackendUnavailableError:
+        compiler = "no NVRTC (pip install nvidia-cuda-nvrtc-cu12)"
+    if not status.usable:
+        return "cuda", False, f"{status.reason}; {compiler}"
+    return "cuda", compiler.startswith("NVRTC"), f"device ring kernels on {status}; {compiler}"
+
+
+def probe_emulated() -> tuple[str, bool, str]:
+    """The ``info`` row for the emulated device (needs a host C++ compiler)."""
+    from ._compile import find_cxx
+
+    cxx = find_cxx()
+    if cxx is None:
+        return "emulated", False, "no C++ compiler found (install g++ or set CXX)"
+    return "emulated", True, f"device ring kernels on the CPU, built with {cxx}"

@@ -1,0 +1,465 @@
+"""Generate the CUDA C++ source of a device ring kernel: structs, the handler, the loop.
+
+The same text is compiled by NVRTC for a GPU and by the host C++ compiler for the emulated
+device (``-DPDC_EMULATED`` swaps in the shim header). ``#line`` directives make compiler
+errors in the user's code name ``<kernel>.handle`` / ``<kernel>.prelude`` with the user's own
+line numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..._version import __version__
+from ...messages._layout import FixedLayout
+from ._definition import DeviceDefinition
+from ._memory import control_c_source
+
+__all__ = ["GENERATOR_VERSION", "GeneratedSource", "generate"]
+
+GENERATOR_VERSION = "1"
+KERNEL_SYMBOL = "pdc_ring_kernel"
+SPIN_NS = 50_000  # an idle loop polls without sleeping this long, then backs off
+MAX_NAP_NS = 100_000  # longest __nanosleep of an idle or parked loop
+SEQ_BATCH = 64  # messages a sequential loop takes before re-reading its command word
+SEQ_BATCH_NS = 20_000  # ... or fewer, once a batch has run this long
+PAR_ROUNDS = 32  # a parallel block takes up to PAR_ROUNDS * blockDim.x messages at once
+
+_PLATFORM = """\
+#if defined(PDC_EMULATED)
+#include "pdc_emulated.h"  // CUDA names for the host C++ compiler (the emulated device)
+#else
+// NVRTC has no C library headers: the fixed-width integer types of the message structs.
+typedef signed char int8_t;
+typedef short int16_t;
+typedef int int32_t;
+typedef long long int64_t;
+typedef unsigned char uint8_t;
+typedef unsigned short uint16_t;
+typedef unsigned int uint32_t;
+typedef unsigned long long uint64_t;
+static __device__ __forceinline__ unsigned long long pdc_now_ns()
+{
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+#endif
+// NVRTC cannot evaluate offsetof in a constant expression, so field offsets are checked by
+// the host compiler (the emulated device build, run in CI); CUDA lays out these structs by
+// the same rules as the host ABI. Sizes are checked by both.
+#if defined(PDC_EMULATED)
+#define PDC_CHECK_OFFSET(type, member, offset) \
+    static_assert(offsetof(type, member) == offset, "offset of " #type "::" #member)
+#else
+#define PDC_CHECK_OFFSET(type, member, offset)
+#endif"""
+
+_PROTOCOL = f"""\
+// Each control word has one writer. Loads are volatile (they go to memory every time) and
+// followed by a system-scope fence (acquire); stores are preceded by one (release).
+static __device__ __forceinline__ unsigned long long pdc_load_acquire(const unsigned long long* p)
+{{
+    const unsigned long long v = *reinterpret_cast<const volatile unsigned long long*>(p);
+    __threadfence_system();
+    return v;
+}}
+
+static __device__ __forceinline__ void pdc_store_release(unsigned long long* p,
+                                                         unsigned long long v)
+{{
+    __threadfence_system();
+    *reinterpret_cast<volatile unsigned long long*>(p) = v;
+}}
+
+// Ring slots are read with volatile loads (never from a cache): the host rewrites a slot on
+// every lap of the ring, and a cached copy of its previous contents must never be seen.
+template <typename T> static __device__ __forceinline__ T pdc_read_slot(const T* slot)
+{{
+    T v;
+    if constexpr (alignof(T) % 8 == 0) {{
+        const volatile unsigned long long* s =
+            reinterpret_cast<const volatile unsigned long long*>(slot);
+        unsigned long long* d = reinterpret_cast<unsigned long long*>(&v);
+        for (unsigned int i = 0; i < sizeof(T) / 8; ++i) {{
+            d[i] = s[i];
+        }}
+    }} else if constexpr (alignof(T) % 4 == 0) {{
+        const volatile unsigned int* s = reinterpret_cast<const volatile unsigned int*>(slot);
+        unsigned int* d = reinterpret_cast<unsigned int*>(&v);
+        for (unsigned int i = 0; i < sizeof(T) / 4; ++i) {{
+            d[i] = s[i];
+        }}
+    }} else {{
+        const volatile unsigned char* s = reinterpret_cast<const volatile unsigned char*>(slot);
+        unsigned char* d = reinterpret_cast<unsigned char*>(&v);
+        for (unsigned int i = 0; i < sizeof(T); ++i) {{
+            d[i] = s[i];
+        }}
+    }}
+    return v;
+}}
+
+// Counters the device publishes into the control block (it is their only writer).
+struct pdc_counters {{
+    unsigned long long processed, idle_polls, busy_ns, full_waits, heartbeat;
+}};
+
+static __device__ __forceinline__ void pdc_publish(pdc_control* ctl, const pdc_counters& c)
+{{
+    *reinterpret_cast<volatile unsigned long long*>(&ctl->processed) = c.processed;
+    *reinterpret_cast<volatile unsigned long long*>(&ctl->idle_polls) = c.idle_polls;
+    *reinterpret_cast<volatile unsigned long long*>(&ctl->busy_ns) = c.busy_ns;
+    *reinterpret_cast<volatile unsigned long long*>(&ctl->full_waits) = c.full_waits;
+    *reinterpret_cast<volatile unsigned long long*>(&ctl->heartbeat) = c.heartbeat;
+}}
+
+static __device__ __forceinline__ void pdc_set_status(pdc_control* ctl, unsigned long long& now,
+                                                      unsigned long long next)
+{{
+    if (now != next) {{
+        now = next;
+        pdc_store_release(&ctl->status, next);
+    }}
+}}
+
+// Idle back-off: poll without sleeping for {SPIN_NS} ns, then __nanosleep with doubling naps
+// up to {MAX_NAP_NS} ns, so a parked or idle kernel costs almost nothing.
+struct pdc_backoff {{
+    bool idle;
+    unsigned long long since;
+    unsigned int nap;
+}};
+
+static __device__ __forceinline__ void pdc_idle(pdc_control* ctl, pdc_backoff& b, pdc_counters& c)
+{{
+    const unsigned long long now = pdc_now_ns();
+    c.idle_polls += 1;
+    if (!b.idle) {{
+        b.idle = true;
+        b.since = now;
+        b.nap = 32;
+    }}
+    if (now - b.since < {SPIN_NS}ull) {{
+        __nanosleep(32);
+        return;
+    }}
+    c.heartbeat += 1;
+    pdc_publish(ctl, c);
+    __nanosleep(b.nap);
+    b.nap = b.nap * 2 < {MAX_NAP_NS}u ? b.nap * 2 : {MAX_NAP_NS}u;
+}}"""
+
+
+@dataclass(frozen=True)
+class GeneratedSource:
+    """The generated source of one kernel and where the user's code sits in it."""
+
+    text: str
+    kernel_id: str
+    file_stem: str  # "<kernel>" as written in #line directives
+
+    @property
+    def handle_file(self) -> str:
+        """The file name compiler messages give for the handler SOURCE."""
+        return f"{self.file_stem}.handle"
+
+    @property
+    def prelude_file(self) -> str:
+        """The file name compiler messages give for the cuda_prelude."""
+        return f"{self.file_stem}.prelude"
+
+
+def _stem(kernel_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", kernel_id) or "kernel"
+
+
+def _describe(role: str, layout: FixedLayout) -> str:
+    fields = ", ".join(
+        f"{name} {layout.dtype.fields[name][0]}"  # type: ignore[index]
+        for name in layout.dtype.names or ()
+        if name not in ("message_id", "priority", "correlation_id")
+    )
+    return f"// {role:<6} {layout.c_name} ({layout.itemsize} bytes): {fields or 'no fields'}"
+
+
+def _structs(layouts: list[FixedLayout]) -> str:
+    parts = ["#ifndef PDC_UUID_DEFINED", "#define PDC_UUID_DEFINED"]
+    parts.append(
+        "struct pdc_uuid {\n    unsigned char bytes[16];  // big-endian UUID; all zero means "
+        '"none"\n};'
+    )
+    parts.append("#endif")
+    seen: list[type] = []
+    for layout in layouts:
+        for t in [*layout.nested_types, layout.message_type]:
+            if t not in seen:
+                seen.append(t)
+                parts.append(_checked(t.__pdc_message__.layout.c_struct()))  # type: ignore[attr-defined]
+    return "\n".join(parts)
+
+
+_OFFSET_ASSERT = re.compile(r'static_assert\(offsetof\((\w+), (\w+)\) == (\d+), "[^"]*"\);')
+
+
+def _checked(c_text: str) -> str:
+    """Route ``offsetof`` asserts through PDC_CHECK_OFFSET (NVRTC cannot evaluate them)."""
+    return _OFFSET_ASSERT.sub(r"PDC_CHECK_OFFSET(\1, \2, \3);", c_text)
+
+
+class _Lines:
+    """Collects source lines; ``restore()`` emits a #line back to the generated file."""
+
+    def __init__(self, file_name: str) -> None:
+        self.lines: list[str] = []
+        self.file_name = file_name
+
+    def add(self, text: str) -> None:
+        self.lines.extend(text.split("\n"))
+
+    def user(self, file_name: str, code: str) -> None:
+        self.lines.append(f'#line 1 "{file_name}"')
+        self.lines.extend(code.rstrip("\n").split("\n"))
+        self.restore()
+
+    def restore(self) -> None:
+        # The directive names the number of the line that follows it.
+        self.lines.append(f'#line {len(self.lines) + 2} "{self.file_name}"')
+
+
+def generate(kernel_id: str, d: DeviceDefinition) -> GeneratedSource:
+    """Return the complete CUDA C++ source of the device ring kernel ``kernel_id``."""
+    stem = _stem(kernel_id)
+    in_l, out_l, state_l = d.layouts
+    state_name = state_l.c_name if state_l is not None else "pdc_no_state"
+    if d.mode == "sequential":
+        mode_line = "sequential: one thread takes one message at a time; state persists"
+    else:
+        mode_line = (
+            f"parallel: a block of {d.block_size} threads takes up to "
+            f"{PAR_ROUNDS} x {d.block_size} messages at once; stateless"
+        )
+    out = _Lines(f"{stem}.cu")
+    out.add(f"""\
+// PyDotCompute device ring kernel {kernel_id!r}
+// Generated by pydotcompute.backends.device, generator {GENERATOR_VERSION} (pydotcompute \
+{__version__}).
+// mode: {mode_line}
+{_describe("input", in_l)}
+{_describe("output", out_l)}
+{_describe("state", state_l) if state_l is not None else "// state  none"}
+// The loop polls the inbox ring, calls handle() per message and writes one reply per
+// message to the outbox ring; the mailbox protocol is described in docs/device-kernels.md.
+// Built by NVRTC for CUDA, or by the host C++ compiler with -DPDC_EMULATED.
+
+{_PLATFORM}
+
+// ---- message layouts (offsets match the numpy dtypes, checked below) ----------------
+{_structs([x for x in (in_l, out_l, state_l) if x is not None])}
+""")
+    if state_l is None:
+        out.add("struct pdc_no_state {\n};\n")
+    out.add(f"""\
+// ---- control block and protocol -----------------------------------------------------
+{_checked(control_c_source())}
+
+{_PROTOCOL}
+""")
+    if d.prelude.strip():
+        out.add("// ---- cuda_prelude ----------------------------------------------------------")
+        out.user(f"{stem}.prelude", d.prelude)
+        out.add("")
+    out.add("// ---- the handler (cuda=) ------------------------------------------------------")
+    out.add(
+        f"__device__ void handle(const {in_l.c_name}& msg, {out_l.c_name}& out, "
+        f"{state_name}& state)\n{{"
+    )
+    out.user(f"{stem}.handle", d.source)
+    out.add("}\n")
+    loop = _SEQUENTIAL if d.mode == "sequential" else _PARALLEL
+    out.add(
+        loop.format(
+            sym=KERNEL_SYMBOL,
+            In=in_l.c_name,
+            Out=out_l.c_name,
+            State=state_name,
+            batch=SEQ_BATCH,
+            batch_ns=SEQ_BATCH_NS,
+            rounds=PAR_ROUNDS,
+        )
+    )
+    return GeneratedSource("\n".join(out.lines) + "\n", kernel_id, stem)
+
+
+_HEAD = """\
+// ---- the persistent loop ----------------------------------------------------------
+extern "C" __global__ void {sym}(
+    unsigned long long control_addr,
+    unsigned long long inbox_addr,
+    unsigned long long outbox_addr,
+    unsigned long long in_mask,
+    unsigned long long out_mask,
+    unsigned long long out_limit)
+{{
+    pdc_control* ctl = reinterpret_cast<pdc_control*>(control_addr);
+    const {In}* inbox = reinterpret_cast<const {In}*>(inbox_addr);
+    {Out}* outbox = reinterpret_cast<{Out}*>(outbox_addr);
+"""
+
+_REPLY = """\
+            out.message_id = pdc_uuid();  // zero: the host gives the reply a fresh id
+            out.correlation_id = msg.message_id;
+            out.priority = msg.priority;"""
+
+_SEQUENTIAL = (
+    _HEAD
+    + """\
+    {State} state = {State}();  // zeroed at launch, kept across messages
+    unsigned long long head = pdc_load_acquire(&ctl->in_head);
+    unsigned long long out_tail = pdc_load_acquire(&ctl->out_tail);
+    unsigned long long out_head = pdc_load_acquire(&ctl->out_head);
+    pdc_counters c = pdc_counters();
+    pdc_backoff backoff = pdc_backoff();
+    unsigned long long status = 0;
+    pdc_set_status(ctl, status, PDC_STATUS_PARKED);
+    for (;;) {{
+        const unsigned long long cmd = pdc_load_acquire(&ctl->command);
+        if (cmd == PDC_CMD_TERMINATE) {{
+            break;
+        }}
+        const bool active = cmd == PDC_CMD_ACTIVE;
+        pdc_set_status(ctl, status, active ? PDC_STATUS_ACTIVE : PDC_STATUS_PARKED);
+        const unsigned long long tail = active ? pdc_load_acquire(&ctl->in_tail) : head;
+        if (tail == head) {{
+            pdc_idle(ctl, backoff, c);
+            continue;
+        }}
+        const unsigned long long t0 = pdc_now_ns();
+        const unsigned long long start = head;
+        const unsigned long long end = tail - head > {batch}ull ? head + {batch}ull : tail;
+        bool outbox_full = false;
+        while (head != end) {{
+            if (out_tail - out_head >= out_limit) {{
+                out_head = pdc_load_acquire(&ctl->out_head);
+                if (out_tail - out_head >= out_limit) {{
+                    outbox_full = true;  // wait for the host: a reply is never overwritten
+                    break;
+                }}
+            }}
+            const {In} msg = pdc_read_slot(&inbox[head & in_mask]);
+            head += 1;
+            pdc_store_release(&ctl->in_head, head);  // taken: a fault now loses only this one
+            {Out} out = {Out}();
+            handle(msg, out, state);
+"""
+    + _REPLY
+    + """
+            outbox[out_tail & out_mask] = out;
+            out_tail += 1;
+            pdc_store_release(&ctl->out_tail, out_tail);  // the reply is visible
+            c.processed += 1;
+            if (pdc_now_ns() - t0 > {batch_ns}ull) {{
+                break;  // a slow handler: publish now and look at the command word again
+            }}
+        }}
+        if (head != start) {{
+            c.busy_ns += pdc_now_ns() - t0;
+            c.heartbeat += 1;
+            pdc_publish(ctl, c);
+            backoff.idle = false;
+        }}
+        if (outbox_full) {{
+            c.full_waits += 1;
+            pdc_idle(ctl, backoff, c);
+        }}
+    }}
+    pdc_publish(ctl, c);
+    pdc_store_release(&ctl->status, PDC_STATUS_EXITED);
+}}
+"""
+)
+
+_PARALLEL = (
+    _HEAD
+    + """\
+    __shared__ unsigned long long s_cmd, s_count, s_head, s_out;
+    {State} state = {State}();  // stateless: nothing survives a message
+    unsigned long long head = 0, out_tail = 0, out_head = 0, status = 0, t0 = 0;
+    pdc_counters c = pdc_counters();
+    pdc_backoff backoff = pdc_backoff();
+    if (threadIdx.x == 0) {{
+        head = pdc_load_acquire(&ctl->in_head);
+        out_tail = pdc_load_acquire(&ctl->out_tail);
+        out_head = pdc_load_acquire(&ctl->out_head);
+        pdc_set_status(ctl, status, PDC_STATUS_PARKED);
+    }}
+    for (;;) {{
+        if (threadIdx.x == 0) {{
+            // Thread 0 alone looks for work; the rest of the block waits at the barrier.
+            unsigned long long cmd = 0, count = 0;
+            for (;;) {{
+                cmd = pdc_load_acquire(&ctl->command);
+                if (cmd == PDC_CMD_TERMINATE) {{
+                    break;
+                }}
+                const bool active = cmd == PDC_CMD_ACTIVE;
+                pdc_set_status(ctl, status, active ? PDC_STATUS_ACTIVE : PDC_STATUS_PARKED);
+                if (active) {{
+                    const unsigned long long avail = pdc_load_acquire(&ctl->in_tail) - head;
+                    if (avail != 0) {{
+                        const unsigned long long most = {rounds}ull * blockDim.x;
+                        unsigned long long want = avail < most ? avail : most;
+                        if (out_limit - (out_tail - out_head) < want) {{
+                            out_head = pdc_load_acquire(&ctl->out_head);
+                        }}
+                        const unsigned long long room = out_limit - (out_tail - out_head);
+                        if (room != 0) {{
+                            count = want < room ? want : room;
+                            break;
+                        }}
+                        c.full_waits += 1;  // wait for the host: a reply is never overwritten
+                    }}
+                }}
+                pdc_idle(ctl, backoff, c);
+            }}
+            backoff.idle = false;
+            s_cmd = cmd;
+            s_count = count;
+            s_head = head;
+            s_out = out_tail;
+            t0 = pdc_now_ns();
+        }}
+        __syncthreads();
+        if (s_cmd == PDC_CMD_TERMINATE) {{
+            break;
+        }}
+        for (unsigned long long i = threadIdx.x; i < s_count; i += blockDim.x) {{
+            const {In} msg = pdc_read_slot(&inbox[(s_head + i) & in_mask]);
+            {Out} out = {Out}();
+            handle(msg, out, state);
+"""
+    + _REPLY
+    + """
+            outbox[(s_out + i) & out_mask] = out;
+        }}
+        __threadfence_system();
+        __syncthreads();
+        if (threadIdx.x == 0) {{
+            head += s_count;
+            out_tail += s_count;
+            pdc_store_release(&ctl->in_head, head);
+            pdc_store_release(&ctl->out_tail, out_tail);
+            c.processed += s_count;
+            c.busy_ns += pdc_now_ns() - t0;
+            c.heartbeat += 1;
+            pdc_publish(ctl, c);
+        }}
+    }}
+    if (threadIdx.x == 0) {{
+        pdc_publish(ctl, c);
+        pdc_store_release(&ctl->status, PDC_STATUS_EXITED);
+    }}
+}}
+"""
+)

@@ -1,0 +1,521 @@
+"""``DeviceKernel``: one running device ring kernel (CUDA or emulated) behind the runtime.
+
+It offers the same surface as :class:`~pydotcompute.backends.host.HostKernel`. The loop
+runs on the device and is launched once per lifetime; the host side writes the inbox ring,
+reads the outbox ring and flips the command word.
+
+The host cannot be woken by the device, so a *pump* task polls the rings, but only while
+somebody waits (a receiver, a ``call``, a blocked sender, staged messages to feed): it
+yields with ``asyncio.sleep(0)`` for the first millisecond after the last progress (low
+latency; no asyncio sleep is shorter than the selector's 1 ms resolution), then ticks every
+millisecond (about 1,000 cheap wake-ups per second while a receiver waits on a slow kernel).
+With nobody waiting there is no task and no polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ...errors import (
+    DeviceFaultError,
+    KernelFailedError,
+    KernelStateError,
+    OperationTimeoutError,
+)
+from ...ring._spec import RingKernelSpec
+from ...ring._state import ACCEPTING, KernelState, check
+from ...telemetry import KernelMetrics, KernelTelemetry
+from ..host import LaunchResult, TerminateResult
+from ._codegen import GeneratedSource, generate
+from ._compile import Build, build_cuda, build_emulated
+from ._definition import DeviceDefinition
+from ._inbox import DeviceInbox
+from ._memory import (
+    CMD_ACTIVE,
+    CMD_PARK,
+    CMD_TERMINATE,
+    CONTROL_BYTES,
+    STATUS_NAMES,
+    STATUS_STARTING,
+    WORD,
+    MailboxLayout,
+    ring_slots,
+)
+from ._outbox import DeviceOutbox
+from ._records import RecordCodec
+
+__all__ = ["DeviceKernel"]
+
+log = logging.getLogger("pydotcompute")
+S = KernelState
+
+SPIN_S = 1e-3  # the pump yields with sleep(0) this long after the last progress
+TICK_S = 1e-3  # then polls at this period
+START_TIMEOUT_S = 60.0  # a cold CUDA start (context, module load) can take seconds
+EMULATED_MAX_THREADS = 4  # parallel blocks on the emulated device use at most this many
+_COUNTERS = ("processed", "heartbeat", "idle_polls", "busy_ns", "full_waits")
+
+
+class DeviceKernel:
+    """One device ring kernel: its rings, the launched loop, lifecycle and telemetry."""
+
+    backend = "device"
+
+    def __init__(self, spec: RingKernelSpec, loop: asyncio.AbstractEventLoop, target: str) -> None:
+        opts = spec.options
+        d: DeviceDefinition = spec.device
+        in_l, out_l, _ = d.layouts
+        self.kernel_id = spec.kernel_id
+        self.spec = spec
+        self.options = opts
+        self.input_type = opts.input_type
+        self.target = target
+        self.device = "emulated" if target == "emulated" else "cuda"
+        self.metrics = KernelMetrics()
+        self.inbox = DeviceInbox(
+            self.kernel_id,
+            opts.inbox_capacity,
+            opts.backpressure,
+            loop,
+            RecordCodec(in_l),
+            self._kick,
+        )
+        self.outbox = DeviceOutbox(
+            self.kernel_id, opts.outbox_capacity, loop, RecordCodec(out_l), self.metrics, self._kick
+        )
+        self.state = S.CREATED
+        self.accepting = False
+        self.error: BaseException | None = None
+        self.generated: GeneratedSource | None = None
+        self.build: Build | None = None
+        self._loop = loop
+        self._launcher: Any = None
+        self._ctl: Any = None
+        self._pump: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._run_state = S.LAUNCHED
+        self._counters_before = dict.fromkeys(_COUNTERS, 0)
+        self._threads = 1
+        self._stuck: list[Any] = []  # launchers that never exited: their memory is kept
+
+    def __repr__(self) -> str:
+        return f"<DeviceKernel {self.kernel_id!r} {self.device} {self.state.value}>"
+
+    # ---------------------------------------------------------------- build and start
+    def _set_state(self, state: KernelState) -> None:
+        self.state = state
+        self.accepting = state in ACCEPTING
+        if state in (S.LAUNCHED, S.ACTIVE, S.DEACTIVATED):
+            self._run_state = state
+        self.metrics.event(state.value)
+
+    def _compile(self, gen: GeneratedSource, d: DeviceDefinition) -> Build:
+        if self.target == "emulated":
+            return build_emulated(gen, d)
+        from ..._cuda import cuda_status
+
+        arch = cuda_status().compute_capability or "90"
+        return build_cuda(gen, d, arch)
+
+    def _new_launcher(self, size: int) -> Any:
+        if self.target == "emulated":
+            from ._emulated import EmulatedLauncher
+
+            return EmulatedLauncher(self.kernel_id, size)
+        from ._cuda_launch import CudaLauncher
+
+        return CudaLauncher(self.kernel_id, size)
+
+    async def _start(self, spec: RingKernelSpec) -> LaunchResult:
+        """Generate, compile (or load from cache), allocate the rings and start the loop."""
+        d: DeviceDefinition = spec.device
+        gen = generate(self.kernel_id, d)
+        build = await self._loop.run_in_executor(None, self._compile, gen, d)
+        in_c, out_c = self.inbox.codec, self.outbox.codec
+        layout = MailboxLayout.for_capacities(
+            in_c.itemsize, out_c.itemsize, self.inbox.window, self.outbox.capacity
+        )
+        launcher = self._new_launcher(layout.size)
+        mem = launcher.memory
+        ctl = memoryview(mem[:CONTROL_BYTES]).cast("Q")
+        in_end = layout.in_offset + layout.in_slots * in_c.itemsize
+        out_end = layout.out_offset + layout.out_slots * out_c.itemsize
+        stamps = np.zeros(ring_slots(layout.in_slots + layout.out_slots + 1), np.int64)
+        self.inbox.attach(ctl, mem[layout.in_offset : in_end].view(in_c.dtype), stamps)
+        self.outbox.attach(ctl, mem[layout.out_offset : out_end].view(out_c.dtype), stamps)
+        ctl[WORD["command"]] = CMD_PARK
+        base = launcher.base_address
+        threads = d.block_size
+        if self.target == "emulated":
+            threads = min(threads, EMULATED_MAX_THREADS)
+        args = (
+            base,
+            base + layout.in_offset,
+            base + layout.out_offset,
+            layout.in_slots - 1,
+            layout.out_slots - 1,
+            self.outbox.capacity,
+        )
+        launcher.start(build.path, args, threads)
+        self._launcher, self._ctl, self._threads = launcher, ctl, threads
+        self.generated, self.build, self.device = gen, build, launcher.device
+        started = await self._poll_until(
+            lambda: ctl[WORD["status"]] != STATUS_STARTING, START_TIMEOUT_S
+        )
+        if not started:
+            fault = launcher.fault() or DeviceFaultError(
+                self.kernel_id,
+                f"did not start within {START_TIMEOUT_S} s",
+                cuda_error=None,
+                context_usable=launcher.context_usable(),
+            )
+            self._stop_tracking()
+            raise fault
+        return LaunchResult(
+            self.kernel_id, self.backend, self.device, S.LAUNCHED, build.cache_hit, build.compile_s
+        )
+
+    async def _poll_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
+        """Poll ``done()`` (yielding, then ticking) until true, the loop ends, or timeout."""
+        start = time.perf_counter()
+        last = start
+        while not done():
+            if self._launcher is not None and not self._launcher.running():
+                return bool(done())
+            now = time.perf_counter()
+            if timeout is not None and now - start > timeout:
+                return False
+            await asyncio.sleep(0 if now - last < SPIN_S else TICK_S)
+        return True
+
+    # ---------------------------------------------------------------- lifecycle verbs
+    async def launch(self) -> LaunchResult:
+        """Build the kernel, allocate its rings and start the loop, parked until activated."""
+        async with self._lock:
+            check(self.kernel_id, self.state, "launch")
+            result = await self._start(self.spec)
+            self.metrics.launches += 1
+            self._set_state(S.LAUNCHED)
+            return result
+
+    def launch_result(self) -> LaunchResult:
+        """Describe where the kernel runs and how its build went."""
+        b = self.build
+        return LaunchResult(
+            self.kernel_id,
+            self.backend,
+            self.device,
+            self.state,
+            None if b is None else b.cache_hit,
+            None if b is None else b.compile_s,
+        )
+
+    async def activate(self) -> None:
+        """Let the loop take messages (the command word turns active)."""
+        async with self._lock:
+            self._check_health()
+            check(self.kernel_id, self.state, "activate")
+            self._ctl[WORD["command"]] = CMD_ACTIVE
+            self.inbox.open = True
+            self._set_state(S.ACTIVE)
+            self._kick()
+
+    async def deactivate(self) -> None:
+        """Park the loop; sends are staged on the host and nothing is lost."""
+        async with self._lock:
+            self._check_health()
+            check(self.kernel_id, self.state, "deactivate")
+            self._ctl[WORD["command"]] = CMD_PARK
+            self.inbox.open = False
+            self._set_state(S.DEACTIVATED)
+
+    async def terminate(
+        self, timeout: float | None = 5.0, drain: bool = False, *, if_alive: bool = False
+    ) -> TerminateResult | None:
+        """Ask the loop to exit, wait for it (``cudaStreamQuery``), then free the rings.
+
+        With ``drain`` the loop first takes everything queued (within ``timeout``).
+
+        Raises
+        ------
+        OperationTimeoutError
+            The loop did not exit within ``timeout``; the kernel is then ``FAILED`` and its
+            memory is kept (freeing it under a running kernel would fault).
+        """
+        async with self._lock:
+            if if_alive and self.state is S.TERMINATED:
+                return None
+            self._check_health()
+            check(self.kernel_id, self.state, "terminate")
+            start = time.perf_counter()
+            was = self.state
+            self._set_state(S.TERMINATING)
+            graceful = True
+            if self._launcher is not None and self._launcher.running():
+                if drain and was is not S.FAILED:
+                    graceful = await self._drain(timeout)
+                spent = time.perf_counter() - start
+                left = None if timeout is None else max(0.0, timeout - spent)
+                await self._stop_loop(left, timeout)
+            discarded = self._close("terminated")
+            result = TerminateResult(
+                self.kernel_id, graceful, discarded, time.perf_counter() - start
+            )
+            self.metrics.event(
+                f"terminated ({'graceful' if graceful else 'forced'}, {discarded} discarded)"
+            )
+            return result
+
+    async def _drain(self, timeout: float | None) -> bool:
+        self.inbox.open = True
+        self._ctl[WORD["command"]] = CMD_ACTIVE
+        self._kick()
+        return await self._poll_until(lambda: len(self.inbox) == 0, timeout)
+
+    async def _stop_loop(self, timeout: float | None, asked: float | None) -> None:
+        """Set the terminate command and wait for the loop to end, or fail the kernel."""
+        launcher = self._launcher
+        self._ctl[WORD["command"]] = CMD_TERMINATE
+        ended = await self._poll_until(lambda: not launcher.running(), timeout)
+        if ended:
+            fault = launcher.fault()
+            if fault is not None and self.error is None:
+                self.metrics.failed(fault)
+                self.error = fault
+            return
+        err = DeviceFaultError(
+            self.kernel_id,
+            f"did not exit within {asked} s of being asked to (a handler that never "
+            "returns?); it keeps running and its mailbox memory is kept, since freeing it "
+            "under a running kernel would fault",
+            cuda_error=None,
+            context_usable=launcher.context_usable(),
+        )
+        self._stuck.append(launcher)
+        self._fail(err)
+        raise OperationTimeoutError(
+            f"ring kernel {self.kernel_id!r} did not exit within {asked} s; it is FAILED "
+            "(see the cause)"
+        ) from err
+
+    def _close(self, how: str) -> int:
+        kid = self.kernel_id
+        discarded = self.inbox.close(
+            lambda: KernelStateError(
+                f"ring kernel {kid!r} was {how} before taking this message; launch it again"
+            )
+        )
+        self._stop_tracking()
+        self._set_state(S.TERMINATED)
+        self.outbox.fail(
+            lambda: KernelStateError(
+                f"ring kernel {kid!r} is TERMINATED and no more messages will arrive; "
+                "launch it again to start a new instance"
+            )
+        )
+        return discarded
+
+    def _stop_tracking(self) -> None:
+        """Keep the device counters, move unread replies to the host, release the memory."""
+        ctl = self._ctl
+        if ctl is not None:
+            for name in _COUNTERS:
+                self._counters_before[name] += ctl[WORD[name]]
+        self.outbox.detach()
+        self.inbox.detach()
+        if self._launcher is not None and self._launcher not in self._stuck:
+            self._launcher.release()
+        self._ctl = None
+        self._launcher = None
+
+    async def relaunch(self, spec: RingKernelSpec | None, timeout: float | None) -> LaunchResult:
+        """Replace the loop (same id), keeping queued messages and telemetry history.
+
+        Messages the old loop had not taken are moved back to the host and go first.
+        """
+        async with self._lock:
+            self._check_health()
+            check(self.kernel_id, self.state, "relaunch")
+            if spec is not None:
+                self._check_compatible(spec)
+            target = self._run_state
+            if self._launcher is not None and self._launcher.running():
+                await self._stop_loop(timeout, timeout)
+            back = self.inbox.take_back()
+            self._stop_tracking()
+            self.inbox.restage(back)
+            if spec is not None:
+                self.spec = spec
+            self.error = None
+            self.outbox.reopen()
+            self.metrics.redeploys += 1
+            self.metrics.event("redeployed")
+            await self._start(self.spec)
+            self.metrics.launches += 1
+            if target is S.ACTIVE:
+                self._ctl[WORD["command"]] = CMD_ACTIVE
+                self.inbox.open = True
+            else:
+                self.inbox.open = False
+            self._set_state(target)
+            self._kick()
+            return self.launch_result()
+
+    def _check_compatible(self, spec: RingKernelSpec) -> None:
+        if spec.kind != "device" or spec.device is None:
+            raise KernelStateError(
+                f"ring kernel {self.kernel_id!r} is a device kernel; relaunch it with a "
+                "device spec (ring_kernel(..., cuda=SOURCE)), not a host body"
+            )
+        old: DeviceDefinition = self.spec.device
+        new: DeviceDefinition = spec.device
+        if (new.input_type, new.output_type) != (old.input_type, old.output_type):
+            raise KernelStateError(
+                f"relaunch of device ring kernel {self.kernel_id!r} must keep its message "
+                f"types ({old.input_type.__name__} -> {old.output_type.__name__}); launch "
+                "a new kernel id for other types"
+            )
+
+    # ---------------------------------------------------------------- failures
+    def _check_health(self) -> None:
+        """Notice a loop that ended without being asked to."""
+        launcher = self._launcher
+        if launcher is None or self.state not in ACCEPTING or launcher.running():
+            return
+        self._fail(
+            launcher.fault()
+            or DeviceFaultError(
+                self.kernel_id,
+                "stopped without being asked to",
+                cuda_error=None,
+                context_usable=launcher.context_usable(),
+            )
+        )
+
+    def _fail(self, err: DeviceFaultError) -> None:
+        self.metrics.failed(err)
+        self.error = err
+        log.warning("ring kernel %r failed: %s", self.kernel_id, err)
+        self.outbox.service()
+        if self._launcher is not None and not self._launcher.running():
+            self.inbox.restage(self.inbox.take_back())
+            self._stop_tracking()
+        self._set_state(S.FAILED)
+        kid = self.kernel_id
+
+        def make_error() -> BaseException:
+            e = KernelFailedError(kid, err)
+            e.__cause__ = err
+            e.__suppress_context__ = True
+            return e
+
+        self.inbox.refuse_waiters(make_error)
+        self.outbox.fail(make_error)
+
+    # ---------------------------------------------------------------- the pump
+    def _kick(self) -> None:
+        if self._pump is None or self._pump.done():
+            if self._launcher is None:
+                return
+            self._pump = self._loop.create_task(
+                self._pump_loop(), name=f"ring kernel {self.kernel_id} pump"
+            )
+
+    def _needs_pump(self) -> bool:
+        ib = self.inbox
+        return (ib.open and ib.staged > 0) or ib.has_waiters or self.outbox.has_waiters
+
+    async def _pump_loop(self) -> None:
+        last = time.perf_counter()
+        polls = 0
+        while self._launcher is not None:
+            ib = self.inbox
+            progressed = False
+            if ib.open and ib.staged:
+                progressed = ib.feed() > 0
+            if ib.has_waiters:
+                progressed = ib.admit() or progressed
+            if self.outbox.has_waiters:
+                progressed = self.outbox.service() or progressed
+            if not self._needs_pump():
+                return
+            now = time.perf_counter()
+            polls += 1
+            if progressed:
+                last = now
+            elif polls % 64 == 0 or now - last >= SPIN_S:
+                self._check_health()
+            await asyncio.sleep(0 if now - last < SPIN_S else TICK_S)
+
+    # ---------------------------------------------------------------- telemetry
+    def device_counters(self) -> dict[str, int]:
+        """The counters the device wrote into its control block (all launches added up)."""
+        ctl = self._ctl
+        out = dict(self._counters_before)
+        if ctl is not None:
+            for name in _COUNTERS:
+                out[name] += ctl[WORD[name]]
+        return out
+
+    def telemetry(self) -> KernelTelemetry:
+        """A frozen snapshot: host-side figures merged with the device's own counters."""
+        self._check_health()
+        m = self.metrics
+        dev = self.device_counters()
+        m.processed = dev["processed"]
+        throughput, window = m.throughput()
+        p50, p99 = m.latency_us()
+        ctl = self._ctl
+        status = STATUS_NAMES.get(ctl[WORD["status"]], "?") if ctl is not None else "stopped"
+        d: DeviceDefinition = self.spec.device
+        b = self.build
+        extra = {
+            "device_status": status,
+            "mode": d.mode,
+            "threads": self._threads,
+            "heartbeat": dev["heartbeat"],
+            "idle_polls": dev["idle_polls"],
+            "busy_s": dev["busy_ns"] / 1e9,
+            "outbox_full_waits": dev["full_waits"],
+            "staged": self.inbox.staged,
+            "ring_window": self.inbox.window,
+            "cache_hit": None if b is None else b.cache_hit,
+            "compile_s": None if b is None else b.compile_s,
+            "compiler": None if b is None else b.compiler,
+        }
+        if isinstance(self.error, DeviceFaultError):
+            extra["context_usable"] = self.error.context_usable
+            extra["cuda_error"] = self.error.cuda_error
+        return KernelTelemetry(
+            kernel_id=self.kernel_id,
+            backend=self.backend,
+            device=self.device,
+            state=self.state.value,
+            received=self.inbox.received,
+            processed=dev["processed"],
+            sent=self.outbox.sent,
+            dropped=self.inbox.dropped,
+            rejected=self.inbox.rejected,
+            inbox_depth=len(self.inbox),
+            inbox_capacity=self.inbox.capacity,
+            outbox_depth=len(self.outbox),
+            outbox_capacity=self.outbox.capacity,
+            throughput=throughput,
+            window_s=window,
+            latency_p50_us=p50,
+            latency_p99_us=p99,
+            errors=m.errors,
+            last_error=m.last_error,
+            restarts=0,
+            redeploys=m.redeploys,
+            launches=m.launches,
+            uptime_s=m.uptime_s(),
+            events=tuple(m.events[-20:]),
+            extra=extra,
+        )

@@ -1,0 +1,243 @@
+"""The host side of a device kernel's outbox: the consumer of the outbox ring.
+
+Replies stay in the device ring until a receiver takes them, so a full outbox makes the
+device wait and no reply is overwritten. The GPU cannot wake the host: while a receiver or
+a ``call`` waits, the kernel's pump polls the ring (see ``_kernel.py``); nothing polls
+otherwise. Replies read while looking for a ``call``'s correlated reply are kept in a host
+queue, in order, ahead of the ring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from time import perf_counter_ns
+from typing import Any
+
+import numpy as np
+
+from ...ring._mailbox import EMPTY, _expire_later
+from ...telemetry import KernelMetrics
+from ._memory import WORD
+from ._records import RecordCodec
+
+__all__ = ["DeviceOutbox"]
+
+_TAIL, _HEAD = WORD["out_tail"], WORD["out_head"]
+
+
+class DeviceOutbox:
+    """Consumer side of the device outbox ring, with the runtime's receive surface."""
+
+    def __init__(
+        self,
+        kernel_id: str,
+        capacity: int,
+        loop: asyncio.AbstractEventLoop,
+        codec: RecordCodec,
+        metrics: KernelMetrics,
+        kick: Callable[[], None],
+    ) -> None:
+        self.kernel_id = kernel_id
+        self.capacity = capacity
+        self.codec = codec
+        self._loop = loop
+        self._metrics = metrics
+        self._kick = kick
+        self._q: deque[Any] = deque()
+        self._getters: deque[asyncio.Future[Any]] = deque()
+        self._expect: dict[Any, asyncio.Future[Any]] = {}
+        self._error: Callable[[], BaseException] | None = None
+        self._ctl: Any = None
+        self._records: np.ndarray | None = None
+        self._slots: Any = None
+        self._mask = 0
+        self._head = 0
+        self._stamps: np.ndarray | None = None
+        self._stamp_mask = 0
+        self._sent_before = 0  # replies of earlier launches (relaunch keeps the count)
+
+    def attach(self, ctl: Any, records: np.ndarray, stamps: np.ndarray) -> None:
+        """Use a new ring (at launch or relaunch)."""
+        self.detach()
+        self._ctl = ctl
+        self._records = records
+        self._slots = memoryview(records.view(np.uint8))  # type: ignore[arg-type]
+        self._mask = len(records) - 1
+        self._head = ctl[_HEAD]
+        self._stamps = stamps
+        self._stamp_mask = len(stamps) - 1
+
+    def __len__(self) -> int:
+        return len(self._q) + self.in_ring()
+
+    def in_ring(self) -> int:
+        """Replies in the ring not yet taken by the host."""
+        return 0 if self._ctl is None else self._ctl[_TAIL] - self._head
+
+    @property
+    def sent(self) -> int:
+        """Replies the device has written since the first launch."""
+        return self._sent_before + (0 if self._ctl is None else self._ctl[_TAIL])
+
+    @property
+    def has_waiters(self) -> bool:
+        """Whether a receiver or a ``call`` waits for a reply."""
+        return bool(self._getters or self._expect)
+
+    # ---------------------------------------------------------------- ring reads
+    def _advance(self, n: int) -> None:
+        stamps = self._stamps
+        assert stamps is not None
+        sent_ns = int(stamps[self._head & self._stamp_mask])
+        self._metrics.record_latency_ns(perf_counter_ns() - sent_ns)
+        self._head += n
+        self._ctl[_HEAD] = self._head  # the device may reuse the slots from now on
+
+    def _read_one(self) -> Any:
+        if self._ctl is None or self._ctl[_TAIL] == self._head:
+            return EMPTY
+        msg = self.codec.unpack_from(self._slots, (self._head & self._mask) * self.codec.itemsize)
+        self._advance(1)
+        return msg
+
+    def _read_records(self, max_count: int) -> np.ndarray:
+        n = min(max_count, self.in_ring())
+        records = self._records
+        if n <= 0 or records is None:
+            return np.empty(0, self.codec.dtype)
+        start = self._head & self._mask
+        first = min(n, self._mask + 1 - start)
+        if first == n:
+            out = records[start : start + n].copy()
+        else:
+            out = np.concatenate((records[start:], records[: n - first]))
+        self._advance(n)
+        return out
+
+    def _deliver_expected(self, msg: Any) -> bool:
+        fut = self._expect.pop(msg.correlation_id, None)
+        if fut is None or fut.done():
+            return False
+        fut.set_result(msg)
+        return True
+
+    # ---------------------------------------------------------------- receive surface
+    def pop_nowait(self) -> Any:
+        """Take the oldest reply, or return :data:`EMPTY` when none is there."""
+        if self._q:
+            return self._q.popleft()
+        while True:
+            msg = self._read_one()
+            if msg is EMPTY or not self._expect or not self._deliver_expected(msg):
+                return msg
+
+    def pop_many(self, max_count: int) -> list[Any]:
+        """Take up to ``max_count`` replies, oldest first (one copy out of the ring)."""
+        out: list[Any] = []
+        while self._q and len(out) < max_count:
+            out.append(self._q.popleft())
+        want = max_count - len(out)
+        if want > 0 and self.in_ring():
+            msgs = self.codec.from_array(self._read_records(want))
+            if self._expect:
+                msgs = [m for m in msgs if not self._deliver_expected(m)]
+            out.extend(msgs)
+        return out
+
+    def pop_array(self, max_count: int) -> np.ndarray:
+        """Take up to ``max_count`` replies as a structured array of the output layout."""
+        if self._q or self._expect:
+            return self.codec.to_array(self.pop_many(max_count))
+        return self._read_records(max_count)
+
+    def wait(
+        self, timeout: float | None, make_timeout: Callable[[], BaseException] | None
+    ) -> asyncio.Future[Any]:
+        """Register a receiver: the returned future gets the next reply (the pump polls)."""
+        if self._error is not None:
+            raise self._error()
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._getters.append(fut)
+        if timeout is not None and make_timeout is not None:
+            _expire_later(self._loop, fut, timeout, make_timeout)
+        self._kick()
+        return fut
+
+    def unget(self, msg: Any) -> None:
+        """Put a reply back in front (it is taken again first)."""
+        self._q.appendleft(msg)
+
+    def abandon(self, fut: asyncio.Future[Any]) -> None:
+        """A receiver was cancelled: keep a reply that was already handed to it."""
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            self._q.appendleft(fut.result())
+
+    def expect(self, correlation_id: Any) -> asyncio.Future[Any]:
+        """Return a future resolved by the reply correlated with ``correlation_id``."""
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._expect[correlation_id] = fut
+        self._kick()
+        return fut
+
+    def forget(self, correlation_id: Any) -> None:
+        """Stop waiting for a correlated reply (a later one is queued normally)."""
+        self._expect.pop(correlation_id, None)
+
+    def service(self) -> bool:
+        """Hand replies to waiting receivers and calls (run by the pump); True on progress."""
+        progressed = False
+        getters = self._getters
+        while getters and getters[0].done():
+            getters.popleft()
+        while self._expect or getters:
+            if getters and self._q:
+                g = getters.popleft()
+                if not g.done():
+                    g.set_result(self._q.popleft())
+                    progressed = True
+                continue
+            msg = self._read_one()
+            if msg is EMPTY:
+                break
+            progressed = True
+            if self._expect and self._deliver_expected(msg):
+                continue
+            while getters and getters[0].done():
+                getters.popleft()
+            if getters:
+                getters.popleft().set_result(msg)
+            else:
+                self._q.append(msg)
+        return progressed
+
+    def detach(self) -> None:
+        """Move every reply still in the ring to the host queue and let go of the ring."""
+        if self._ctl is None:
+            return
+        if self.in_ring():
+            self._q.extend(self.codec.from_array(self._read_records(self.in_ring())))
+        self._sent_before += self._ctl[_TAIL]
+        self._ctl = self._records = self._slots = None
+
+    def fail(self, make_error: Callable[[], BaseException]) -> None:
+        """Close for receivers: waiting ones get ``make_error()``; later ones once empty."""
+        self._error = make_error
+        while self._getters:
+            g = self._getters.popleft()
+            if not g.done():
+                g.set_exception(make_error())
+        for fut in self._expect.values():
+            if not fut.done():
+                fut.set_exception(make_error())
+        self._expect.clear()
+
+    def reopen(self) -> None:
+        """Accept receivers again (after a relaunch)."""
+        self._error = None
+
+    @property
+    def error(self) -> Callable[[], BaseException] | None:
+        """Factory of the error receivers get once the outbox is closed and empty."""
+        return self._error

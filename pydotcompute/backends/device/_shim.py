@@ -1,0 +1,229 @@
+"""The shim header and entry point that build generated CUDA source as a host library.
+
+``pdc_emulated.h`` gives the host C++ compiler the CUDA names a device ring kernel uses:
+``__device__`` / ``__global__`` / ``__shared__``, ``threadIdx`` / ``blockIdx`` /
+``blockDim``, ``__syncthreads`` (a barrier over the block's threads, which are real OS
+threads), ``__threadfence_system`` (a sequentially consistent fence), ``__nanosleep``,
+``__trap`` (reports an error to the host instead of aborting the process), the common
+atomics and fast-math intrinsics. ``pdc_emulated_run`` runs one block of the kernel on the
+calling thread plus ``threads - 1`` helpers; Python calls it through ctypes, which releases
+the GIL for the whole run.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ENTRY", "SHIM_HEADER"]
+
+SHIM_HEADER = r"""// pdc_emulated.h: CUDA names for the host C++ compiler (the emulated device).
+#pragma once
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#define __device__
+#define __global__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
+#define __shared__ static  // one block per kernel instance: static is block-shared
+#define __restrict__ __restrict
+#define __launch_bounds__(...)
+
+struct uint3 {
+    unsigned int x, y, z;
+};
+typedef uint3 dim3;
+
+namespace pdc_emu {
+
+struct trap {};  // thrown by __trap(); pdc_emulated_run reports it to the host
+
+// A barrier for the block's threads that a trap in one thread can break.
+class barrier {
+  public:
+    void reset(unsigned int n)
+    {
+        std::lock_guard<std::mutex> lock(m_);
+        count_ = n;
+        waiting_ = 0;
+        broken_ = false;
+    }
+    void wait()
+    {
+        std::unique_lock<std::mutex> lock(m_);
+        if (broken_) {
+            throw trap();
+        }
+        const unsigned long long gen = gen_;
+        if (++waiting_ == count_) {
+            waiting_ = 0;
+            ++gen_;
+            cv_.notify_all();
+            return;
+        }
+        cv_.wait(lock, [&] { return gen_ != gen || broken_; });
+        if (gen_ == gen) {
+            throw trap();
+        }
+    }
+    void break_all()
+    {
+        std::lock_guard<std::mutex> lock(m_);
+        broken_ = true;
+        cv_.notify_all();
+    }
+
+  private:
+    std::mutex m_;
+    std::condition_variable cv_;
+    unsigned int count_ = 1, waiting_ = 0;
+    unsigned long long gen_ = 0;
+    bool broken_ = false;
+};
+
+inline barrier& block_barrier()
+{
+    static barrier b;
+    return b;
+}
+
+}  // namespace pdc_emu
+
+static thread_local uint3 threadIdx = {0, 0, 0};
+static uint3 blockIdx = {0, 0, 0};
+static uint3 blockDim = {1, 1, 1};
+static uint3 gridDim = {1, 1, 1};
+static const int warpSize = 32;
+
+inline void __syncthreads() { pdc_emu::block_barrier().wait(); }
+inline void __threadfence_system() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+[[noreturn]] inline void __trap() { throw pdc_emu::trap(); }
+
+inline unsigned long long pdc_now_ns()
+{
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+inline long long clock64() { return (long long)pdc_now_ns(); }
+
+// Short naps yield the core (a host sleep cannot be shorter than ~50 us); longer ones sleep.
+inline void __nanosleep(unsigned int ns)
+{
+    if (ns < 20000u) {
+        const unsigned long long until = pdc_now_ns() + ns;
+        do {
+            std::this_thread::yield();
+        } while (pdc_now_ns() < until);
+    } else {
+        std::this_thread::sleep_for(std::chrono::nanoseconds(ns));
+    }
+}
+
+#define PDC_SC __ATOMIC_SEQ_CST
+template <typename T> inline T atomicAdd(T* p, T v) { return __atomic_fetch_add(p, v, PDC_SC); }
+template <typename F> inline F pdc_atomic_add_float(F* p, F v)
+{
+    F old;
+    __atomic_load(p, &old, PDC_SC);
+    F desired = old + v;
+    while (!__atomic_compare_exchange(p, &old, &desired, false, PDC_SC, PDC_SC)) {
+        desired = old + v;
+    }
+    return old;
+}
+inline float atomicAdd(float* p, float v) { return pdc_atomic_add_float(p, v); }
+inline double atomicAdd(double* p, double v) { return pdc_atomic_add_float(p, v); }
+template <typename T> inline T atomicSub(T* p, T v) { return __atomic_fetch_sub(p, v, PDC_SC); }
+template <typename T> inline T atomicExch(T* p, T v) { return __atomic_exchange_n(p, v, PDC_SC); }
+template <typename T> inline T atomicCAS(T* p, T cmp, T v)
+{
+    __atomic_compare_exchange_n(p, &cmp, v, false, PDC_SC, PDC_SC);
+    return cmp;
+}
+template <typename T> inline T atomicMax(T* p, T v)
+{
+    T o = __atomic_load_n(p, PDC_SC);
+    while (o < v && !__atomic_compare_exchange_n(p, &o, v, false, PDC_SC, PDC_SC)) {
+    }
+    return o;
+}
+template <typename T> inline T atomicMin(T* p, T v)
+{
+    T o = __atomic_load_n(p, PDC_SC);
+    while (o > v && !__atomic_compare_exchange_n(p, &o, v, false, PDC_SC, PDC_SC)) {
+    }
+    return o;
+}
+#define atomicAdd_system atomicAdd
+#define atomicExch_system atomicExch
+#define atomicCAS_system atomicCAS
+#define atomicMax_system atomicMax
+#define atomicMin_system atomicMin
+
+using std::max;
+using std::min;
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline float __sinf(float x) { return std::sin(x); }
+inline float __cosf(float x) { return std::cos(x); }
+inline float __powf(float x, float y) { return std::pow(x, y); }
+inline float __fdividef(float x, float y) { return x / y; }
+inline float __saturatef(float x) { return x < 0.f ? 0.f : (x > 1.f ? 1.f : x); }
+"""
+
+ENTRY = r"""
+// ---- emulated-device entry point (appended by PyDotCompute) ----------------------------
+extern "C" int pdc_emulated_run(unsigned int threads, unsigned long long a0,
+                                unsigned long long a1, unsigned long long a2,
+                                unsigned long long a3, unsigned long long a4,
+                                unsigned long long a5)
+{
+    pdc_control* ctl = reinterpret_cast<pdc_control*>(a0);
+    pdc_emu::block_barrier().reset(threads);
+    blockDim.x = threads;
+    std::atomic<int> failed(0);
+    auto body = [&](unsigned int t) {
+        threadIdx.x = t;
+        try {
+            pdc_ring_kernel(a0, a1, a2, a3, a4, a5);
+            return;
+        } catch (const pdc_emu::trap&) {
+            if (failed.exchange(1) == 0) {
+                *reinterpret_cast<volatile unsigned long long*>(&ctl->error) = PDC_ERR_TRAP;
+            }
+        } catch (...) {
+            if (failed.exchange(1) == 0) {
+                *reinterpret_cast<volatile unsigned long long*>(&ctl->error) = 2;
+            }
+        }
+        pdc_emu::block_barrier().break_all();
+    };
+    std::vector<std::thread> helpers;
+    for (unsigned int t = 1; t < threads; ++t) {
+        helpers.emplace_back(body, t);
+    }
+    body(0);
+    for (std::thread& h : helpers) {
+        h.join();
+    }
+    if (failed.load()) {
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        *reinterpret_cast<volatile unsigned long long*>(&ctl->status) = PDC_STATUS_FAILED;
+    }
+    return failed.load();
+}
+"""
