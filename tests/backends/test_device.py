@@ -273,6 +273,35 @@ async def test_parallel_mode_handles_every_message_once(druntime: RingKernelRunt
     assert all(float(r.y) == 2 * int(r.n) + 1 for r in replies)
 
 
+async def test_skip_reply_lets_a_sequential_handler_filter(druntime: RingKernelRuntime) -> None:
+    ring_kernel(
+        kernel_id="evens",
+        input_type=Job,
+        output_type=Done,
+        cuda="if (msg.n % 2 != 0) {\n    skip_reply();\n    return;\n}\nout.n = msg.n;\n",
+    )
+    await started(druntime, "evens")
+    await druntime.send_many("evens", jobs(10))
+    replies = await receive_n(druntime, "evens", 5)
+    assert [int(r.n) for r in replies] == [0, 2, 4, 6, 8]
+    await until(lambda: druntime.telemetry("evens").processed == 10)
+    assert druntime.telemetry("evens").outbox_depth == 0
+
+
+async def test_skip_reply_in_parallel_mode_is_a_clear_compile_error(
+    druntime: RingKernelRuntime,
+) -> None:
+    ring_kernel(
+        kernel_id="par-skip",
+        input_type=Job,
+        output_type=Done,
+        mode="parallel",
+        cuda="out.n = msg.n;\nskip_reply();\n",
+    )
+    with pytest.raises(KernelCompileError, match=r"handle line 2: .*sequential mode only"):
+        await within(druntime.launch("par-skip"), 60)
+
+
 # ---------------------------------------------------------------- failures and telemetry
 
 

@@ -188,6 +188,21 @@ def test_generated_source_compiles_for_sm90_with_nvrtc(
     assert build.path.read_bytes()[:4] == b"\x7fELF" and build.compiler.startswith("NVRTC")
 
 
+def test_nvrtc_compiles_skip_reply_and_explains_it_in_parallel_mode() -> None:
+    nvrtc_or_skip()
+    seq = ring_kernel(
+        kernel_id="filter", input_type=Job, output_type=Done,
+        cuda="if (msg.n < 0) { skip_reply(); return; }\nout.n = msg.n;",
+    )  # fmt: skip
+    assert build_cuda(generate("filter", seq.device), seq.device, "90").path.exists()
+    par = ring_kernel(
+        kernel_id="pfilter", input_type=Job, output_type=Done, mode="parallel",
+        cuda="out.n = msg.n;\nskip_reply();",
+    )  # fmt: skip
+    with pytest.raises(KernelCompileError, match=r"handle line 2: .*sequential mode only"):
+        build_cuda(generate("pfilter", par.device), par.device, "90")
+
+
 def test_nvrtc_compile_error_maps_lines_to_the_prelude() -> None:
     nvrtc_or_skip()
     spec = ring_kernel(

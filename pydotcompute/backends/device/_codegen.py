@@ -18,7 +18,7 @@ from ._memory import control_c_source
 
 __all__ = ["GENERATOR_VERSION", "GeneratedSource", "generate"]
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 KERNEL_SYMBOL = "pdc_ring_kernel"
 SPIN_NS = 50_000  # an idle loop polls without sleeping this long, then backs off
 MAX_NAP_NS = 100_000  # longest __nanosleep of an idle or parked loop
@@ -249,8 +249,9 @@ def generate(kernel_id: str, d: DeviceDefinition) -> GeneratedSource:
 {_describe("input", in_l)}
 {_describe("output", out_l)}
 {_describe("state", state_l) if state_l is not None else "// state  none"}
-// The loop polls the inbox ring, calls handle() per message and writes one reply per
-// message to the outbox ring; the mailbox protocol is described in docs/device-kernels.md.
+// The loop polls the inbox ring, calls handle() per message and writes its reply to the
+// outbox ring (sequential handlers may skip_reply()); the mailbox protocol is described in
+// docs/device-kernels.md.
 // Built by NVRTC for CUDA, or by the host C++ compiler with -DPDC_EMULATED.
 
 {_PLATFORM}
@@ -271,12 +272,17 @@ def generate(kernel_id: str, d: DeviceDefinition) -> GeneratedSource:
         out.user(f"{stem}.prelude", d.prelude)
         out.add("")
     out.add("// ---- the handler (cuda=) ------------------------------------------------------")
+    if d.mode == "sequential":
+        # Parallel handlers write their reply to a fixed slot, so they cannot skip it; there
+        # the name stays undefined and the compile error says why (see _compile.HINTS).
+        out.add("// skip_reply(): this message gets no reply (the loop writes nothing for it).")
+        out.add("#define skip_reply() (pdc_reply = false)")
     out.add(
         f"__device__ void handle(const {in_l.c_name}& msg, {out_l.c_name}& out, "
-        f"{state_name}& state)\n{{"
+        f"{state_name}& state, bool& pdc_reply)\n{{"
     )
     out.user(f"{stem}.handle", d.source)
-    out.add("}\n")
+    out.add("}\n#undef skip_reply\n" if d.mode == "sequential" else "}\n")
     loop = _SEQUENTIAL if d.mode == "sequential" else _PARALLEL
     out.add(
         loop.format(
@@ -351,13 +357,16 @@ _SEQUENTIAL = (
             head += 1;
             pdc_store_release(&ctl->in_head, head);  // taken: a fault now loses only this one
             {Out} out = {Out}();
-            handle(msg, out, state);
-"""
-    + _REPLY
+            bool reply = true;
+            handle(msg, out, state, reply);
+            if (reply) {{
+    """
+    + _REPLY.replace("\n", "\n    ")
     + """
-            outbox[out_tail & out_mask] = out;
-            out_tail += 1;
-            pdc_store_release(&ctl->out_tail, out_tail);  // the reply is visible
+                outbox[out_tail & out_mask] = out;
+                out_tail += 1;
+                pdc_store_release(&ctl->out_tail, out_tail);  // the reply is visible
+            }}
             c.processed += 1;
             if (pdc_now_ns() - t0 > {batch_ns}ull) {{
                 break;  // a slow handler: publish now and look at the command word again
@@ -437,7 +446,8 @@ _PARALLEL = (
         for (unsigned long long i = threadIdx.x; i < s_count; i += blockDim.x) {{
             const {In} msg = pdc_read_slot(&inbox[(s_head + i) & in_mask]);
             {Out} out = {Out}();
-            handle(msg, out, state);
+            bool reply = true;
+            handle(msg, out, state, reply);
 """
     + _REPLY
     + """

@@ -50,6 +50,13 @@ class Build:
     compiler: str
 
 
+#: Explanations added to compiler errors that mention these names in the user's code.
+HINTS = {
+    "skip_reply": "skip_reply() is available in sequential mode only: in parallel mode every "
+    "message gets exactly one reply",
+}
+
+
 def parse_errors(log: str, gen: GeneratedSource) -> list[tuple[str, int, str]]:
     """The errors a compiler log reports in the user's handler or prelude, in order."""
     parts = {gen.handle_file: "handle", gen.prelude_file: "prelude"}
@@ -57,7 +64,11 @@ def parse_errors(log: str, gen: GeneratedSource) -> list[tuple[str, int, str]]:
     for line in log.splitlines():
         m = _ERROR_LINE.match(line.strip())
         if m and m["file"] in parts:
-            found.append((parts[m["file"]], int(m["l1"] or m["l2"]), m["text"].strip()))
+            text = m["text"].strip()
+            hints = [hint for name, hint in HINTS.items() if name in text]
+            if hints:
+                text = f"{text} ({'; '.join(hints)})"
+            found.append((parts[m["file"]], int(m["l1"] or m["l2"]), text))
     return found
 
 
