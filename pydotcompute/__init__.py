@@ -6,8 +6,23 @@ imported when first used.
 
 from ._version import __version__
 from .backends.host import LaunchResult, TerminateResult
+from .compute import (
+    Accelerator,
+    BufferState,
+    BufferStats,
+    ComputeOrchestrator,
+    DeviceTelemetry,
+    Kernel,
+    KernelStats,
+    StepRecord,
+    UnifiedBuffer,
+    kernel,
+)
 from .errors import (
     BackendUnavailableError,
+    DeviceNotFoundError,
+    KernelArgumentError,
+    KernelCompileError,
     KernelFailedError,
     KernelNotFoundError,
     KernelRegistrationError,
@@ -42,10 +57,19 @@ from .runtime import RingKernelRuntime
 from .telemetry import KernelTelemetry, RuntimeSnapshot
 
 __all__ = [
+    "Accelerator",
     "Array",
     "BackendUnavailableError",
     "Backpressure",
+    "BufferState",
+    "BufferStats",
+    "ComputeOrchestrator",
+    "DeviceNotFoundError",
+    "DeviceTelemetry",
     "FixedLayout",
+    "Kernel",
+    "KernelArgumentError",
+    "KernelCompileError",
     "KernelContext",
     "KernelFailedError",
     "KernelNotFoundError",
@@ -53,6 +77,7 @@ __all__ = [
     "KernelRegistrationError",
     "KernelState",
     "KernelStateError",
+    "KernelStats",
     "KernelTelemetry",
     "LaunchResult",
     "LayoutError",
@@ -70,13 +95,16 @@ __all__ = [
     "RingKernelSpec",
     "RuntimeSnapshot",
     "SendTimeoutError",
+    "StepRecord",
     "TerminateResult",
     "TerminationRequested",
+    "UnifiedBuffer",
     "__version__",
     "decode_message",
     "fixed_layout",
     "get_kernel_spec",
     "is_message",
+    "kernel",
     "message",
     "registered_kernels",
     "ring_kernel",

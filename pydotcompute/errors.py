@@ -12,6 +12,9 @@ from typing import Any
 
 __all__ = [
     "BackendUnavailableError",
+    "DeviceNotFoundError",
+    "KernelArgumentError",
+    "KernelCompileError",
     "KernelFailedError",
     "KernelNotFoundError",
     "KernelRegistrationError",
@@ -137,3 +140,15 @@ class SendTimeoutError(QueueFullError, OperationTimeoutError):
 
 class BackendUnavailableError(PyDotComputeError, RuntimeError):
     """A backend (CUDA, Numba, a C++ compiler) is not usable on this machine."""
+
+
+class DeviceNotFoundError(PyDotComputeError, LookupError):
+    """An accelerator id names no device present here (``"cuda:3"`` on a one-GPU machine)."""
+
+
+class KernelArgumentError(PyDotComputeError, TypeError):
+    """A ``@kernel`` got an argument it cannot take (wrong type, wrong place, wrong count)."""
+
+
+class KernelCompileError(PyDotComputeError, RuntimeError):
+    """Numba could not compile a ``@kernel`` body; Numba's own error is the cause."""
