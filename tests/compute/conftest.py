@@ -53,14 +53,20 @@ def gpu() -> Accelerator:
     return Accelerator("cuda:0")
 
 
-def run_python(code: str, *, cache: Path, sim: bool = False, timeout: float = 240) -> Any:
-    """Run ``code`` in a fresh interpreter; it prints one JSON line, which is returned."""
+def run_python(
+    code: str, *, cache: Path, script: Path, sim: bool = False, timeout: float = 240
+) -> Any:
+    """Run ``code`` from the file ``script`` in a fresh interpreter; return its last JSON line.
+
+    Kernel bodies need their source, so the code runs from a file rather than ``-c``.
+    """
+    script.write_text(textwrap.dedent(code))
     env = dict(os.environ, PYDOTCOMPUTE_CACHE_DIR=str(cache), PYTHONPATH=str(ROOT))
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     if sim:
         env["NUMBA_ENABLE_CUDASIM"] = "1"
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, str(script)],
         capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
