@@ -10,8 +10,8 @@ from ._accelerator import Accelerator
 from ._buffer import BufferState, BufferStats, UnifiedBuffer
 from ._kernel import Kernel, KernelStats, kernel
 from ._orchestrator import ComputeOrchestrator, StepRecord
-from ._telemetry import DeviceTelemetry
 from ._runtime import device_snapshot
+from ._telemetry import DeviceTelemetry
 
 __all__ = [
     "Accelerator",

@@ -23,9 +23,7 @@ _PTX_BYTES = {"8": 1, "16": 2, "32": 4, "64": 8}
 
 def is_device_array(value: Any) -> bool:
     """True for a GPU array (CuPy, Numba device array, or anything with the CUDA interface)."""
-    return hasattr(type(value), "__cuda_array_interface__") and not isinstance(
-        value, UnifiedBuffer
-    )
+    return hasattr(type(value), "__cuda_array_interface__") and not isinstance(value, UnifiedBuffer)
 
 
 def _array_key(kind: str, dtype: np.dtype[Any], ndim: int, c_contig: bool, ro: bool) -> tuple:

@@ -93,9 +93,7 @@ def _cuda(body: BodySource, args: str, call: str, nested: str, reduce: str | Non
             "        _pdc_i += _pdc_stride\n"
         )
     step = _COMBINE[reduce].format(acc="_pdc_acc", value=call)
-    fold = _COMBINE[reduce].format(
-        acc="_pdc_smem[_pdc_tid]", value="_pdc_smem[_pdc_tid + _pdc_s]"
-    )
+    fold = _COMBINE[reduce].format(acc="_pdc_smem[_pdc_tid]", value="_pdc_smem[_pdc_tid + _pdc_s]")
     return head + (
         "# _PDC_BLOCK (threads per block), _PDC_ACC (accumulator type) and _PDC_IDENTITY are\n"
         "# bound by the loader before compilation.\n"

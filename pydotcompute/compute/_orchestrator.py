@@ -86,8 +86,8 @@ class ComputeOrchestrator:
     """
 
     def __init__(self, accelerator: Accelerator | str | None = None) -> None:
-        self.accelerator = Accelerator.default() if accelerator is None else Accelerator(
-            accelerator
+        self.accelerator = (
+            Accelerator.default() if accelerator is None else Accelerator(accelerator)
         )
         self._steps: list[_Step] = []
         self._streams: dict[str, Any] = {}
@@ -119,9 +119,7 @@ class ComputeOrchestrator:
             raise KernelArgumentError("add_kernel(): give both grid and block, or neither")
         self._check_buffers(args)
         config = None if grid is None or block is None else (grid, block)
-        self._steps.append(
-            _Step("kernel", name or kern.name, kern, args, stream, size, config)
-        )
+        self._steps.append(_Step("kernel", name or kern.name, kern, args, stream, size, config))
         return len(self._steps) - 1
 
     def add_host(self, func: Any, *args: Any, name: str | None = None) -> int:
@@ -131,7 +129,7 @@ class ComputeOrchestrator:
                 f"add_host() takes a callable, got {type(func).__name__} {func!r}"
             )
         self._check_buffers(args)
-        label = name or getattr(func, "__name__", "host")
+        label = str(name or getattr(func, "__name__", "host"))
         self._steps.append(_Step("host", label, func, args, "host", None, None))
         return len(self._steps) - 1
 

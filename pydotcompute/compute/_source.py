@@ -69,7 +69,9 @@ def _function_def(func: Any) -> tuple[str, ast.FunctionDef]:
     try:
         lines, _ = inspect.getsourcelines(func)
     except (OSError, TypeError) as exc:
-        raise _fail(func, f"its source cannot be read ({exc}); define it in a file or a cell")
+        raise _fail(
+            func, f"its source cannot be read ({exc}); define it in a file or a cell"
+        ) from exc
     text = textwrap.dedent("".join(lines))
     tree = ast.parse(text)
     node = tree.body[0]
@@ -122,9 +124,9 @@ def _use_of(n: ast.Name, parents: dict[int, ast.AST]) -> tuple[str, ast.AST]:
     if cur is n:
         if isinstance(parent, ast.Attribute) and parent.attr in _READ_ATTRS:
             return "read", cur
-        if isinstance(parent, ast.Call) and isinstance(parent.func, ast.Name):
-            if parent.func.id == "len":
-                return "read", cur
+        is_call = isinstance(parent, ast.Call) and isinstance(parent.func, ast.Name)
+        if is_call and parent.func.id == "len":  # type: ignore[union-attr]
+            return "read", cur
     if isinstance(parent, ast.Assign | ast.AnnAssign | ast.NamedExpr) and parent.value is cur:
         return "alias", parent
     if isinstance(parent, ast.For) and parent.iter is cur:

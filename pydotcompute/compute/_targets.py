@@ -172,9 +172,7 @@ def ptx_entry(ptx: str) -> tuple[str, tuple[str, ...]]:
     return match.group(1), tuple(_PARAM.findall(match.group(2)))
 
 
-def exec_launcher(
-    body: BodySource, source: str, constants: dict[str, Any], filename: str
-) -> Any:
+def exec_launcher(body: BodySource, source: str, constants: dict[str, Any], filename: str) -> Any:
     """Run a launcher's source in the body's namespace and return its ``launch`` function."""
     namespace = dict(body.namespace)
     namespace.update(constants)
@@ -183,9 +181,7 @@ def exec_launcher(
     return namespace["launch"]
 
 
-def reduce_constants(
-    reduce: str, dtype: np.dtype[Any], block: int
-) -> dict[str, Any]:
+def reduce_constants(reduce: str, dtype: np.dtype[Any], block: int) -> dict[str, Any]:
     """The values bound into a GPU reduction launcher: block size, accumulator, identity."""
     if reduce == "sum":
         identity: Any = 0
@@ -222,8 +218,8 @@ def compile_ptx(
             time.perf_counter() - t0,
         )  # fmt: skip
     import numba
-    from numba import cuda
 
+    cuda: Any = importlib.import_module("numba.cuda")  # untyped for mypy: numba-cuda ships no stubs
     launch = exec_launcher(body, source, constants, f"<pydotcompute launcher {body.name}>")
     try:
         with _lock:

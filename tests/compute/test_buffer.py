@@ -174,5 +174,5 @@ def test_gpu_wait_times_out_cleanly() -> None:
         done = False
 
     gpu()
-    with pytest.raises(OperationTimeoutError, match="did not finish within 0.01 s"):
+    with pytest.raises(OperationTimeoutError, match=r"did not finish within 0\.01 s"):
         wait_event(Never(), 0.01, "work")
