@@ -303,7 +303,7 @@ class Kernel:
 
     def _reduction_dtype(self, keys: tuple) -> np.dtype[Any]:
         assert self.reduce is not None
-        return result_type(self._body, self.reduce, tuple(numba_type(k) for k in keys))
+        return result_type(self._body, self.reduce, keys)
 
     def _run_sim(
         self, acc: Accelerator, keys: tuple, args: tuple, n: int, config: tuple[int, int] | None
@@ -356,9 +356,9 @@ class Kernel:
         if self.reduce is not None:
             dtype = self._reduction_dtype(keys)
             constants = reduce_constants(self.reduce, dtype, block)
-        signature = tuple(numba_type(k) for k in keys)
-        sig = signature + ((numba_type(("device", dtype.str, 1, "C", False)),) if dtype else ())
-        return compile_ptx(self._body, self.reduce, sig, cc, constants), dtype, constants
+        if dtype is not None:
+            keys = (*keys, ("device", dtype.str, 1, "C", False))
+        return compile_ptx(self._body, self.reduce, keys, cc, constants), dtype, constants
 
     def _run_gpu(
         self,

@@ -10,6 +10,7 @@ reads it instead of compiling, then links and loads it through CuPy on the devic
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import re
@@ -32,6 +33,7 @@ _lock = threading.RLock()
 _modules: dict[str, Any] = {}  # cache key -> numba dispatcher of the launcher
 
 
+@functools.cache
 def _numba_versions() -> dict[str, str]:
     import importlib.metadata as md
 
@@ -116,15 +118,24 @@ def compile_cpu(
     return CompiledCpu(dispatcher, hit, seconds, resty)
 
 
-def result_type(body: BodySource, reduce: str, signature: tuple[Any, ...]) -> np.dtype[Any]:
-    """The accumulator dtype of a reduction for ``signature`` (typed by Numba's CPU target).
+def result_type(body: BodySource, reduce: str, keys: tuple[tuple, ...]) -> np.dtype[Any]:
+    """The accumulator dtype of a reduction for argument ``keys`` (typed by Numba's CPU target).
 
     The GPU launcher accumulates in the type the CPU launcher's accumulator has, so both
-    targets return the same dtype.
+    targets return the same dtype. The answer is cached on disk beside the PTX.
     """
+    source = launcher_source(body, "cpu", reduce)
+    key = cache_key(GENERATOR_VERSION, "result-type", source, [list(k) for k in keys],
+                    body.constants, _numba_versions())  # fmt: skip
+    cached = read_cached("ptx", key, ".dtype")
+    if cached is not None:
+        return np.dtype(cached.decode())
     import numba
     from numba.np.numpy_support import as_dtype
 
+    from ._args import numba_type
+
+    signature = tuple(numba_type(k) for k in keys)
     dispatcher = _cpu_module(body, reduce, False)
     try:
         with _lock:
@@ -144,6 +155,7 @@ def result_type(body: BodySource, reduce: str, signature: tuple[Any, ...]) -> np
             f"@kernel {body.qualname}: a reduction body must return an int or a float, "
             f"but it returns {dtype}; convert the value, e.g. return float(...)"
         )
+    write_cached("ptx", key, ".dtype", dtype.str.encode())
     return dtype
 
 
@@ -196,13 +208,16 @@ def reduce_constants(reduce: str, dtype: np.dtype[Any], block: int) -> dict[str,
 def compile_ptx(
     body: BodySource,
     reduce: str | None,
-    signature: tuple[Any, ...],
+    keys: tuple[tuple, ...],
     cc: tuple[int, int],
     constants: dict[str, Any],
 ) -> CompiledPtx:
-    """PTX of the GPU launcher for ``signature`` and ``cc``, from the disk cache when there."""
+    """PTX of the GPU launcher for argument ``keys`` and ``cc``, from the disk cache if there.
+
+    A cache hit neither compiles nor imports Numba: the key is built from the argument keys.
+    """
     source = launcher_source(body, "cuda", reduce)
-    sig_text = [str(t) for t in signature]
+    sig_text = [list(k) for k in keys]
     shown = {k: repr(v) for k, v in constants.items()}
     key = cache_key(
         GENERATOR_VERSION, "cuda", source, sig_text, list(cc), body.constants, shown,
@@ -219,6 +234,9 @@ def compile_ptx(
         )  # fmt: skip
     import numba
 
+    from ._args import numba_type
+
+    signature = tuple(numba_type(k) for k in keys)
     cuda: Any = importlib.import_module("numba.cuda")  # untyped for mypy: numba-cuda ships no stubs
     launch = exec_launcher(body, source, constants, f"<pydotcompute launcher {body.name}>")
     try:
@@ -228,8 +246,14 @@ def compile_ptx(
         raise _compile_error(body, f"CUDA (sm_{cc[0]}{cc[1]})", exc) from exc
     entry, params = ptx_entry(ptx)
     write_cached("ptx", key, ".ptx", ptx.encode())
-    meta = {"entry": entry, "params": list(params), "kernel": body.qualname,
-            "signature": sig_text, "cc": list(cc), "versions": _numba_versions()}  # fmt: skip
+    meta = {
+        "entry": entry,
+        "params": list(params),
+        "kernel": body.qualname,
+        "signature": [str(t) for t in signature],
+        "cc": list(cc),
+        "versions": _numba_versions(),
+    }
     write_cached("ptx", key, ".json", json.dumps(meta, indent=1).encode())
     return CompiledPtx(key, ptx, entry, params, False, time.perf_counter() - t0)
 
