@@ -38,6 +38,9 @@ GPU_BLOCK = 256
 SIM_BLOCK = 32  # the simulator runs a Python thread per CUDA thread: keep blocks small
 GPU_BLOCKS_PER_SM = 32
 SIM_MAX_GRID = 4
+# Below this many indices a parallel CPU loop costs more to start than it saves (waking the
+# worker threads takes tens of microseconds, far more on a busy machine): run them in order.
+PARALLEL_MIN = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -277,14 +280,15 @@ class Kernel:
             self._compiles += 1
 
     def _run_cpu(self, acc: Accelerator, keys: tuple, args: tuple, n: int) -> Any:
-        variant = self._variants.get(("cpu", keys))
+        parallel = self.parallel and n >= PARALLEL_MIN
+        variant = self._variants.get(("cpu", keys, parallel))
         if variant is None:
             compiled = compile_cpu(
-                self._body, self.reduce, self.parallel, tuple(numba_type(k) for k in keys)
+                self._body, self.reduce, parallel, tuple(numba_type(k) for k in keys)
             )
             self._record(compiled.cache_hit, compiled.seconds)
             variant = _Variant("cpu", keys, compiled.dispatcher, compiled.result_dtype)
-            self._variants[("cpu", keys)] = variant
+            self._variants[("cpu", keys, parallel)] = variant
         values = self._device_values(acc, args, None)
         self._launches += 1
         if self.reduce is None:
@@ -482,7 +486,8 @@ def kernel(
     reduce:
         ``None`` (element-wise) or the reduction to apply to the values the body returns.
     parallel:
-        Run the CPU loop on all cores (Numba ``prange``); ``False`` runs it in order.
+        Run the CPU loop on all cores (Numba ``prange``) when ``size`` is at least 65,536;
+        ``False`` always runs it in order.
     accelerator:
         Default accelerator when the arguments do not decide it.
 

@@ -416,3 +416,13 @@ def test_gpu_launch_loads_cached_ptx_in_a_new_process(tmp_path: Path) -> None:
     first = run_python(code, cache=cache, script=tmp_path / "gpu_job.py")
     second = run_python(code, cache=cache, script=tmp_path / "gpu_job.py")
     assert first == {"hits": 0, "ok": True} and second == {"hits": 1, "ok": True}
+
+
+def test_large_launches_run_in_parallel_and_agree() -> None:
+    n = 1 << 17  # at or above PARALLEL_MIN: the prange launchers run
+    x = np.arange(n, dtype=np.float64)
+    out = np.zeros(n)
+    saxpy(2.0, x, x, out)
+    assert (out == 3 * x).all()
+    assert sum_squares(x) == pytest.approx(float((x * x).sum()))
+    assert largest(x) == n - 1 and smallest(x) == 0.0
