@@ -137,9 +137,9 @@ def test_stats_add_and_subtract() -> None:
 
 @pytest.mark.gpu
 def test_pinned_buffer_is_page_locked_on_a_gpu() -> None:
+    acc = gpu()
     import cupy
 
-    acc = gpu()
     buf = UnifiedBuffer((1024,), np.float32, pinned=True, accelerator=acc)
     assert buf.pinned
     attrs = cupy.cuda.runtime.pointerGetAttributes(buf.host.ctypes.data)
@@ -150,9 +150,9 @@ def test_pinned_buffer_is_page_locked_on_a_gpu() -> None:
 
 @pytest.mark.gpu
 def test_gpu_buffer_copies_lazily_and_asynchronously() -> None:
+    acc = gpu()
     import cupy
 
-    acc = gpu()
     buf = UnifiedBuffer((1 << 20,), np.float32, pinned=True, accelerator=acc)
     buf.host[:] = 3.0
     stream = acc.stream()

@@ -373,9 +373,9 @@ def test_cuda_path_runs_under_the_simulator(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------- GPU
 @pytest.mark.gpu
 def test_saxpy_and_reductions_on_the_gpu() -> None:
+    acc = gpu()
     import cupy
 
-    acc = gpu()
     n = 1 << 20
     x = UnifiedBuffer.from_array(np.arange(n, dtype=np.float32) / n, accelerator=acc)
     y = UnifiedBuffer.from_array(np.ones(n, dtype=np.float32), accelerator=acc)
