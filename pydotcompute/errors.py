@@ -13,7 +13,9 @@ from typing import Any
 __all__ = [
     "BackendUnavailableError",
     "DeviceFaultError",
+    "DeviceNotFoundError",
     "InvalidArgumentError",
+    "KernelArgumentError",
     "KernelCompileError",
     "KernelFailedError",
     "KernelNotFoundError",
@@ -147,20 +149,21 @@ class BackendUnavailableError(PyDotComputeError, RuntimeError):
 
 
 class KernelCompileError(PyDotComputeError, RuntimeError):
-    """A device kernel's generated source did not compile.
+    """The code of a kernel did not compile: a device ring kernel's handler or a ``@kernel``.
 
-    The message quotes the compiler's errors with their line numbers mapped back to the
-    handler ``SOURCE`` (``<kernel>.handle:LINE``) or the ``cuda_prelude``
-    (``<kernel>.prelude:LINE``).
+    For device ring kernels (built with :meth:`from_compiler`) the message quotes the compiler's
+    errors with their line numbers mapped back to the handler ``SOURCE``
+    (``<kernel>.handle:LINE``) or the ``cuda_prelude`` (``<kernel>.prelude:LINE``); for
+    ``@kernel`` functions Numba's own error is the ``__cause__``.
 
     Attributes
     ----------
     kernel_id:
-        The kernel whose source failed.
+        The kernel whose code failed (``None`` when not known).
     log:
-        The full compiler log.
+        The full compiler log (empty when the cause carries it).
     source:
-        The generated source that was compiled.
+        The generated source that was compiled (empty when not generated).
     errors:
         ``(part, line, text)`` for each error the log reports in the user's code, where
         ``part`` is ``"handle"`` or ``"prelude"``.
@@ -168,25 +171,42 @@ class KernelCompileError(PyDotComputeError, RuntimeError):
 
     def __init__(
         self,
+        message: str,
+        *,
+        kernel_id: str | None = None,
+        log: str = "",
+        source: str = "",
+        errors: list[tuple[str, int, str]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kernel_id = kernel_id
+        self.log = log
+        self.source = source
+        self.errors = errors or []
+
+    @classmethod
+    def from_compiler(
+        cls,
         kernel_id: str,
         compiler: str,
         log: str,
         source: str,
         errors: list[tuple[str, int, str]],
-    ) -> None:
-        self.kernel_id = kernel_id
-        self.log = log
-        self.source = source
-        self.errors = errors
+    ) -> KernelCompileError:
+        """The error of a device kernel build, quoting the errors found in the user's code."""
         if errors:
             shown = "\n".join(f"  {part} line {line}: {text}" for part, line, text in errors[:5])
             where = f"errors in your code:\n{shown}"
         else:
             where = f"compiler log:\n{log.strip()[:2000]}"
-        super().__init__(
+        return cls(
             f"device ring kernel {kernel_id!r} did not compile with {compiler}; {where}\n"
             "Fix the cuda= SOURCE (line 1 is its first line) or cuda_prelude=; the full log "
-            "is in .log and the generated source in .source"
+            "is in .log and the generated source in .source",
+            kernel_id=kernel_id,
+            log=log,
+            source=source,
+            errors=errors,
         )
 
 
@@ -217,3 +237,11 @@ class DeviceFaultError(PyDotComputeError, RuntimeError):
             "this process will fail; restart the Python process (the kernel) to use the GPU"
         )
         super().__init__(f"device ring kernel {kernel_id!r} {what}; {context}")
+
+
+class DeviceNotFoundError(PyDotComputeError, LookupError):
+    """An accelerator id names no device present here (``"cuda:3"`` on a one-GPU machine)."""
+
+
+class KernelArgumentError(PyDotComputeError, TypeError):
+    """A ``@kernel`` got an argument it cannot take (wrong type, wrong place, wrong count)."""

@@ -463,11 +463,20 @@ class RingKernelRuntime:
         return self._kernel(kernel_id).telemetry()
 
     def snapshot(self) -> RuntimeSnapshot:
-        """A frozen snapshot of every kernel's telemetry (``as_dict()`` gives plain data)."""
+        """A frozen snapshot of every kernel's telemetry (``as_dict()`` gives plain data).
+
+        ``device`` holds the telemetry of the accelerator in use (the first GPU this process
+        opened, else the CPU) as plain data: see :class:`~pydotcompute.DeviceTelemetry`.
+        """
+        from .compute import device_snapshot
+
         return RuntimeSnapshot(
             timestamp=time.time(),
             kernels={kid: k.telemetry() for kid, k in self._kernels.items()},
-            device={"requested": self._device, "device_kernels_run_on": self._target},
+            device={
+                **device_snapshot(),
+                "device_kernels": {"requested": self._device, "run_on": self._target},
+            },
         )
 
 

@@ -100,6 +100,9 @@ def test_comparison_examples_in_order() -> None:
     run_block(blocks[5], ns)  # asyncio Integration: launches "worker"
 
 
-@pytest.mark.xfail(strict=True, reason="UnifiedBuffer comes with the compute layer (issue 4)")
 def test_comparison_unified_buffer_example() -> None:
-    run_block(python_blocks("dotcompute-comparison.md")[6], {"__name__": "seed_buffer"})
+    ns: dict[str, Any] = {"__name__": "seed_buffer"}
+    run_block(python_blocks("dotcompute-comparison.md")[6], ns)
+    buf = ns["buf"]
+    assert buf.shape == (1000,) and buf.dtype == ns["np"].float32
+    assert buf.host_view().std() > 0

@@ -329,7 +329,7 @@ async def test_telemetry_merges_device_counters(druntime: RingKernelRuntime) -> 
     await receive_n(druntime, "worker", 10)
     t = druntime.snapshot().kernels["worker"]
     assert t.backend == "device" and t.device.startswith(
-        druntime.snapshot().device["device_kernels_run_on"][:4]
+        druntime.snapshot().device["device_kernels"]["run_on"][:4]
     )
     assert (t.received, t.processed, t.sent, t.launches) == (10, 10, 10, 1)
     assert t.latency_p50_us is not None

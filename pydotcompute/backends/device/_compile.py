@@ -91,7 +91,9 @@ def build_cuda(gen: GeneratedSource, d: DeviceDefinition, arch: str) -> Build:
     cubin, log = nvrtc.compile(gen.text, f"{gen.file_stem}.cu", options)
     elapsed = time.perf_counter() - start
     if cubin is None:
-        raise KernelCompileError(gen.kernel_id, compiler, log, gen.text, parse_errors(log, gen))
+        raise KernelCompileError.from_compiler(
+            gen.kernel_id, compiler, log, gen.text, parse_errors(log, gen)
+        )
     path = write_cached("cuda", key, ".cubin", cubin)
     return Build(path, False, elapsed, key, compiler)
 
@@ -167,12 +169,12 @@ def build_emulated(gen: GeneratedSource, d: DeviceDefinition) -> Build:
                 cwd=tmp,
             )
         except subprocess.TimeoutExpired as exc:
-            raise KernelCompileError(
+            raise KernelCompileError.from_compiler(
                 gen.kernel_id, cxx, f"timed out after {_COMPILE_TIMEOUT_S} s", gen.text, []
             ) from exc
         if proc.returncode != 0:
             log = proc.stderr + proc.stdout
-            raise KernelCompileError(
+            raise KernelCompileError.from_compiler(
                 gen.kernel_id, Path(cxx).name, log, gen.text, parse_errors(log, gen)
             )
         data = out.read_bytes()
