@@ -247,6 +247,22 @@ async def test_relaunch_swaps_the_handler_and_keeps_queued_messages(
     assert (t.redeploys, t.launches) == (1, 2)
 
 
+async def test_relaunch_that_does_not_compile_leaves_the_old_loop_serving(
+    druntime: RingKernelRuntime,
+) -> None:
+    declare()
+    await started(druntime)
+    broken = ring_kernel(
+        kernel_id="worker", input_type=Job, output_type=Done, cuda="out.n = nope;", replace=True
+    )
+    with pytest.raises(KernelCompileError, match=r"handle line 1: .*nope"):
+        await within(druntime.relaunch("worker", broken), 60)
+    assert druntime.state("worker") is KernelState.ACTIVE
+    await druntime.send_many("worker", jobs(3))
+    assert [int(r.n) for r in await receive_n(druntime, "worker", 3)] == [0, 1, 2]
+    assert druntime.telemetry("worker").redeploys == 0
+
+
 async def test_launches_stays_one_after_100000_messages(druntime: RingKernelRuntime) -> None:
     declare_parallel(block_size=64)
     await started(druntime, "par", queue_size=8192)

@@ -132,11 +132,19 @@ class DeviceKernel:
 
         return CudaLauncher(self.kernel_id, size)
 
-    async def _start(self, spec: RingKernelSpec) -> LaunchResult:
-        """Generate, compile (or load from cache), allocate the rings and start the loop."""
+    async def _build(self, spec: RingKernelSpec) -> tuple[GeneratedSource, Build]:
+        """Generate and compile (or load from the cache) the source of ``spec``."""
         d: DeviceDefinition = spec.device
         gen = generate(self.kernel_id, d)
         build = await self._loop.run_in_executor(None, self._compile, gen, d)
+        return gen, build
+
+    async def _start(
+        self, spec: RingKernelSpec, built: tuple[GeneratedSource, Build] | None = None
+    ) -> LaunchResult:
+        """Build (unless ``built`` is given), allocate the rings and start the loop."""
+        d: DeviceDefinition = spec.device
+        gen, build = built if built is not None else await self._build(spec)
         in_c, out_c = self.inbox.codec, self.outbox.codec
         layout = MailboxLayout.for_capacities(
             in_c.itemsize, out_c.itemsize, self.inbox.window, self.outbox.capacity
@@ -344,6 +352,8 @@ class DeviceKernel:
             check(self.kernel_id, self.state, "relaunch")
             if spec is not None:
                 self._check_compatible(spec)
+            # Build first: a source that does not compile leaves the running loop untouched.
+            built = await self._build(spec if spec is not None else self.spec)
             target = self._run_state
             if self._launcher is not None and self._launcher.running():
                 await self._stop_loop(timeout, timeout)
@@ -356,7 +366,7 @@ class DeviceKernel:
             self.outbox.reopen()
             self.metrics.redeploys += 1
             self.metrics.event("redeployed")
-            await self._start(self.spec)
+            await self._start(self.spec, built)
             self.metrics.launches += 1
             if target is S.ACTIVE:
                 self._ctl[WORD["command"]] = CMD_ACTIVE
