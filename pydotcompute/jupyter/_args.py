@@ -124,7 +124,7 @@ def _positive_seconds(text: str) -> float:
 def _make_cell_parser() -> _Parser:
     p = _Parser(
         prog="%%ring_kernel",
-        usage=RING_KERNEL_USAGE.removeprefix("usage: "),
+        usage=RING_KERNEL_USAGE.removeprefix("usage: ").replace("%", "%%"),
         description=(
             "Define a ring kernel from this cell and launch it on the notebook runtime. The "
             "cell body is the actor's body: 'ctx' is in scope, 'await' is allowed and names "
@@ -156,6 +156,7 @@ def _make_cell_parser() -> _Parser:
         "--no-activate",
         dest="activate",
         action="store_false",
+        # argparse %-formats help texts: "%%" shows as "%"
         help="leave the kernel parked (it queues messages until %%ring activate NAME)",
     )
     p.add_argument(

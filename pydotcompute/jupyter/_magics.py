@@ -227,9 +227,8 @@ class RingMagics(Magics):
         return text
 
     def _say_unchanged(self, kid: str, old: Any, why: str) -> None:
-        if old is None:
-            print(f"ring kernel {kid!r} was not launched: {why}", file=sys.stderr)
-        else:
+        """Tell that a running kernel was left alone (a new id needs no such note)."""
+        if old is not None:
             print(
                 f"ring kernel {kid!r} was not changed: {why}; it keeps running its previous "
                 f"body ({old.state.value})",

@@ -36,6 +36,7 @@ class Outcome:
     evalue: str = ""
     traceback: str = ""
     displays: list[dict[str, Any]] = field(default_factory=list)
+    count: int | None = None  # the cell's execution count (In[count])
 
     @property
     def ok(self) -> bool:
@@ -95,7 +96,9 @@ class Kernel:
             kind, content = msg["msg_type"], msg["content"]
             if kind == "status" and content["execution_state"] == "idle":
                 return out
-            if kind == "stream":
+            if kind == "execute_input":
+                out.count = content["execution_count"]
+            elif kind == "stream":
                 if content["name"] == "stdout":
                     out.stdout += content["text"]
                 else:
@@ -113,7 +116,28 @@ class Kernel:
         """Execute a cell and return what it produced."""
         return self.collect(self.submit(code), timeout)
 
+    def wait_started(self, msg_id: str, timeout: float = CELL_TIMEOUT) -> None:
+        """Wait until the kernel starts executing a submitted cell (its execute_input)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = self.client.get_iopub_msg(timeout=deadline - time.monotonic())
+            except queue.Empty:
+                continue
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
+                return
+        raise TimeoutError(f"cell {msg_id} did not start within {timeout} s")
+
     def shutdown(self) -> None:
         """Ask the kernel to shut down and wait (bounded) for its process to end."""
         self.client.stop_channels()
         self.manager.shutdown_kernel(now=False)
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    """Poll ``predicate`` (state outside the kernel, which cannot be awaited) until true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.02)
