@@ -290,3 +290,27 @@ def test_cuda_cell_runs_a_device_kernel_and_relaunches_it(kernel: Kernel) -> Non
     assert re.search(r"line 3\b|\(3\)|:3:", broken.evalue + broken.traceback)
     still = kernel.run("%ring call scaler Num(x=3) --timeout 60").expect_ok().result
     assert still is not None and still.startswith("Doubled(y=9.0")
+
+
+def test_kernel_shutdown_terminates_the_actors_gracefully(tmp_path: Path) -> None:
+    marker = tmp_path / "stopped"
+    k = Kernel(tmp_path)
+    try:
+        k.run(SETUP).expect_ok()
+        k.run(f"marker = Path({str(marker)!r})").expect_ok()
+        k.run(
+            "%%ring_kernel lastone\n"
+            "try:\n"
+            "    while not ctx.should_terminate:\n"
+            "        await ctx.receive()\n"
+            "finally:\n"
+            # A coroutine closed by the garbage collector at exit would also run this
+            # block, but only a terminate sets should_terminate.
+            "    marker.write_text(f'should_terminate={ctx.should_terminate}')\n"
+        ).expect_ok()
+        process = k.manager.provisioner.process  # type: ignore[union-attr]
+    finally:
+        k.shutdown()
+    # shutdown_kernel waits a bounded time, then kills: a hang would show as a kill.
+    assert process.wait(timeout=30) == 0
+    assert marker.read_text() == "should_terminate=True"
