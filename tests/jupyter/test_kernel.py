@@ -109,6 +109,28 @@ def test_rerun_relaunches_in_place_keeping_queued_messages_and_telemetry(kernel:
     assert telemetry.result == "(1, 1, 3, 3, ['redeployed'])"
 
 
+def test_relaunch_names_the_options_it_could_not_apply(kernel: Kernel) -> None:
+    cell = (
+        "%%ring_kernel resized --queue-size {n}\n"
+        "while not ctx.should_terminate:\n"
+        "    await ctx.send(await ctx.receive())\n"
+    )
+    kernel.run(cell.format(n=8)).expect_ok()
+    out = kernel.run(cell.format(n=16)).expect_ok().stdout
+    assert out == (
+        "ring kernel 'resized' relaunched on host (cpu): ACTIVE; 0 queued messages kept, "
+        "redeploy 1; options not applied by a relaunch: queue_size (run %ring terminate "
+        "resized, then this cell, to apply them)\n"
+    )
+    capacity = kernel.run("runtime.telemetry('resized').inbox_capacity").expect_ok()
+    assert capacity.result == "8"
+    kernel.run("%ring terminate resized").expect_ok()
+    relaunched = kernel.run(cell.format(n=16)).expect_ok()
+    assert relaunched.stdout == "ring kernel 'resized' launched on host (cpu): ACTIVE\n"
+    capacity = kernel.run("runtime.telemetry('resized').inbox_capacity").expect_ok()
+    assert capacity.result == "16"
+
+
 def test_cell_that_does_not_compile_leaves_the_old_actor_running(kernel: Kernel) -> None:
     kernel.run(
         "%%ring_kernel keeper --in Req --out Resp\n"
@@ -153,6 +175,18 @@ def test_failing_actor_shows_the_cells_traceback_on_the_next_call(kernel: Kernel
     again = kernel.run("%ring receive divider --timeout 10")
     assert again.ename == "KernelFailedError"
     assert kernel.run("runtime.state('divider').value").expect_ok().result == "'FAILED'"
+
+    # A failed kernel refuses sends; fixing the cell and running it again brings it back.
+    assert kernel.run("%ring send divider Req(values=[1])").ename == "KernelFailedError"
+    fixed = kernel.run(
+        "%%ring_kernel divider --in Req --out Resp\n"
+        "while not ctx.should_terminate:\n"
+        "    r = await ctx.receive()\n"
+        "    await ctx.send(Resp(result=1 / r.values[0] if r.values[0] else 0.0))\n"
+    ).expect_ok()
+    assert fixed.stdout.startswith("ring kernel 'divider' relaunched on host (cpu): ACTIVE")
+    after = kernel.run("reply = %ring call divider Req(values=[0]) --timeout 10\nreply.result")
+    assert after.expect_ok().result == "0.0"
 
 
 @pytest.mark.parametrize(
