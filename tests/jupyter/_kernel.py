@@ -116,18 +116,6 @@ class Kernel:
         """Execute a cell and return what it produced."""
         return self.collect(self.submit(code), timeout)
 
-    def wait_started(self, msg_id: str, timeout: float = CELL_TIMEOUT) -> None:
-        """Wait until the kernel starts executing a submitted cell (its execute_input)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                msg = self.client.get_iopub_msg(timeout=deadline - time.monotonic())
-            except queue.Empty:
-                continue
-            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
-                return
-        raise TimeoutError(f"cell {msg_id} did not start within {timeout} s")
-
     def shutdown(self) -> None:
         """Ask the kernel to shut down and wait (bounded) for its process to end."""
         self.client.stop_channels()

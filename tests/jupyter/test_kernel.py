@@ -272,15 +272,26 @@ def test_waiting_magic_keeps_other_actors_running(kernel: Kernel) -> None:
     assert out.result == "[0.0, 2.0, 4.0]"
 
 
-def test_interrupting_a_waiting_receive_loses_no_message(kernel: Kernel) -> None:
+def test_interrupting_a_waiting_receive_loses_no_message(kernel: Kernel, tmp_path: Path) -> None:
     kernel.run(
         "%%ring_kernel quiet --in Req --out Resp --no-activate\n"
         "while not ctx.should_terminate:\n"
         "    r = await ctx.receive()\n"
         "    await ctx.send(Resp(result=r.values[0]))\n"
     ).expect_ok()
-    waiting = kernel.submit("%ring receive quiet")
-    kernel.wait_started(waiting)
+    # The sentinel can only see 'armed' once the cell below runs the loop, i.e. once the
+    # receive is waiting; it then tells the test, which interrupts the wait.
+    sentinel = tmp_path / "waiting"
+    kernel.run(f"armed = []\nsentinel_file = Path({str(sentinel)!r})").expect_ok()
+    kernel.run(
+        "%%ring_kernel sentinel\n"
+        "while not armed:\n"
+        "    await asyncio.sleep(0.005)\n"
+        "sentinel_file.write_text('waiting')\n"
+        "await ctx.receive()\n"
+    ).expect_ok()
+    waiting = kernel.submit("armed.append(True)\n%ring receive quiet")
+    wait_until(sentinel.exists, 30.0, "the receive's wait")
     kernel.manager.interrupt_kernel()
     interrupted = kernel.collect(waiting)
     assert interrupted.ename == "KeyboardInterrupt"
