@@ -6,6 +6,7 @@ its own kernel ids. Every wait is bounded.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,6 +222,17 @@ def test_help_prints_the_usage_of_both_magics(kernel: Kernel) -> None:
     cell = kernel.run("%%ring_kernel --help\npass").expect_ok().stdout
     assert cell.startswith("usage: %%ring_kernel NAME")
     assert "--backpressure POLICY" in cell and "--no-activate" in cell
+
+
+def test_dashboard_shows_the_widget_or_says_how_to_install_it(kernel: Kernel) -> None:
+    out = kernel.run("%ring dashboard").expect_ok()
+    if importlib.util.find_spec("pydotcompute_widgets") is None:
+        assert out.result is None
+        assert out.stderr.startswith("%ring dashboard needs the pydotcompute-widgets package")
+        assert "pip install pydotcompute-widgets" in out.stderr
+    else:
+        assert out.stderr == ""
+        assert out.result is not None and "Dashboard" in out.result
 
 
 def test_actor_keeps_working_between_cells_while_the_notebook_is_idle(
