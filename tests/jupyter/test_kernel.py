@@ -347,7 +347,7 @@ def test_cuda_cell_runs_a_device_kernel_and_relaunches_it(kernel: Kernel) -> Non
 
 
 def call_scaler(kernel: Kernel) -> str | None:
-    reply = kernel.run("reply = %ring call scaler Num(x=3) --timeout 60\nfloat(reply.y)")
+    reply = kernel.run("reply = %ring call scaler Num(x=3) --timeout 20\nfloat(reply.y)")
     return reply.expect_ok().result
 
 
