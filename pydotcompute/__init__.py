@@ -4,6 +4,8 @@
 imported when first used.
 """
 
+from typing import Any
+
 from ._version import __version__
 from .backends.device import generated_source
 from .backends.host import LaunchResult, TerminateResult
@@ -59,6 +61,21 @@ from .ring import (
 from .runtime import RingKernelRuntime
 from .telemetry import KernelTelemetry, RuntimeSnapshot
 
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the ``%%ring_kernel`` and ``%ring`` magics: ``%load_ext pydotcompute``."""
+    from .jupyter import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Terminate the notebook runtime's kernels and remove the magics: ``%unload_ext``."""
+    from .jupyter import unload_ipython_extension as unload
+
+    unload(ipython)
+
+
 __all__ = [
     "Accelerator",
     "Array",
@@ -111,8 +128,10 @@ __all__ = [
     "get_kernel_spec",
     "is_message",
     "kernel",
+    "load_ipython_extension",
     "message",
     "registered_kernels",
     "ring_kernel",
+    "unload_ipython_extension",
     "unregister_kernel",
 ]
