@@ -267,7 +267,10 @@ class NumpyScalarAdapter(Adapter):
                 if math.isfinite(float(out)) or not math.isfinite(float(v)):
                     return out
         elif kind == "c" and isinstance(v, (complex, float, int, np.number)):
-            return self.scalar(v)
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = self.scalar(v)
+            if np.isfinite(out) or not np.isfinite(complex(v)):
+                return out
         raise Invalid(v, self.expected)
 
     def encode(self, v: Any) -> Any:
@@ -275,8 +278,10 @@ class NumpyScalarAdapter(Adapter):
         return [item.real, item.imag] if isinstance(item, complex) else item
 
     def decode(self, w: Any) -> Any:
-        if self.dtype.kind == "c" and isinstance(w, list) and len(w) == 2:
-            w = complex(*w)
+        if self.dtype.kind == "c" and type(w) is list:  # complex values travel as [re, im]
+            if len(w) != 2 or not all(type(x) in (int, float) for x in w):
+                raise Invalid(w, f"{self.expected} as [real, imag]")
+            w = complex(w[0], w[1])
         return self.coerce(w)
 
 
@@ -296,7 +301,12 @@ def _as_array(v: Any, dtype: np.dtype[Any] | None, expected: str) -> np.ndarray:
     if dtype is not None and arr.dtype != dtype:
         if not np.can_cast(arr.dtype, dtype, "same_kind") and not _ints_fit(arr, dtype):
             raise Invalid(v, expected)
-        arr = arr.astype(dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = arr.astype(dtype)
+        # A finite value that becomes infinite (1e300 as float32) does not fit: refuse it.
+        if cast.dtype.kind in "fc" and not np.all(np.isfinite(cast) | ~np.isfinite(arr)):
+            raise Invalid(v, f"{expected} (a value is out of the range of {dtype.name})")
+        arr = cast
     return arr
 
 

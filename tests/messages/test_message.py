@@ -191,6 +191,23 @@ def test_numpy_scalars_and_arrays() -> None:
         dataclasses.replace(n, fixed=np.ones(4, dtype=np.complex64))
 
 
+def test_values_out_of_the_range_of_a_float_dtype_are_refused() -> None:
+    @message
+    class Narrow:
+        x: np.float32
+        z: np.complex64
+        a: Array[np.float32, 2]
+
+    ok = Narrow(x=1.0, z=1 + 2j, a=[1.0, float("inf")])  # infinities stay infinities
+    assert np.isinf(ok.a[1])
+    with pytest.raises(MessageValidationError, match=r"Narrow\.x: expected np\.float32"):
+        Narrow(x=1e300, z=0, a=[0, 0])
+    with pytest.raises(MessageValidationError, match=r"Narrow\.z: expected np\.complex64"):
+        Narrow(x=0, z=1e300, a=[0, 0])
+    with pytest.raises(MessageValidationError, match=r"Narrow\.a: .*out of the range of float32"):
+        Narrow(x=0, z=0, a=[1e300, 0])
+
+
 def test_nested_messages_accept_instances_or_dicts() -> None:
     @message
     class Outer:
