@@ -21,7 +21,7 @@ from .errors import (
     ReceiveTimeoutError,
 )
 from .ring._context import check_max_count
-from .ring._mailbox import EMPTY
+from .ring._outbox import EMPTY
 from .ring._spec import RingKernelSpec, _registry, spec_for
 from .ring._state import KernelState
 from .telemetry import KernelTelemetry, RuntimeSnapshot
@@ -497,7 +497,7 @@ def _layout_for(k: Any, t: type | None, verb: str) -> Any:
 def _priorities(items: list[Any], t: type | None) -> list[int] | None:
     """Priorities of a batch, or ``None`` when all are the default (or not messages)."""
     if t is None or "__pdc_message__" not in t.__dict__:
-        from .ring._mailbox import priority_of
+        from .ring._inbox import priority_of
 
         prios = [priority_of(m) for m in items]
     else:

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelFailedError, KernelStateError, OperationTimeoutError
 from ..ring._context import KernelContext, TerminationRequested
-from ..ring._mailbox import Inbox, Outbox
+from ..ring._inbox import Inbox
 from ..ring._options import RestartPolicy
+from ..ring._outbox import Outbox
 from ..ring._state import ACCEPTING, KernelState, check
 from ..telemetry import KernelMetrics, KernelTelemetry
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import LayoutError, QueueFullError, SendTimeoutError
-from ...ring._mailbox import priority_of
+from ...ring._inbox import priority_of
 from ...ring._options import Backpressure
 from ._memory import WORD
 from ._records import RecordCodec

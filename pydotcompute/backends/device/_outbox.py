@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ...ring._mailbox import EMPTY, _expire_later
+from ...ring._outbox import EMPTY
+from ...ring._waiters import expire_later
 from ...telemetry import KernelMetrics
 from ._memory import WORD
 from ._records import RecordCodec
@@ -161,7 +162,7 @@ class DeviceOutbox:
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._getters.append(fut)
         if timeout is not None and make_timeout is not None:
-            _expire_later(self._loop, fut, timeout, make_timeout)
+            expire_later(self._loop, fut, timeout, make_timeout)
         self._kick()
         return fut
 
