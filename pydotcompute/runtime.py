@@ -19,6 +19,7 @@ from .errors import (
     ReceiveTimeoutError,
 )
 from .ring._mailbox import EMPTY
+from .ring._options import KernelOptions
 from .ring._spec import RingKernelSpec, _registry, spec_for
 from .ring._state import KernelState
 from .telemetry import KernelTelemetry, RuntimeSnapshot
@@ -401,6 +402,10 @@ class RingKernelRuntime:
         if kernel_id in _registry:
             return KernelState.CREATED
         raise self._missing(kernel_id)
+
+    def options(self, kernel_id: str) -> KernelOptions:
+        """The options a launched kernel runs with (queue sizes, message types, policies)."""
+        return self._kernel(kernel_id).options
 
     def telemetry(self, kernel_id: str) -> KernelTelemetry:
         """A frozen telemetry snapshot of one kernel."""
