@@ -73,4 +73,13 @@ def _plot_widget_class() -> type:
                 self.__dict__["_pdc_closed"] = True
                 super().close()
 
+        def resync(self) -> None:
+            """Send the whole current document, re-rendering every view.
+
+            Changes reach the browser as patches applied by each *existing* view: a view
+            made later starts from the document as it was last sent in full. Call this when
+            the plot's structure changed (a new line) and when it is displayed again.
+            """
+            self.update_from_model(self._model)
+
     return PlotWidget

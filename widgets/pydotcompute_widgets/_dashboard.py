@@ -177,7 +177,10 @@ class Dashboard(ipywidgets.VBox):  # type: ignore[misc]
         if snapshot is None:
             snapshot = self._runtime.snapshot()
         changed = self.table.update(snapshot) > 0
+        structure = self.plots.structure
         changed = self.plots.update(snapshot) or changed
+        if self.plots.structure != structure:
+            self.plot_widget.resync()  # new lines: views made before them miss nothing
         changed = self.device.update(snapshot) or changed
         self.controls.update(snapshot)
         self._show_title(snapshot)
@@ -224,6 +227,12 @@ class Dashboard(ipywidgets.VBox):  # type: ignore[misc]
             f'<div class="pdc-title">PyDotCompute ring kernels '
             f'<span class="pdc-muted">· {kernels} kernel{plural} · {every}</span></div>'
         )
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # Being displayed: the new view's plots start from the document as it is now.
+        self.plot_widget.resync()
+        self.device.resync()
+        return super()._repr_mimebundle_(**kwargs)
 
     # ---------------------------------------------------------------- closing
     def close(self) -> None:

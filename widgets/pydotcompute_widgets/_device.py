@@ -209,13 +209,11 @@ class DevicePanel:
                 "time", col, source=self.source, color=colour, line_width=2,
                 legend_label=label, y_range_name="default" if side == "left" else "right",
             )  # fmt: skip
-        fig.legend.location = "top_left"
-        fig.legend.label_text_font_size = "10px"
-        fig.legend.background_fill_alpha = 0.6
         self.figure = fig
         self.reading = read_device(None)
         self.summary = w.HTML(summary_html(self.reading))
         self.plot = bokeh_widget(fig)
+        self.plot.layout.display = "none"  # until a device reports figures
         self.root = w.VBox([self.summary, self.plot])
         self.root.add_class("pdc-device-panel")
 
@@ -224,11 +222,12 @@ class DevicePanel:
         reading = read_device(snapshot.device)
         if reading == self.reading:
             return False
+        kind_changed = reading.kind != self.reading.kind
         self.reading = reading
         self.summary.value = summary_html(reading)
-        title = {"gpu": "GPU", "cpu": "CPU", "none": "device"}[reading.kind]
-        if self.figure.title.text != title:
-            self.figure.title.text = title
+        if kind_changed:
+            self.figure.title.text = {"gpu": "GPU", "cpu": "CPU", "none": "device"}[reading.kind]
+            self.plot.layout.display = "none" if reading.kind == "none" else None
         nan = float("nan")
         values = {c: nan for c in self.series.columns}
         for f, v in reading.figures.items():
@@ -238,7 +237,13 @@ class DevicePanel:
         if right and max(right) > self.figure.extra_y_ranges["right"].end:
             self.figure.extra_y_ranges["right"].end = max(right) * 1.2
         self.series.push(local_ms(snapshot.timestamp), values)
+        if kind_changed:
+            self.plot.resync()
         return True
+
+    def resync(self) -> None:
+        """Send the plot whole to the browser (see ``PlotWidget.resync``)."""
+        self.plot.resync()
 
     def close(self) -> None:
         """Close the panel's widgets."""

@@ -10,7 +10,7 @@ from ._series import TimeSeries, local_ms
 
 __all__ = ["KernelPlots", "PLOT_HEIGHT", "PLOT_WIDTH", "palette_colour"]
 
-PLOT_WIDTH = 520
+PLOT_WIDTH = 480
 PLOT_HEIGHT = 230
 TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 
@@ -24,7 +24,8 @@ def palette_colour(i: int) -> str:
 
 def time_figure(title: str, x_range: Any, y_label: str) -> Any:
     """A small datetime-axis figure following the newest data."""
-    from bokeh.models.annotations import Title
+    from bokeh.models import DatetimeTickFormatter
+    from bokeh.models.annotations import Legend, Title
     from bokeh.plotting import figure
 
     fig = figure(
@@ -39,6 +40,15 @@ def time_figure(title: str, x_range: Any, y_label: str) -> Any:
     fig.toolbar.autohide = True
     fig.y_range.start = 0  # type: ignore[attr-defined]
     fig.yaxis.axis_label = y_label
+    clock = "%H:%M:%S"
+    fig.xaxis.formatter = DatetimeTickFormatter(
+        milliseconds=f"{clock}.%3N", seconds=clock, minsec=clock, minutes="%H:%M", hourmin="%H:%M",
+        hours="%H:%M", context=None,
+    )  # fmt: skip
+    # The legend sits right of the plot, off the newest data; lines add their own items.
+    fig.add_layout(
+        Legend(click_policy="hide", label_text_font_size="10px", border_line_alpha=0), "right"
+    )
     return fig
 
 
@@ -68,11 +78,13 @@ class KernelPlots:
         self.throughput = time_figure("throughput per kernel", x_range, "msg/s")
         self.queues = time_figure("queue depth (inbox solid, outbox dashed)", x_range, "messages")
         self.kernels: dict[str, int] = {}  # kernel id -> column number
+        self.structure = 0  # bumped when lines are added: views must be re-sent whole
         self.root = row(self.throughput, self.queues)
 
     def _add_kernel(self, kid: str) -> int:
         n = len(self.kernels)
         self.kernels[kid] = n
+        self.structure += 1
         colour = palette_colour(n)
         for prefix in ("rate", "inbox", "outbox"):
             self.series.add_column(f"{prefix}_{n}")
@@ -80,11 +92,6 @@ class KernelPlots:
         self.throughput.line("time", f"rate_{n}", legend_label=kid, **common)
         self.queues.line("time", f"inbox_{n}", legend_label=kid, **common)
         self.queues.line("time", f"outbox_{n}", line_dash="dashed", **common)
-        for fig in (self.throughput, self.queues):
-            fig.legend.location = "top_left"
-            fig.legend.click_policy = "hide"
-            fig.legend.label_text_font_size = "10px"
-            fig.legend.background_fill_alpha = 0.6
         return n
 
     def update(self, snapshot: RuntimeSnapshot) -> bool:

@@ -22,8 +22,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("p99", "p99 µs"),
     ("dropped", "dropped"),
     ("errors", "errors"),
-    ("last_error", "last error"),
     ("restarts", "restarts"),
+    ("last_error", "last error"),
 )
 
 STATE_COLOURS = {
@@ -36,7 +36,7 @@ STATE_COLOURS = {
     "FAILED": "#dc2626",
 }
 
-_GRID = "10em 8em 8.5em 6em 6em 7em 6em 5.5em 5.5em 4.5em 4.5em minmax(12em, 1fr) 4.5em"
+_GRID = "8.5em 6.5em 7.5em 5em 5em 6em 5em 4.5em 4.5em 5em 4em 4.5em minmax(10em, 1fr)"
 _NUMERIC = {"inbox", "outbox", "processed", "rate", "p50", "p99", "dropped", "errors", "restarts"}
 _ERROR_SHOWN = 60  # characters of the last error in the cell; the full text is its tooltip
 
@@ -44,7 +44,7 @@ _ERROR_SHOWN = 60  # characters of the last error in the cell; the full text is 
 #: the dashboard's root class so it cannot restyle the rest of the notebook.
 STYLE = f"""<style>
 .pdc-dashboard {{ font-family: var(--jp-ui-font-family, sans-serif); font-size: 12px; }}
-.pdc-dashboard .pdc-row {{ display: grid; grid-template-columns: {_GRID}; column-gap: 0.6em;
+.pdc-dashboard .pdc-row {{ display: grid; grid-template-columns: {_GRID}; column-gap: 0.5em;
   padding: 2px 6px; border-bottom: 1px solid var(--jp-border-color2, #e5e7eb);
   line-height: 1.6; white-space: nowrap; }}
 .pdc-dashboard .pdc-head {{ font-weight: 600; border-bottom: 2px solid
@@ -89,8 +89,8 @@ def row_cells(t: KernelTelemetry) -> tuple[str, ...]:
         _us(t.latency_p99_us),
         _count(t.dropped),
         _count(t.errors),
-        t.last_error or "",
         _count(t.restarts),
+        t.last_error or "",
     )
 
 
