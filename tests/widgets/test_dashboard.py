@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import weakref
 from typing import Any
 
@@ -242,3 +243,22 @@ async def test_the_task_holds_the_dashboard_weakly(runtime: RingKernelRuntime) -
     gc.collect()
     assert ref() is None and not task.done()  # the running task did not keep it alive
     await within(asyncio.wait({task}))  # and it stops once the dashboard is gone
+
+
+async def test_plots_are_sent_whole_when_lines_are_added_and_when_displayed(
+    runtime: RingKernelRuntime, open_dashboard: Any
+) -> None:
+    # jupyter_bokeh patches only views that exist: a view made later starts from the
+    # document last sent whole, which must therefore hold every line and recent point.
+    await started(runtime, "a")
+    dash = open_dashboard(runtime, interval=60)
+    await started(runtime, "b")
+    dash.update()
+    assert "rate_1" in json.dumps(dash.plot_widget.render_bundle)
+    await traffic(runtime, "a", 5)
+    dash.update()
+    newest = dash.plots.source.data["time"][-1]
+    assert str(newest) not in json.dumps(dash.plot_widget.render_bundle)
+    bundle = dash._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert str(newest) in json.dumps(dash.plot_widget.render_bundle)
