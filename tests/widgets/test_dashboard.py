@@ -262,3 +262,33 @@ async def test_plots_are_sent_whole_when_lines_are_added_and_when_displayed(
     bundle = dash._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert str(newest) in json.dumps(dash.plot_widget.render_bundle)
+
+
+async def test_a_dashboard_made_on_another_thread_starts_on_the_runtime_loop(
+    runtime: RingKernelRuntime,
+) -> None:
+    await started(runtime, "a")
+    dash = await within(asyncio.to_thread(Dashboard, runtime, interval=0.1))
+    try:
+        await until(lambda: dash.running and "a" in dash.table.rows)
+        assert dash._task is not None and dash._task.get_loop() is runtime.loop
+    finally:
+        dash.close()
+
+
+async def test_a_failing_update_is_shown_and_stops_the_task(
+    runtime: RingKernelRuntime, open_dashboard: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    await started(runtime, "a")
+    dash = open_dashboard(runtime, interval=0.1)
+    task = dash._task
+
+    def broken(snapshot: Any) -> int:
+        raise RuntimeError("table exploded")
+
+    dash.table.update = broken
+    await within(asyncio.wait({task}))
+    assert isinstance(dash.error, RuntimeError)
+    assert "RuntimeError: table exploded" in dash.controls.status.value
+    assert "updates stopped: an update failed" in dash.title.value
+    assert "dashboard update failed" in caplog.text

@@ -10,7 +10,7 @@ from ._series import TimeSeries, local_ms
 
 __all__ = ["KernelPlots", "PLOT_HEIGHT", "PLOT_WIDTH", "palette_colour"]
 
-PLOT_WIDTH = 480
+PLOT_WIDTH = 530
 PLOT_HEIGHT = 230
 TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 
@@ -24,7 +24,7 @@ def palette_colour(i: int) -> str:
 
 def time_figure(title: str, x_range: Any, y_label: str) -> Any:
     """A small datetime-axis figure following the newest data."""
-    from bokeh.models import DatetimeTickFormatter
+    from bokeh.models import DatetimeTicker, DatetimeTickFormatter
     from bokeh.models.annotations import Legend, Title
     from bokeh.plotting import figure
 
@@ -42,9 +42,10 @@ def time_figure(title: str, x_range: Any, y_label: str) -> Any:
     fig.yaxis.axis_label = y_label
     clock = "%H:%M:%S"
     fig.xaxis.formatter = DatetimeTickFormatter(
-        milliseconds=f"{clock}.%3N", seconds=clock, minsec=clock, minutes="%H:%M", hourmin="%H:%M",
+        milliseconds="%M:%S.%3N", seconds=clock, minsec=clock, minutes="%H:%M", hourmin="%H:%M",
         hours="%H:%M", context=None,
     )  # fmt: skip
+    fig.xaxis.ticker = DatetimeTicker(desired_num_ticks=4)  # room for whole clock times
     # The legend sits right of the plot, off the newest data; lines add their own items.
     fig.add_layout(
         Legend(click_policy="hide", label_text_font_size="10px", border_line_alpha=0), "right"
