@@ -21,6 +21,7 @@ from .errors import (
     ReceiveTimeoutError,
 )
 from .ring._context import check_max_count
+from .ring._options import KernelOptions
 from .ring._outbox import EMPTY
 from .ring._spec import RingKernelSpec, _registry, spec_for
 from .ring._state import KernelState
@@ -243,7 +244,7 @@ class RingKernelRuntime:
 
         The old body is stopped gracefully (cancelled after ``timeout``), the new one takes
         the same id and state, messages waiting in the inbox are kept, and telemetry keeps its
-        history with the redeploy counted. Without ``func`` the registered body restarts.
+        history with the redeploy counted. Without ``func`` the current body restarts.
         """
         k = self._kernel(kernel_id)
         spec = None
@@ -457,6 +458,10 @@ class RingKernelRuntime:
         if kernel_id in _registry:
             return KernelState.CREATED
         raise self._missing(kernel_id)
+
+    def options(self, kernel_id: str) -> KernelOptions:
+        """The options a launched kernel runs with (queue sizes, message types, policies)."""
+        return self._kernel(kernel_id).options
 
     def telemetry(self, kernel_id: str) -> KernelTelemetry:
         """A frozen telemetry snapshot of one kernel."""

@@ -99,6 +99,15 @@ async def test_input_type_from_option_overrides(runtime: RingKernelRuntime) -> N
         await runtime.send("e", Num(value=1))
 
 
+async def test_options_tell_what_a_launched_kernel_runs_with(runtime: RingKernelRuntime) -> None:
+    await runtime.launch("d", func=doubler, queue_size=8)
+    await runtime.launch("e", func=echo, input_type=Out)
+    assert runtime.options("d").input_type is Num and runtime.options("d").inbox_capacity == 8
+    assert runtime.options("e").input_type is Out
+    with pytest.raises(KernelNotFoundError, match="no ring kernel 'nope'"):
+        runtime.options("nope")
+
+
 async def test_deactivate_parks_receive_and_loses_nothing(runtime: RingKernelRuntime) -> None:
     await runtime.launch("d", func=doubler)
     await runtime.activate("d")
