@@ -64,7 +64,12 @@ class _Step:
 
 
 def _buffers(args: tuple[Any, ...]) -> list[UnifiedBuffer]:
-    return [a for a in args if isinstance(a, UnifiedBuffer)]
+    """The distinct buffers among ``args`` (one passed twice is counted once)."""
+    seen: dict[int, UnifiedBuffer] = {}
+    for a in args:
+        if isinstance(a, UnifiedBuffer):
+            seen.setdefault(id(a), a)
+    return list(seen.values())
 
 
 def _stats(buffers: list[UnifiedBuffer]) -> BufferStats:

@@ -104,6 +104,29 @@ def test_buffers_pass_between_steps_without_copies_on_a_simulated_gpu(tmp_path: 
     assert got["seen"] == [6.0 * 63, 0.0]
 
 
+def test_a_buffer_passed_twice_is_copied_and_counted_once(tmp_path: Path) -> None:
+    code = """
+        import json
+        import numpy as np
+        from pydotcompute import ComputeOrchestrator, UnifiedBuffer, kernel
+
+        @kernel
+        def saxpy(i, a, x, y, out):
+            out[i] = a * x[i] + y[i]
+
+        a = UnifiedBuffer.from_array(np.arange(8, dtype=np.float32), accelerator="cuda:0")
+        b = UnifiedBuffer((8,), np.float32, accelerator="cuda:0")
+        pipeline = ComputeOrchestrator("cuda:0")
+        pipeline.add_kernel(saxpy, 2.0, a, a, b)
+        records = pipeline.run(timeout=120)
+        print(json.dumps({"step": [records[0].h2d_copies, records[0].d2h_copies],
+                          "buffer": a.stats.h2d_copies, "b": b.host_view().tolist()}))
+    """
+    got = run_python(code, cache=tmp_path / "c", script=tmp_path / "twice.py", sim=True)
+    assert got["step"] == [1, 0] and got["buffer"] == 1
+    assert got["b"] == [3.0 * i for i in range(8)]
+
+
 @pytest.mark.gpu
 def test_gpu_pipeline_times_steps_with_events() -> None:
     acc = gpu()
