@@ -11,7 +11,7 @@ from nbclient import NotebookClient
 
 from ._kernel import STARTUP_TIMEOUT, plain, write_kernelspec
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "ring_kernels_in_jupyter.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "04_magics.ipynb"
 
 
 def tagged(nb: Any, tag: str) -> Any:
