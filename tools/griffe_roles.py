@@ -1,11 +1,12 @@
-"""Griffe extension for the docs site: Sphinx roles in docstrings become links or code.
+"""Griffe extension for the docs site: reStructuredText habits of the docstrings, in Markdown.
 
 The package's docstrings use Sphinx roles (``:class:`UnifiedBuffer```, ``:meth:`to_host```),
 which mkdocstrings would show as raw text. This extension rewrites each role when the
 package is loaded: a target that is part of the public API documented on the site (a name in
 ``pydotcompute.__all__``, ``pydotcompute.jupyter.__all__`` or ``pydotcompute_widgets.__all__``,
 or a member of one) becomes a cross-reference to its public path; anything else (the standard
-library, private helpers) becomes inline code. Used by ``mkdocs.yml``; the code is not changed.
+library, private helpers) becomes inline code. A paragraph ending in ``::`` (reStructuredText's
+literal-block marker) ends in ``:``. Used by ``mkdocs.yml``; the code is not changed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 import griffe
 
 ROLE = re.compile(r":(?:py:)?(?:class|meth|func|attr|data|exc|mod|obj):`(~?)([\w.]+)(\(\))?`")
+#: reStructuredText's "text::" before an indented literal block; Markdown needs only "text:"
+LITERAL_MARKER = re.compile(r"(?<=\S)::$", re.MULTILINE)
 
 #: packages whose listed names are documented on the site under the package's path
 PUBLIC_PACKAGES = ("pydotcompute", "pydotcompute.jupyter", "pydotcompute_widgets")
@@ -47,7 +50,8 @@ class SphinxRoles(griffe.Extension):
         if obj.is_alias:
             return
         if obj.docstring is not None:
-            obj.docstring.value = ROLE.sub(lambda m: self._replace(obj, m), obj.docstring.value)
+            text = ROLE.sub(lambda m: self._replace(obj, m), obj.docstring.value)
+            obj.docstring.value = LITERAL_MARKER.sub(":", text)
         for member in obj.members.values():
             self._rewrite(member)
 
