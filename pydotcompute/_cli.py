@@ -26,7 +26,7 @@ OPTIONAL_PACKAGES = (
     ("ipywidgets", "jupyter"),
     ("bokeh", "jupyter"),
     ("jupyter_bokeh", "jupyter"),
-    ("nest-asyncio", "jupyter"),
+    ("nest-asyncio2", "jupyter"),
 )
 
 #: Extra rows for ``info``'s backend section: callables returning (name, usable, detail).

@@ -152,9 +152,9 @@ class KernelCompileError(PyDotComputeError, RuntimeError):
     """The code of a kernel did not compile: a device ring kernel's handler or a ``@kernel``.
 
     For device ring kernels (built with :meth:`from_compiler`) the message quotes the compiler's
-    errors with their line numbers mapped back to the handler ``SOURCE``
-    (``<kernel>.handle:LINE``) or the ``cuda_prelude`` (``<kernel>.prelude:LINE``); for
-    ``@kernel`` functions Numba's own error is the ``__cause__``.
+    errors with their line numbers mapped back to the handler ``SOURCE`` (``handle line N:
+    ...``, line 1 being the first line of ``cuda=``) or the ``cuda_prelude`` (``prelude line
+    N: ...``); for ``@kernel`` functions Numba's own error is the ``__cause__``.
 
     Attributes
     ----------

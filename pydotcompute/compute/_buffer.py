@@ -1,6 +1,6 @@
 """``UnifiedBuffer``: one array seen from the host and from the device, synchronized lazily.
 
-The rules (``docs/compute.md`` shows them with a copy count):
+The rules (``docs/articles/concepts/unified-memory.md`` shows them with a copy count):
 
 * ``.host`` / ``.device`` give the caller a writable array, so after bringing that side up
   to date (copying only if the other side is newer) they mark it as the newer side.
@@ -85,6 +85,9 @@ def _shape(shape: Any) -> tuple[int, ...]:
 class UnifiedBuffer:
     """An array with a host side (NumPy) and a device side, copied only when needed.
 
+    Both sides start zeroed; the device side is allocated on first use. A buffer is not
+    thread-safe: use it from one thread at a time.
+
     Parameters
     ----------
     shape:
@@ -98,9 +101,6 @@ class UnifiedBuffer:
     accelerator:
         Where the device side lives (an :class:`Accelerator` or an id such as ``"cuda:0"``);
         default :meth:`Accelerator.default`.
-
-    Both sides start zeroed; the device side is allocated on first use. A buffer is not
-    thread-safe: use it from one thread at a time.
 
     Examples
     --------

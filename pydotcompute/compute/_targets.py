@@ -52,7 +52,7 @@ def _compile_error(body: BodySource, target: str, exc: BaseException) -> KernelC
     return KernelCompileError(
         f"@kernel {body.qualname} does not compile for {target}: {type(exc).__name__}: "
         f"{shown}\nKernel bodies use the subset of Python that Numba compiles (numbers, "
-        "arrays, math); see docs/compute.md"
+        "arrays, math); see docs/articles/concepts/unified-memory.md"
     )
 
 

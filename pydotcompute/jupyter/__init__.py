@@ -2,7 +2,7 @@
 
 Load it in a notebook (or the IPython terminal) with ``%load_ext pydotcompute``. Importing
 this package does not import IPython; the magics are imported when the extension is loaded.
-See ``docs/jupyter.md``.
+See ``docs/articles/guides/notebooks-and-magics.md``.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ IPython waits for input.
 
 Magics are synchronous: a magic that has to wait (``%ring receive``, a launch, a relaunch)
 runs the loop until its coroutine is done. Inside Jupyter that loop is already running, so
-the first such wait applies nest-asyncio2 to make it re-entrant (see ``docs/jupyter.md``
-for why nest-asyncio2 and not nest-asyncio).
+the first such wait applies nest-asyncio2 to make it re-entrant (see
+``docs/articles/guides/notebooks-and-magics.md`` for why nest-asyncio2 and not nest-asyncio).
 """
 
 from __future__ import annotations

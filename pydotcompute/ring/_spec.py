@@ -180,7 +180,7 @@ def ring_kernel(
     Device kernel: ``ring_kernel(kernel_id=..., input_type=In, output_type=Out,
     cuda=SOURCE)`` called directly (not as a decorator) registers a persistent device kernel
     and returns its spec. ``SOURCE`` is the body of ``__device__ void handle(const In& msg,
-    Out& out, State& state)``; see ``docs/device-kernels.md``.
+    Out& out, State& state)``; see ``docs/articles/guides/building-actors.md``.
 
     Parameters
     ----------
@@ -188,6 +188,8 @@ def ring_kernel(
         Id of the kernel.
     queue_size:
         Capacity of both mailboxes unless ``input_queue_size`` / ``output_queue_size`` are set.
+    input_queue_size, output_queue_size:
+        Capacities of the inbox and the outbox (default ``queue_size``).
     input_type, output_type:
         Message classes the kernel takes and sends; a send of another type is refused. When
         omitted they are read from a ``ctx: KernelContext[In, Out]`` annotation.
@@ -196,7 +198,10 @@ def ring_kernel(
         ``"drop_newest"``.
     restart:
         ``"never"``, ``"on_failure"`` or ``"always"``; at most ``max_restarts`` restarts
-        ``within`` seconds.
+        ``within`` seconds. Device kernels take ``"never"`` only.
+    max_restarts, within:
+        Restart intensity: more than ``max_restarts`` restarts within ``within`` seconds leave
+        the kernel ``FAILED``.
     replace:
         Replace a kernel registered under the same id by another function.
     cuda:

@@ -20,7 +20,7 @@ __all__ = ["SEND_TIMEOUT", "VERBS", "Controls"]
 VERBS = ("activate", "deactivate", "terminate", "relaunch")
 SEND_TIMEOUT = 5.0  # seconds a send from the form waits for room in a full inbox
 
-# The states in which each verb is allowed (the lifecycle of docs/runtime.md); a button is
+# The states in which each verb is allowed (docs/articles/concepts/lifecycle.md); a button is
 # disabled otherwise. Clicking anyway still goes to the runtime, whose error is shown.
 _ALLOWED = {
     "activate": frozenset({"LAUNCHED", "DEACTIVATED"}),

@@ -251,7 +251,7 @@ def generate(kernel_id: str, d: DeviceDefinition) -> GeneratedSource:
 {_describe("state", state_l) if state_l is not None else "// state  none"}
 // The loop polls the inbox ring, calls handle() per message and writes its reply to the
 // outbox ring (sequential handlers may skip_reply()); the mailbox protocol is described in
-// docs/device-kernels.md.
+// docs/articles/concepts/device-mailboxes.md.
 // Built by NVRTC for CUDA, or by the host C++ compiler with -DPDC_EMULATED.
 
 {_PLATFORM}
