@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ._install import extra_hint
 from ._version import __version__
 from .backends.device import probe_cuda, probe_emulated
 from .messages import message
@@ -161,7 +162,7 @@ def info(out: Callable[[str], Any] = print) -> int:
         out(f"  {dist:<14} {_version_of(dist)}")
     for dist, extra in OPTIONAL_PACKAGES:
         version = _version_of(dist)
-        shown = version or f"not installed (pip install 'pydotcompute[{extra}]')"
+        shown = version or f"not installed ({extra_hint(extra)})"
         out(f"  {dist:<14} {shown}")
     out("backends:")
     out("  host           usable (asyncio ring kernels)")

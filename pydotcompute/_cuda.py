@@ -11,6 +11,7 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
+from ._install import extra_hint
 from .errors import BackendUnavailableError
 
 __all__ = ["CudaStatus", "cuda_status", "require_cupy"]
@@ -37,7 +38,7 @@ class CudaStatus:
 def cuda_status() -> CudaStatus:
     """Report whether CuPy is installed and sees a usable CUDA device (cached)."""
     if importlib.util.find_spec("cupy") is None:
-        return CudaStatus(False, "CuPy is not installed (pip install 'pydotcompute[cuda]')")
+        return CudaStatus(False, f"CuPy is not installed ({extra_hint('cuda')})")
     try:
         import cupy
 

@@ -15,6 +15,7 @@ import threading
 from typing import Any, ClassVar
 
 from .._cuda import cuda_status, require_cupy
+from .._install import extra_hint
 from ..errors import BackendUnavailableError, DeviceNotFoundError, PyDotComputeError
 from ._memory import CupyMemory, HostStream, SimulatedMemory, wait_event
 from ._telemetry import DeviceTelemetry, cpu_telemetry, gpu_telemetry
@@ -270,7 +271,7 @@ def numba_cuda(acc: Accelerator) -> Any:
         import numba.cuda
     except ImportError as exc:
         raise BackendUnavailableError(
-            f"@kernel on {acc.id} needs Numba's CUDA target; pip install 'pydotcompute[cuda]'"
+            f"@kernel on {acc.id} needs Numba's CUDA target; {extra_hint('cuda')}"
         ) from exc
     is_sim = numba.cuda.jit.__module__.startswith("numba.cuda.simulator")
     if acc.simulated and not is_sim:

@@ -10,6 +10,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
+from .._install import widgets_hint
 from ..backends.host import LaunchResult
 from ..errors import KernelRegistrationError, PyDotComputeError
 from ..ring._options import KernelOptions
@@ -34,8 +35,7 @@ S = KernelState
 _REPLACEABLE = frozenset({S.LAUNCHED, S.ACTIVE, S.DEACTIVATED, S.FAILED})
 _WIDGETS_MISSING = (
     "%ring dashboard needs the pydotcompute-widgets package (ipywidgets + Bokeh), which is not "
-    "installed: pip install pydotcompute-widgets (from a source checkout: pip install -e "
-    "./widgets), then run %ring dashboard again"
+    f"installed: {widgets_hint()}, then run %ring dashboard again"
 )
 
 

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from .._install import extra_hint
 from ..errors import BackendUnavailableError, PyDotComputeError
 from ..runtime import RingKernelRuntime
 
@@ -149,7 +150,7 @@ def current_session() -> NotebookSession:
             from IPython import get_ipython
         except ImportError:
             raise BackendUnavailableError(
-                "the notebook runtime needs IPython: pip install 'pydotcompute[jupyter]'"
+                f"the notebook runtime needs IPython: {extra_hint('jupyter')}"
             ) from None
         shell = get_ipython()
         _session = NotebookSession(shell)

@@ -227,7 +227,7 @@ def test_dashboard_shows_the_widget_or_says_how_to_install_it(kernel: Kernel) ->
     if importlib.util.find_spec("pydotcompute_widgets") is None:
         assert out.result is None
         assert out.stderr.startswith("%ring dashboard needs the pydotcompute-widgets package")
-        assert "pip install pydotcompute-widgets" in out.stderr
+        assert "pip install -e ./widgets in a PyDotCompute checkout" in out.stderr
     else:
         assert out.stderr == ""
         assert out.result is not None or out.displays  # the widget is the cell's value
