@@ -8,13 +8,14 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ..errors import KernelFailedError, KernelStateError, OperationTimeoutError
+from ..errors import KernelFailedError, OperationTimeoutError
 from ..ring._context import KernelContext, TerminationRequested
 from ..ring._inbox import Inbox
 from ..ring._options import RestartPolicy
 from ..ring._outbox import Outbox
-from ..ring._state import ACCEPTING, KernelState, check
+from ..ring._state import KernelState, check
 from ..telemetry import KernelMetrics, KernelTelemetry
+from ._base import KernelBase
 
 if TYPE_CHECKING:
     from ..ring._spec import RingKernelSpec
@@ -85,7 +86,7 @@ class TerminateResult:
         )
 
 
-class HostKernel:
+class HostKernel(KernelBase):
     """One running host ring kernel: its mailboxes, body task, lifecycle and supervision."""
 
     backend = "host"
@@ -115,13 +116,6 @@ class HostKernel:
         return f"<HostKernel {self.kernel_id!r} {self.state.value}>"
 
     # ---------------------------------------------------------------- lifecycle
-    def _set_state(self, state: KernelState) -> None:
-        self.state = state
-        self.accepting = state in ACCEPTING
-        if state in (S.LAUNCHED, S.ACTIVE, S.DEACTIVATED):
-            self._run_state = state
-        self.metrics.event(state.value)
-
     def _start_body(self) -> None:
         ctx: KernelContext[Any, Any] = KernelContext(self)
         self._ctx = ctx
@@ -233,22 +227,6 @@ class HostKernel:
             )
             return result
 
-    def _close(self, how: str) -> int:
-        kid = self.kernel_id
-        discarded = self.inbox.close(
-            lambda: KernelStateError(
-                f"ring kernel {kid!r} was {how} before taking this message; launch it again"
-            )
-        )
-        self._set_state(S.TERMINATED)
-        self.outbox.fail(
-            lambda: KernelStateError(
-                f"ring kernel {kid!r} is TERMINATED and no more messages will arrive; "
-                "launch it again to start a new instance"
-            )
-        )
-        return discarded
-
     async def relaunch(self, spec: RingKernelSpec | None, timeout: float | None) -> LaunchResult:
         """Swap in a new body (same id), keeping queued messages and telemetry history."""
         async with self._lock:
@@ -344,34 +322,7 @@ class HostKernel:
         self._set_state(self._run_state)
 
     # ---------------------------------------------------------------- telemetry
+
     def telemetry(self) -> KernelTelemetry:
         """A frozen snapshot of this kernel's telemetry."""
-        m = self.metrics
-        throughput, window = m.throughput()
-        p50, p99 = m.latency_us()
-        return KernelTelemetry(
-            kernel_id=self.kernel_id,
-            backend=self.backend,
-            device=self.device,
-            state=self.state.value,
-            received=self.inbox.received,
-            processed=m.processed,
-            sent=self.outbox.sent,
-            dropped=self.inbox.dropped,
-            rejected=self.inbox.rejected,
-            inbox_depth=len(self.inbox),
-            inbox_capacity=self.inbox.capacity,
-            outbox_depth=len(self.outbox),
-            outbox_capacity=self.outbox.capacity,
-            throughput=throughput,
-            window_s=window,
-            latency_p50_us=p50,
-            latency_p99_us=p99,
-            errors=m.errors,
-            last_error=m.last_error,
-            restarts=m.restarts,
-            redeploys=m.redeploys,
-            launches=m.launches,
-            uptime_s=m.uptime_s(),
-            events=tuple(m.events[-20:]),
-        )
+        return self._telemetry(processed=self.metrics.processed, restarts=self.metrics.restarts)

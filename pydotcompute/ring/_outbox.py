@@ -11,41 +11,28 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ._waiters import expire, expire_later
+from ._receivers import Receivers
+from ._waiters import expire
 
 __all__ = ["EMPTY", "Outbox"]
 
 EMPTY: Any = object()  # returned by Outbox.pop_nowait when nothing is queued
 
 
-class Outbox:
+class Outbox(Receivers):
     """FIFO mailbox of a kernel's replies; a full outbox makes the kernel wait.
 
     Replies whose ``correlation_id`` matches a pending :meth:`expect` go straight to that
     caller, so other replies stay receivable in order.
     """
 
-    __slots__ = (
-        "_error",
-        "_expect",
-        "_getters",
-        "_loop",
-        "_putters",
-        "_q",
-        "capacity",
-        "kernel_id",
-        "sent",
-    )
+    __slots__ = ("_putters", "capacity", "kernel_id", "sent")
 
     def __init__(self, kernel_id: str, capacity: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._init_receivers(loop)
         self.kernel_id = kernel_id
         self.capacity = capacity
-        self._loop = loop
-        self._q: deque[Any] = deque()
-        self._getters: deque[asyncio.Future[Any]] = deque()
         self._putters: deque[asyncio.Future[None]] = deque()
-        self._expect: dict[Any, asyncio.Future[Any]] = {}
-        self._error: Callable[[], BaseException] | None = None
         self.sent = 0
 
     def __len__(self) -> int:
@@ -67,14 +54,6 @@ class Outbox:
             return False
         self._q.append(msg)
         self.sent += 1
-        return True
-
-    def _deliver_expected(self, msg: Any) -> bool:
-        cid = getattr(msg, "correlation_id", None)
-        fut = self._expect.pop(cid, None) if cid is not None else None
-        if fut is None or fut.done():
-            return False
-        fut.set_result(msg)
         return True
 
     async def put_wait(
@@ -147,55 +126,3 @@ class Outbox:
             if not fut.done():
                 fut.set_result(None)
                 return
-
-    def wait(
-        self, timeout: float | None, make_timeout: Callable[[], BaseException] | None
-    ) -> asyncio.Future[Any]:
-        """Register a receiver: the returned future gets the next reply.
-
-        Raises the outbox's error at once when it is closed (the queue must be empty). The
-        caller awaits the future and calls :meth:`abandon` if it is cancelled while waiting.
-        """
-        if self._error is not None:
-            raise self._error()
-        fut: asyncio.Future[Any] = self._loop.create_future()
-        self._getters.append(fut)
-        if timeout is not None and make_timeout is not None:
-            expire_later(self._loop, fut, timeout, make_timeout)
-        return fut
-
-    def abandon(self, fut: asyncio.Future[Any]) -> None:
-        """A receiver was cancelled: keep a reply that was already handed to it."""
-        if fut.done() and not fut.cancelled() and fut.exception() is None:
-            self._q.appendleft(fut.result())
-
-    def expect(self, correlation_id: Any) -> asyncio.Future[Any]:
-        """Return a future resolved by the reply correlated with ``correlation_id``."""
-        fut: asyncio.Future[Any] = self._loop.create_future()
-        self._expect[correlation_id] = fut
-        return fut
-
-    def forget(self, correlation_id: Any) -> None:
-        """Stop waiting for a correlated reply (a later one is queued normally)."""
-        self._expect.pop(correlation_id, None)
-
-    def fail(self, make_error: Callable[[], BaseException]) -> None:
-        """Close for receivers: waiting ones get ``make_error()``; later ones once empty."""
-        self._error = make_error
-        while self._getters:
-            g = self._getters.popleft()
-            if not g.done():
-                g.set_exception(make_error())
-        for fut in self._expect.values():
-            if not fut.done():
-                fut.set_exception(make_error())
-        self._expect.clear()
-
-    def reopen(self) -> None:
-        """Accept receivers again (after a restart or relaunch)."""
-        self._error = None
-
-    @property
-    def error(self) -> Callable[[], BaseException] | None:
-        """Factory of the error receivers get once the outbox is closed and empty."""
-        return self._error

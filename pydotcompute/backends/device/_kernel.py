@@ -31,6 +31,7 @@ from ...errors import (
 from ...ring._spec import RingKernelSpec
 from ...ring._state import ACCEPTING, KernelState, check
 from ...telemetry import KernelMetrics, KernelTelemetry
+from .._base import KernelBase
 from ..host import LaunchResult, TerminateResult
 from ._codegen import GeneratedSource, generate
 from ._compile import Build, build_cuda, build_emulated
@@ -62,7 +63,7 @@ EMULATED_MAX_THREADS = 4  # parallel blocks on the emulated device use at most t
 _COUNTERS = ("processed", "heartbeat", "idle_polls", "busy_ns", "full_waits")
 
 
-class DeviceKernel:
+class DeviceKernel(KernelBase):
     """One device ring kernel: its rings, the launched loop, lifecycle and telemetry."""
 
     backend = "device"
@@ -108,13 +109,6 @@ class DeviceKernel:
         return f"<DeviceKernel {self.kernel_id!r} {self.device} {self.state.value}>"
 
     # ---------------------------------------------------------------- build and start
-    def _set_state(self, state: KernelState) -> None:
-        self.state = state
-        self.accepting = state in ACCEPTING
-        if state in (S.LAUNCHED, S.ACTIVE, S.DEACTIVATED):
-            self._run_state = state
-        self.metrics.event(state.value)
-
     def _compile(self, gen: GeneratedSource, d: DeviceDefinition) -> Build:
         if self.target == "emulated":
             return build_emulated(gen, d)
@@ -312,22 +306,8 @@ class DeviceKernel:
             "(see the cause)"
         ) from err
 
-    def _close(self, how: str) -> int:
-        kid = self.kernel_id
-        discarded = self.inbox.close(
-            lambda: KernelStateError(
-                f"ring kernel {kid!r} was {how} before taking this message; launch it again"
-            )
-        )
+    def _release(self) -> None:
         self._stop_tracking()
-        self._set_state(S.TERMINATED)
-        self.outbox.fail(
-            lambda: KernelStateError(
-                f"ring kernel {kid!r} is TERMINATED and no more messages will arrive; "
-                "launch it again to start a new instance"
-            )
-        )
-        return discarded
 
     def _stop_tracking(self) -> None:
         """Keep the device counters, move unread replies to the host, release the memory."""
@@ -479,8 +459,6 @@ class DeviceKernel:
         m = self.metrics
         dev = self.device_counters()
         m.processed = dev["processed"]
-        throughput, window = m.throughput()
-        p50, p99 = m.latency_us()
         ctl = self._ctl
         status = STATUS_NAMES.get(ctl[WORD["status"]], "?") if ctl is not None else "stopped"
         d: DeviceDefinition = self.spec.device
@@ -502,30 +480,4 @@ class DeviceKernel:
         if isinstance(self.error, DeviceFaultError):
             extra["context_usable"] = self.error.context_usable
             extra["cuda_error"] = self.error.cuda_error
-        return KernelTelemetry(
-            kernel_id=self.kernel_id,
-            backend=self.backend,
-            device=self.device,
-            state=self.state.value,
-            received=self.inbox.received,
-            processed=dev["processed"],
-            sent=self.outbox.sent,
-            dropped=self.inbox.dropped,
-            rejected=self.inbox.rejected,
-            inbox_depth=len(self.inbox),
-            inbox_capacity=self.inbox.capacity,
-            outbox_depth=len(self.outbox),
-            outbox_capacity=self.outbox.capacity,
-            throughput=throughput,
-            window_s=window,
-            latency_p50_us=p50,
-            latency_p99_us=p99,
-            errors=m.errors,
-            last_error=m.last_error,
-            restarts=0,
-            redeploys=m.redeploys,
-            launches=m.launches,
-            uptime_s=m.uptime_s(),
-            events=tuple(m.events[-20:]),
-            extra=extra,
-        )
+        return self._telemetry(processed=dev["processed"], restarts=0, extra=extra)

@@ -10,7 +10,6 @@ queue, in order, ahead of the ring.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 from time import perf_counter_ns
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ...ring._outbox import EMPTY
-from ...ring._waiters import expire_later
+from ...ring._receivers import Receivers
 from ...telemetry import KernelMetrics
 from ._memory import WORD
 from ._records import RecordCodec
@@ -28,7 +27,7 @@ __all__ = ["DeviceOutbox"]
 _TAIL, _HEAD = WORD["out_tail"], WORD["out_head"]
 
 
-class DeviceOutbox:
+class DeviceOutbox(Receivers):
     """Consumer side of the device outbox ring, with the runtime's receive surface."""
 
     def __init__(
@@ -40,16 +39,12 @@ class DeviceOutbox:
         metrics: KernelMetrics,
         kick: Callable[[], None],
     ) -> None:
+        self._init_receivers(loop)
         self.kernel_id = kernel_id
         self.capacity = capacity
         self.codec = codec
-        self._loop = loop
         self._metrics = metrics
         self._kick = kick
-        self._q: deque[Any] = deque()
-        self._getters: deque[asyncio.Future[Any]] = deque()
-        self._expect: dict[Any, asyncio.Future[Any]] = {}
-        self._error: Callable[[], BaseException] | None = None
         self._ctl: Any = None
         self._records: np.ndarray | None = None
         self._slots: Any = None
@@ -58,6 +53,9 @@ class DeviceOutbox:
         self._stamps: np.ndarray | None = None
         self._stamp_mask = 0
         self._sent_before = 0  # replies of earlier launches (relaunch keeps the count)
+
+    def _waiting(self) -> None:
+        self._kick()  # a receiver waits: the pump polls the ring until it is served
 
     def attach(self, ctl: Any, records: np.ndarray, stamps: np.ndarray) -> None:
         """Use a new ring (at launch or relaunch)."""
@@ -117,13 +115,6 @@ class DeviceOutbox:
         self._advance(n)
         return out
 
-    def _deliver_expected(self, msg: Any) -> bool:
-        fut = self._expect.pop(msg.correlation_id, None)
-        if fut is None or fut.done():
-            return False
-        fut.set_result(msg)
-        return True
-
     # ---------------------------------------------------------------- receive surface
     def pop_nowait(self) -> Any:
         """Take the oldest reply, or return :data:`EMPTY` when none is there."""
@@ -153,38 +144,9 @@ class DeviceOutbox:
             return self.codec.to_array(self.pop_many(max_count))
         return self._read_records(max_count)
 
-    def wait(
-        self, timeout: float | None, make_timeout: Callable[[], BaseException] | None
-    ) -> asyncio.Future[Any]:
-        """Register a receiver: the returned future gets the next reply (the pump polls)."""
-        if self._error is not None:
-            raise self._error()
-        fut: asyncio.Future[Any] = self._loop.create_future()
-        self._getters.append(fut)
-        if timeout is not None and make_timeout is not None:
-            expire_later(self._loop, fut, timeout, make_timeout)
-        self._kick()
-        return fut
-
     def unget(self, msg: Any) -> None:
         """Put a reply back in front (it is taken again first)."""
         self._q.appendleft(msg)
-
-    def abandon(self, fut: asyncio.Future[Any]) -> None:
-        """A receiver was cancelled: keep a reply that was already handed to it."""
-        if fut.done() and not fut.cancelled() and fut.exception() is None:
-            self._q.appendleft(fut.result())
-
-    def expect(self, correlation_id: Any) -> asyncio.Future[Any]:
-        """Return a future resolved by the reply correlated with ``correlation_id``."""
-        fut: asyncio.Future[Any] = self._loop.create_future()
-        self._expect[correlation_id] = fut
-        self._kick()
-        return fut
-
-    def forget(self, correlation_id: Any) -> None:
-        """Stop waiting for a correlated reply (a later one is queued normally)."""
-        self._expect.pop(correlation_id, None)
 
     def service(self) -> bool:
         """Hand replies to waiting receivers and calls (run by the pump); True on progress."""
@@ -221,24 +183,3 @@ class DeviceOutbox:
             self._q.extend(self.codec.from_array(self._read_records(self.in_ring())))
         self._sent_before += self._ctl[_TAIL]
         self._ctl = self._records = self._slots = None
-
-    def fail(self, make_error: Callable[[], BaseException]) -> None:
-        """Close for receivers: waiting ones get ``make_error()``; later ones once empty."""
-        self._error = make_error
-        while self._getters:
-            g = self._getters.popleft()
-            if not g.done():
-                g.set_exception(make_error())
-        for fut in self._expect.values():
-            if not fut.done():
-                fut.set_exception(make_error())
-        self._expect.clear()
-
-    def reopen(self) -> None:
-        """Accept receivers again (after a relaunch)."""
-        self._error = None
-
-    @property
-    def error(self) -> Callable[[], BaseException] | None:
-        """Factory of the error receivers get once the outbox is closed and empty."""
-        return self._error
