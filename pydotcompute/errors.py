@@ -127,6 +127,14 @@ class KernelFailedError(PyDotComputeError, RuntimeError):
             "Terminate it, or launch it with restart='on_failure' to have it restarted"
         )
 
+    @classmethod
+    def caused_by(cls, kernel_id: str, error: BaseException, detail: str = "") -> KernelFailedError:
+        """The error to raise for ``error``, with it as the cause (its traceback shown)."""
+        err = cls(kernel_id, error, detail)
+        err.__cause__ = error
+        err.__suppress_context__ = True
+        return err
+
 
 class QueueFullError(PyDotComputeError):
     """A mailbox is full and the kernel's backpressure policy refused the message."""

@@ -134,9 +134,7 @@ class RingKernelRuntime:
         if k is None:
             return self._missing(kernel_id)
         if k.state is KernelState.FAILED and k.error is not None:
-            err = KernelFailedError(kernel_id, k.error, "The message was not queued.")
-            err.__cause__ = k.error
-            return err
+            return KernelFailedError.caused_by(kernel_id, k.error, "The message was not queued.")
         return KernelStateError(
             f"cannot send to ring kernel {kernel_id!r}: it is {k.state.value}; sends are "
             "queued only while it is LAUNCHED, ACTIVE or DEACTIVATED"

@@ -278,14 +278,7 @@ class HostKernel(KernelBase):
             self._restart("failure")
             return
         kid = self.kernel_id
-
-        def make_error() -> BaseException:
-            err = KernelFailedError(kid, exc)
-            err.__cause__ = exc
-            err.__suppress_context__ = True
-            return err
-
-        self.outbox.fail(make_error)
+        self.outbox.fail(lambda: KernelFailedError.caused_by(kid, exc))
 
     def _on_return(self, ctx: KernelContext[Any, Any]) -> None:
         if ctx is not self._ctx or ctx._stopping:

@@ -20,11 +20,19 @@ from ..errors import QueueFullError, SendTimeoutError
 from ._options import Backpressure
 from ._waiters import expire, expire_later
 
-__all__ = ["Entry", "Inbox", "priority_of"]
+__all__ = ["Entry", "Inbox", "priority_of", "reject_error"]
 
 Entry = tuple[int, int, Any]  # (arrival sequence, enqueue time in ns, message)
 _DEFAULT_PRIORITY = 128
 _message_of = itemgetter(2)
+
+
+def reject_error(kernel_id: str, capacity: int) -> QueueFullError:
+    """The error of a send into a full inbox whose backpressure is ``reject``."""
+    return QueueFullError(
+        f"inbox of ring kernel {kernel_id!r} is full ({capacity} messages) and its backpressure "
+        "is 'reject'; receive faster, raise queue_size, or use backpressure='block'"
+    )
 
 
 def priority_of(msg: Any) -> int:
@@ -123,11 +131,7 @@ class Inbox:
             return None
         if policy is Backpressure.REJECT:
             self.rejected += 1
-            raise QueueFullError(
-                f"inbox of ring kernel {self.kernel_id!r} is full ({self.capacity} messages) "
-                "and its backpressure is 'reject'; receive faster, raise queue_size, or use "
-                "backpressure='block'"
-            )
+            raise reject_error(self.kernel_id, self.capacity)
         if policy is Backpressure.DROP_NEWEST:
             self.dropped += 1
             return False

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import LayoutError, QueueFullError, SendTimeoutError
-from ...ring._inbox import priority_of
+from ...errors import LayoutError, SendTimeoutError
+from ...ring._inbox import priority_of, reject_error
 from ...ring._options import Backpressure
 from ._memory import WORD
 from ._records import RecordCodec
@@ -160,11 +160,7 @@ class DeviceInbox:
             return None
         if policy is Backpressure.REJECT:
             self.rejected += 1
-            raise QueueFullError(
-                f"inbox of ring kernel {self.kernel_id!r} is full ({self.capacity} messages) "
-                "and its backpressure is 'reject'; receive faster, raise queue_size, or use "
-                "backpressure='block'"
-            )
+            raise reject_error(self.kernel_id, self.capacity)
         self.dropped += 1
         if policy is Backpressure.DROP_NEWEST or not self._staged:
             return False  # drop_oldest with nothing staged: the ring's messages are committed

@@ -400,10 +400,7 @@ class DeviceKernel(KernelBase):
         kid = self.kernel_id
 
         def make_error() -> BaseException:
-            e = KernelFailedError(kid, err)
-            e.__cause__ = err
-            e.__suppress_context__ = True
-            return e
+            return KernelFailedError.caused_by(kid, err)
 
         self.inbox.refuse_waiters(make_error)
         self.outbox.fail(make_error)
