@@ -17,23 +17,14 @@ import time
 from typing import Any
 
 from _harness import Result, median
+from bench_throughput import Sample, forward  # the same busy load as that benchmark
 
-from pydotcompute import KernelContext, RingKernelRuntime, message
+from pydotcompute import KernelContext, RingKernelRuntime
 
 ROUND_S = 3.0
 ROUNDS = 5
 BATCH = 1024
 IDLE_KERNELS = 8
-
-
-@message
-class Sample:
-    value: float
-
-
-async def forward(ctx: KernelContext[Sample, Sample]) -> None:
-    while not ctx.should_terminate:
-        await ctx.send_many(await ctx.receive_many(4096))
 
 
 async def idle(ctx: KernelContext[Sample, Sample]) -> None:
