@@ -192,16 +192,6 @@ _packer = msgpack.Packer(default=_default, use_bin_type=True, autoreset=True)
 _packb = _packer.pack
 
 
-def packb(obj: Any) -> bytes:
-    """Pack a message's compact list, turning codec failures into ``MessageEncodeError``."""
-    try:
-        return _packb(obj)
-    except MessageEncodeError:
-        raise
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise MessageEncodeError(f"cannot serialize message: {exc}") from exc
-
-
 def unpackb(data: Any, what: str) -> Any:
     """Unpack bytes, turning every msgpack failure into ``MessageDecodeError``."""
     try:

@@ -112,13 +112,6 @@ def c_type_of(dtype: np.dtype[Any]) -> str | None:
     return _C_TYPES.get(f"{dtype.kind}{dtype.itemsize}")
 
 
-def type_name(tp: Any) -> str:
-    """Readable name of an annotation, for error messages."""
-    if isinstance(tp, type):
-        return tp.__name__
-    return str(tp).replace("typing.", "").replace("numpy.", "np.")
-
-
 class Adapter:
     """Base adapter: accepts nothing. Subclasses override what they support."""
 
