@@ -10,8 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from ._session import notebook_runtime
+from ._tracebacks import CellSyntaxError
 
-__all__ = ["load_ipython_extension", "notebook_runtime", "unload_ipython_extension"]
+__all__ = [
+    "CellSyntaxError",
+    "load_ipython_extension",
+    "notebook_runtime",
+    "unload_ipython_extension",
+]
 
 _RUNTIME_NAME = "runtime"
 
