@@ -246,6 +246,12 @@ def test_tutorial_05_run_all_leaves_a_live_dashboard(jupyterlab: Lab, tmp_path: 
                 has_text="failed: ValueError: cannot handle job 499",
             ).wait_for()
 
+            png = tmp_path / "dashboard.png"
+            dashboard.screenshot(path=str(png))
+            target = os.environ.get(SCREENSHOT_ENV)
+            if target:
+                shutil.copy(png, target)
+
             controls = page.locator(".pdc-controls")
             controls.locator("select").select_option("worker")
             field = controls.locator(".widget-text").first
@@ -260,12 +266,6 @@ def test_tutorial_05_run_all_leaves_a_live_dashboard(jupyterlab: Lab, tmp_path: 
             controls.locator(
                 ".pdc-err", has_text="twelve is a name, not a value; to send it as text"
             ).wait_for()
-
-            png = tmp_path / "dashboard.png"
-            dashboard.screenshot(path=str(png))
-            target = os.environ.get(SCREENSHOT_ENV)
-            if target:
-                shutil.copy(png, target)
 
             controls.locator("button", has_text="terminate").click()
             page.locator(f'{worker}[data-state="TERMINATED"]').wait_for()
