@@ -143,8 +143,8 @@ class RingKernelRuntime:
     def _wrong_type(self, k: Any, msg: Any) -> MessageTypeError:
         t = k.input_type
         return MessageTypeError(
-            f"ring kernel {k.kernel_id!r} takes {t.__name__} messages, got a "
-            f"{type(msg).__name__}; send a {t.__name__}"
+            f"ring kernel {k.kernel_id!r} takes {t.__name__} messages, got "
+            f"{_a(type(msg).__name__)}; send {_a(t.__name__)}"
         )
 
     @staticmethod
@@ -428,8 +428,8 @@ class RingKernelRuntime:
             mid = msg.message_id
         except AttributeError:
             raise MessageTypeError(
-                f"call() needs a @message instance (with a message_id), got a "
-                f"{type(msg).__name__}; use send() and receive() for other objects"
+                f"call() needs a @message instance (with a message_id), got "
+                f"{_a(type(msg).__name__)}; use send() and receive() for other objects"
             ) from None
         ob = k.outbox
         fut = ob.expect(mid)
@@ -481,6 +481,11 @@ class RingKernelRuntime:
                 "device_kernels": {"requested": self._device, "run_on": self._target},
             },
         )
+
+
+def _a(name: str) -> str:
+    """``name`` with its indefinite article: "an int", "a Num" (by the first letter)."""
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def _layout_for(k: Any, t: type | None, verb: str) -> Any:

@@ -86,9 +86,9 @@ async def test_illegal_transition_says_state_and_what_is_allowed(
 
 async def test_wrong_input_type_is_refused_at_the_sender(runtime: RingKernelRuntime) -> None:
     await runtime.launch("d", func=doubler)
-    with pytest.raises(MessageTypeError, match=r"'d' takes Num messages, got a Out; send a Num"):
+    with pytest.raises(MessageTypeError, match=r"'d' takes Num messages, got an Out; send a Num"):
         await runtime.send("d", Out(value=1))
-    with pytest.raises(MessageTypeError, match="got a int"):
+    with pytest.raises(MessageTypeError, match="got an int"):
         await runtime.send_many("d", [Num(value=1), 3])
     assert runtime.telemetry("d").inbox_depth == 0  # nothing of the batch was queued
 

@@ -10,8 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from ._session import notebook_runtime
+from ._tracebacks import CellSyntaxError
 
-__all__ = ["load_ipython_extension", "notebook_runtime", "unload_ipython_extension"]
+__all__ = [
+    "CellSyntaxError",
+    "load_ipython_extension",
+    "notebook_runtime",
+    "unload_ipython_extension",
+]
 
 _RUNTIME_NAME = "runtime"
 
@@ -22,10 +28,12 @@ def load_ipython_extension(ipython: Any) -> None:
     The name ``runtime`` is left alone when the notebook already uses it for something
     else; :func:`notebook_runtime` always returns the notebook runtime.
     """
+    from ._complete import install
     from ._magics import RingMagics
     from ._session import current_session
 
     ipython.register_magics(RingMagics)
+    install(ipython, lambda: list(current_session().runtime.kernels))
     session = current_session()
     rt = session.runtime
     existing = ipython.user_ns.get(_RUNTIME_NAME, rt)
@@ -55,6 +63,7 @@ def _enable_asyncio_gui(ipython: Any) -> None:
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Terminate the notebook runtime's kernels and unbind ``runtime`` (``%unload_ext``)."""
+    from ._complete import uninstall
     from ._session import _session, shutdown_session
 
     if _session is not None and ipython.user_ns.get(_RUNTIME_NAME) is _session.runtime:
@@ -62,4 +71,5 @@ def unload_ipython_extension(ipython: Any) -> None:
     magics = ipython.magics_manager.magics
     magics["cell"].pop("ring_kernel", None)
     magics["line"].pop("ring", None)
+    uninstall(ipython)
     shutdown_session()

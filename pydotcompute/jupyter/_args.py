@@ -18,14 +18,18 @@ from ..errors import PyDotComputeError
 from ..ring._options import Backpressure, RestartPolicy
 
 __all__ = [
+    "CELL_OPTIONS",
     "RING_HELP",
     "RING_KERNEL_USAGE",
+    "SUBCOMMANDS",
     "CellArgs",
     "MagicUsageError",
     "RingCommand",
     "parse_cell_args",
     "parse_ring_line",
+    "ring_help",
     "ring_kernel_help",
+    "subcommand_options",
 ]
 
 
@@ -51,7 +55,7 @@ RING_HELP = """\
   %ring terminate ID [--timeout S] [--drain]
                                          stop a kernel gracefully (cancelled after S, default 5)
   %ring dashboard                        live dashboard (needs pydotcompute-widgets)
-  %ring --help                           this help
+  %ring --help                           this help; %ring SUBCOMMAND --help: one subcommand
 
 Without --timeout, receive and call wait until the reply comes (interrupt the kernel to stop
 waiting). Define kernels with %%ring_kernel (see %%ring_kernel --help).
@@ -62,6 +66,9 @@ _EXPR_COMMANDS = ("send", "call")
 _BARE_COMMANDS = ("status", "dashboard")
 _TIMEOUT_COMMANDS = ("send", "receive", "call", "terminate")
 _SUBCOMMANDS = (*_BARE_COMMANDS, *_EXPR_COMMANDS, *_ID_COMMANDS)
+#: the subcommands of ``%ring``, in the order the help lists them
+SUBCOMMANDS = ("status", "send", "receive", "call", "activate", "deactivate", "terminate",
+               "dashboard")  # fmt: skip
 
 
 def _ring_usage(problem: str) -> MagicUsageError:
@@ -178,6 +185,14 @@ def _make_cell_parser() -> _Parser:
 
 _CELL_PARSER = _make_cell_parser()
 
+#: option -> its choices (empty: a free value or a flag) of ``%%ring_kernel``, for completion
+CELL_OPTIONS: dict[str, tuple[str, ...]] = {
+    opt: tuple(action.choices or ())
+    for action in _CELL_PARSER._actions
+    for opt in action.option_strings
+}
+CELL_OPTIONS["--help"] = ()
+
 
 def ring_kernel_help() -> str:
     """The full help of ``%%ring_kernel``."""
@@ -219,6 +234,78 @@ class RingCommand:
     expr: str | None = None
     timeout: float | None = None
     drain: bool = False
+    topic: str | None = None  # for "help": the subcommand asked about
+
+
+_SUBCOMMAND_HELP = {
+    "status": "Print a table of every ring kernel of the notebook runtime: where it runs, state, "
+    "queue depths, processed, msg/s, latency p50/p99, dropped, errors, restarts.",
+    "send": "Send the message EXPR, evaluated in the notebook, to kernel ID, and say what was "
+    "sent (type and short message id). Under 'block' backpressure it waits for room.",
+    "receive": "Wait for the next reply of kernel ID; the reply is the cell's value "
+    "('reply = %ring receive ID' works). Without --timeout it waits until a reply comes: "
+    "interrupt the kernel to stop waiting (a reply that comes later is kept).",
+    "call": "Send EXPR to kernel ID and wait for the reply correlated with it; the reply is the "
+    "cell's value.",
+    "activate": "Let a launched or deactivated kernel take messages.",
+    "deactivate": "Park a kernel: sends keep queueing, nothing is lost.",
+    "terminate": "Stop a kernel gracefully: the body sees ctx.should_terminate and is cancelled "
+    "after the timeout.",
+    "dashboard": "Show the live dashboard of the notebook runtime (the pydotcompute-widgets "
+    "package registers it).",
+}
+_TIMEOUT_HELP = {
+    "send": "seconds to wait for room in a full inbox (default: no limit)",
+    "receive": "seconds to wait for the reply (default: no limit)",
+    "call": "seconds to wait for the reply (default: no limit)",
+    "terminate": "seconds the body gets to stop before it is cancelled (default 5)",
+}
+
+
+def _subcommand_parser(name: str) -> argparse.ArgumentParser:
+    """The parser that documents one ``%ring`` subcommand (its help is generated from it)."""
+    p = argparse.ArgumentParser(
+        prog=f"%ring {name}", description=_SUBCOMMAND_HELP[name], add_help=False
+    )
+    if name in _ID_COMMANDS or name in _EXPR_COMMANDS:
+        p.add_argument("kernel_id", metavar="ID", help="kernel id (Tab completes it)")
+    if name in _EXPR_COMMANDS:
+        p.add_argument(
+            "expr",
+            metavar="EXPR",
+            help="the message, a Python expression evaluated in the notebook, kept verbatim",
+        )
+    if name in _TIMEOUT_COMMANDS:
+        p.add_argument("--timeout", metavar="S", type=float, help=_TIMEOUT_HELP[name])
+    if name == "terminate":
+        p.add_argument(
+            "--drain", action="store_true", help="let the body take what is queued first"
+        )
+    p.add_argument("-h", "--help", action="store_true", help="show this help")
+    return p
+
+
+_SUBCOMMAND_PARSERS = {name: _subcommand_parser(name) for name in SUBCOMMANDS}
+
+
+def subcommand_options(name: str) -> list[str]:
+    """The options (``--timeout``, ...) one ``%ring`` subcommand takes, for completion."""
+    parser = _SUBCOMMAND_PARSERS[name]
+    return [
+        opt
+        for action in parser._actions
+        for opt in action.option_strings
+        if opt.startswith("--") and opt != "--help"
+    ]
+
+
+def ring_help(subcommand: str | None = None) -> str:
+    """The help of ``%ring``: the overview and every subcommand's, or one subcommand's."""
+    if subcommand is not None:
+        return _SUBCOMMAND_PARSERS[subcommand].format_help()
+    parts = [RING_HELP, "Subcommands", "-----------", ""]
+    parts += [_SUBCOMMAND_PARSERS[name].format_help() for name in SUBCOMMANDS]
+    return "\n".join(parts)
 
 
 _TRAILING_OPTION = re.compile(r"\s+(--timeout(?:=|\s+)(\S+)|--drain)\s*$")
@@ -270,6 +357,9 @@ def parse_ring_line(line: str) -> RingCommand:
         raise _ring_usage(
             f"%ring: unknown subcommand {command!r}; expected one of {', '.join(_SUBCOMMANDS)}"
         )
+    words = rest.split()
+    if any(w in ("-h", "--help") for w in words[: 2 if command in _EXPR_COMMANDS else None]):
+        return RingCommand("help", topic=command)
     if command in _BARE_COMMANDS:
         if rest:
             raise _ring_usage(f"%ring {command} takes no arguments, got {rest!r}")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib.metadata import entry_points
+from typing import Any, TypeVar
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -17,50 +18,63 @@ from ..ring._options import KernelOptions
 from ..ring._spec import RingKernelSpec, _register
 from ..ring._state import KernelState
 from ._args import (
-    RING_HELP,
     RING_KERNEL_USAGE,
     CellArgs,
     MagicUsageError,
     RingCommand,
     parse_cell_args,
     parse_ring_line,
+    ring_help,
     ring_kernel_help,
 )
 from ._cell import cache_cell_source, compile_body, device_spec
 from ._session import NotebookSession, current_session
+from ._tracebacks import interrupted, short, syntax_error
 
-__all__ = ["RingMagics"]
+__all__ = ["DASHBOARD_ENTRY_POINTS", "RingMagics", "short_id"]
 
 S = KernelState
 _REPLACEABLE = frozenset({S.LAUNCHED, S.ACTIVE, S.DEACTIVATED, S.FAILED})
+#: entry-point group naming a callable ``(runtime) -> widget`` that ``%ring dashboard`` shows;
+#: pydotcompute-widgets registers its ``Dashboard`` there (the core never imports it)
+DASHBOARD_ENTRY_POINTS = "pydotcompute.dashboard"
 _WIDGETS_MISSING = (
     "%ring dashboard needs the pydotcompute-widgets package (ipywidgets + Bokeh), which is not "
     f"installed: {widgets_hint()}, then run %ring dashboard again"
 )
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _where(result: LaunchResult) -> str:
     return f"{result.backend} ({result.device})"
 
 
-_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
+def short_id(message: Any) -> str | None:
+    """The first 8 hex digits of a message's id (``None`` for an object without one)."""
+    mid = getattr(message, "message_id", None)
+    return None if mid is None else mid.hex[:8]
 
 
-def _strip_traceback(exc: BaseException) -> BaseException:
-    """Drop the frames inside the library (runtime, event loop) from an error we raise.
+def _with_help(summary: str, text: str) -> Callable[[F], F]:
+    """Give a magic the docstring ``%name?`` shows: a summary and the generated help."""
 
-    What users need is the message and, for a failed kernel, the cause: the body's own
-    traceback, kept from its first frame outside pydotcompute (the cell).
-    """
-    cause = exc.__cause__
-    tb = None if cause is None else cause.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        if not tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-            break
-        tb = tb.tb_next
-    if cause is not None and tb is not None:
-        cause.__traceback__ = tb
-    return exc.with_traceback(None)
+    def decorate(func: F) -> F:
+        func.__doc__ = f"{summary}\n\n::\n\n" + "\n".join(
+            f"  {line}" if line else "" for line in text.splitlines()
+        )
+        return func
+
+    return decorate
+
+
+@contextmanager
+def _short_interrupt(what: str) -> Iterator[None]:
+    """Turn Ctrl-C during a magic's wait into one line saying which wait it stopped."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise interrupted(what) from None
 
 
 @magics_class
@@ -80,18 +94,12 @@ class RingMagics(Magics):
         return current_session()
 
     # ------------------------------------------------------------------ %%ring_kernel
+    @_with_help(
+        "Define a ring kernel from the cell and launch it (hot relaunch when re-run).",
+        ring_kernel_help(),
+    )
     @cell_magic
     def ring_kernel(self, line: str, cell: str) -> None:
-        """Define a ring kernel from the cell and launch it (hot relaunch when re-run).
-
-        ``%%ring_kernel NAME [--queue-size N] [--in TYPE] [--out TYPE] [--backpressure
-        POLICY] [--restart POLICY] [--no-activate] [--timeout S] [--cuda] [--state TYPE]
-        [--mode sequential|parallel]``
-
-        The cell body is the actor's body: ``ctx`` is in scope, ``await`` is allowed and
-        names from the notebook are visible. With ``--cuda`` it is the CUDA handler body of
-        a device ring kernel. See ``%%ring_kernel --help``.
-        """
         try:
             args = parse_cell_args(line)
         except MagicUsageError as exc:
@@ -106,20 +114,22 @@ class RingMagics(Magics):
             spec = self._spec(args, cell, line)
         except SyntaxError as exc:
             self._say_unchanged(args.name, old, "the cell does not compile")
-            raise exc.with_traceback(None) from None
+            raise syntax_error(self._shell, args.name, exc) from exc
         except (MagicUsageError, KernelRegistrationError) as exc:
             self._say_unchanged(args.name, old, "the cell's definition is invalid")
             raise UsageError(f"{exc}\n{RING_KERNEL_USAGE}") from None
         except PyDotComputeError as exc:
             self._say_unchanged(args.name, old, "the kernel could not be defined")
-            raise _strip_traceback(exc) from exc.__cause__
+            raise short(self._shell, exc) from exc.__cause__
+        verb = "launch" if old is None else "relaunch"
         try:
-            if old is None:
-                self._launch(session, args, spec)
-            else:
-                self._relaunch(session, args, spec, old)
+            with _short_interrupt(f"%%ring_kernel {args.name}: interrupted during the {verb}"):
+                if old is None:
+                    self._launch(session, args, spec)
+                else:
+                    self._relaunch(session, args, spec, old)
         except PyDotComputeError as exc:
-            raise _strip_traceback(exc) from exc.__cause__
+            raise short(self._shell, exc) from exc.__cause__
 
     def _launch(self, session: NotebookSession, args: CellArgs, spec: RingKernelSpec) -> None:
         rt = session.runtime
@@ -236,25 +246,43 @@ class RingMagics(Magics):
             )
 
     # ------------------------------------------------------------------ %ring
+    @_with_help(
+        "Drive the notebook's ring kernels: status, send, receive, call, lifecycle, dashboard.",
+        ring_help(),
+    )
     @line_magic
     def ring(self, line: str) -> Any:
-        """Drive the notebook's ring kernels: status, send, receive, call, lifecycle, dashboard.
-
-        Run ``%ring --help`` for the subcommands.
-        """
         try:
             cmd = parse_ring_line(line)
         except MagicUsageError as exc:
             raise UsageError(str(exc)) from None
         if cmd.name == "help":
-            print(RING_HELP)
+            print(ring_help(cmd.topic))
             return None
         __tracebackhide__ = True
         handler = getattr(self, f"_ring_{cmd.name}")
+        target = "" if cmd.kernel_id is None else f" {cmd.kernel_id}"
         try:
-            return handler(cmd)
+            with _short_interrupt(f"%ring {cmd.name}{target}: interrupted while waiting"):
+                return handler(cmd)
         except PyDotComputeError as exc:
-            raise _strip_traceback(exc) from exc.__cause__
+            raise short(self._shell, exc) from exc.__cause__
+
+    def _message(self, cmd: RingCommand) -> Any:
+        """Evaluate the message expression of ``send``/``call`` in the notebook."""
+        assert cmd.expr is not None
+        try:
+            return self._shell.ev(cmd.expr)
+        except SyntaxError as exc:
+            raise UsageError(
+                f"%ring {cmd.name} {cmd.kernel_id}: the message expression {cmd.expr!r} is not "
+                f"valid Python ({exc.msg}); write it as you would on the right of 'msg = '"
+            ) from None
+        except Exception as exc:
+            raise UsageError(
+                f"%ring {cmd.name} {cmd.kernel_id}: evaluating the message expression "
+                f"{cmd.expr!r} raised {type(exc).__name__}: {exc}"
+            ) from None
 
     def _ring_status(self, cmd: RingCommand) -> None:
         snap = self.session.runtime.snapshot()
@@ -264,15 +292,21 @@ class RingMagics(Magics):
         print(snap.table())
 
     def _ring_send(self, cmd: RingCommand) -> None:
-        assert cmd.kernel_id is not None and cmd.expr is not None
-        msg = self._shell.ev(cmd.expr)
+        assert cmd.kernel_id is not None
+        msg = self._message(cmd)
         s = self.session
+        what = type(msg).__name__
+        mid = short_id(msg)
+        if mid is not None:
+            what += f" {mid}"
         if not s.run(s.runtime.send(cmd.kernel_id, msg, timeout=cmd.timeout)):
             print(
-                f"ring kernel {cmd.kernel_id!r}: the message was dropped (inbox full, "
+                f"ring kernel {cmd.kernel_id!r}: {what} was dropped (inbox full, "
                 "backpressure drop_newest)",
                 file=sys.stderr,
             )
+            return
+        print(f"sent {what} to ring kernel {cmd.kernel_id!r}")
 
     def _ring_receive(self, cmd: RingCommand) -> Any:
         assert cmd.kernel_id is not None
@@ -280,8 +314,8 @@ class RingMagics(Magics):
         return s.run(s.runtime.receive(cmd.kernel_id, timeout=cmd.timeout))
 
     def _ring_call(self, cmd: RingCommand) -> Any:
-        assert cmd.kernel_id is not None and cmd.expr is not None
-        msg = self._shell.ev(cmd.expr)
+        assert cmd.kernel_id is not None
+        msg = self._message(cmd)
         s = self.session
         return s.run(s.runtime.call(cmd.kernel_id, msg, timeout=cmd.timeout))
 
@@ -309,12 +343,20 @@ class RingMagics(Magics):
         )
 
     def _ring_dashboard(self, cmd: RingCommand) -> Any:
-        try:
-            widgets = importlib.import_module("pydotcompute_widgets")
-        except ImportError:
+        found = sorted(entry_points(group=DASHBOARD_ENTRY_POINTS), key=lambda ep: ep.name)
+        if not found:
             print(_WIDGETS_MISSING, file=sys.stderr)
             return None
-        return widgets.Dashboard(self.session.runtime)
+        try:
+            make = found[0].load()
+        except ImportError as exc:
+            print(
+                f"%ring dashboard: the dashboard {found[0].value!r} could not be imported "
+                f"({type(exc).__name__}: {exc}); reinstall it: {widgets_hint()}",
+                file=sys.stderr,
+            )
+            return None
+        return make(self.session.runtime)
 
 
 def _changed_options(old: KernelOptions, new: KernelOptions) -> list[str]:

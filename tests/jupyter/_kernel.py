@@ -37,6 +37,7 @@ class Outcome:
     traceback: str = ""
     displays: list[dict[str, Any]] = field(default_factory=list)
     count: int | None = None  # the cell's execution count (In[count])
+    pages: list[str] = field(default_factory=list)  # what the cell paged (e.g. %ring?)
 
     @property
     def ok(self) -> bool:
@@ -95,6 +96,7 @@ class Kernel:
                 continue
             kind, content = msg["msg_type"], msg["content"]
             if kind == "status" and content["execution_state"] == "idle":
+                self._read_reply(msg_id, out, deadline)
                 return out
             if kind == "execute_input":
                 out.count = content["execution_count"]
@@ -111,6 +113,39 @@ class Kernel:
                 out.ename = content["ename"]
                 out.evalue = plain(content["evalue"])
                 out.traceback = plain("\n".join(content["traceback"]))
+
+    def _read_reply(self, msg_id: str, out: Outcome, deadline: float) -> None:
+        """Read the cell's execute_reply: its payloads carry what ``?`` and pagers show."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no execute_reply for cell {msg_id}")
+            try:
+                msg = self.client.get_shell_msg(timeout=left)
+            except queue.Empty:
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            for payload in msg["content"].get("payload", []):
+                if payload.get("source") == "page":
+                    out.pages.append(plain(payload["data"].get("text/plain", "")))
+            return
+
+    def complete(self, line: str, timeout: float = CELL_TIMEOUT) -> list[str]:
+        """What Tab offers at the end of ``line`` (a complete_request)."""
+        msg_id = self.client.complete(line, len(line))
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no complete_reply for {line!r}")
+            try:
+                msg = self.client.get_shell_msg(timeout=left)
+            except queue.Empty:
+                continue
+            if msg["parent_header"].get("msg_id") == msg_id:
+                matches: list[str] = msg["content"]["matches"]
+                return matches
 
     def run(self, code: str, timeout: float = CELL_TIMEOUT) -> Outcome:
         """Execute a cell and return what it produced."""

@@ -52,7 +52,8 @@ def test_cell_defines_an_actor_that_answers_magics_and_top_level_await(kernel: K
     ).expect_ok()
     assert out.stdout == "ring kernel 'summer' launched on host (cpu): ACTIVE\n"
 
-    assert kernel.run("%ring send summer Req(values=[1, 2, 3])").expect_ok().stdout == ""
+    sent = kernel.run("%ring send summer Req(values=[1, 2, 3])").expect_ok().stdout
+    assert re.fullmatch(r"sent Req [0-9a-f]{8} to ring kernel 'summer'\n", sent), sent
     received = kernel.run("%ring receive summer --timeout 10").expect_ok().result
     assert received is not None and received.startswith("Resp(result=12.0")
     called = kernel.run("%ring call summer Req(values=[4]) --timeout 10").expect_ok().result
@@ -143,9 +144,16 @@ def test_cell_that_does_not_compile_leaves_the_old_actor_running(kernel: Kernel)
         "    r = await ctx.receive()\n"
         "    await ctx.send(Resp(result=r.values[0]) +)\n"
     )
-    assert broken.ename == "SyntaxError"
-    assert f"Cell In[{broken.count}], line 4" in broken.traceback
-    assert "await ctx.send(Resp(result=r.values[0]) +)" in broken.traceback
+    assert broken.ename == "CellSyntaxError"
+    # Only the cell's line, as IPython shows a syntax error in any cell: no library frames.
+    lines = broken.traceback.splitlines()
+    assert [lines[0], lines[1], lines[2].strip(), lines[3]] == [
+        f"  Cell In[{broken.count}], line 4",
+        "    await ctx.send(Resp(result=r.values[0]) +)",
+        "^",
+        "SyntaxError: invalid syntax",
+    ]
+    assert len(lines) == 4
     assert broken.stderr == (
         "ring kernel 'keeper' was not changed: the cell does not compile; it keeps running "
         "its previous body (ACTIVE)\n"
@@ -171,6 +179,8 @@ def test_failing_actor_shows_the_cells_traceback_on_the_next_call(kernel: Kernel
     assert f"Cell In[{defined.count}], line 4, in divider(ctx)" in tb
     assert re.search(r"----> 4 +await ctx\.send\(Resp\(result=1 / r\.values\[0\]\)\)", tb)
     assert "The above exception was the direct cause of the following exception" in tb
+    assert "site-packages" not in tb and "pydotcompute/" not in tb  # the cell's frames only
+    assert tb.rstrip().splitlines()[-1].startswith(f"KernelFailedError: {expected}")
     again = kernel.run("%ring receive divider --timeout 10")
     assert again.ename == "KernelFailedError"
     assert kernel.run("runtime.state('divider').value").expect_ok().result == "'FAILED'"
@@ -220,6 +230,77 @@ def test_help_prints_the_usage_of_both_magics(kernel: Kernel) -> None:
     cell = kernel.run("%%ring_kernel --help\npass").expect_ok().stdout
     assert cell.startswith("usage: %%ring_kernel NAME")
     assert "--backpressure POLICY" in cell and "--no-activate" in cell
+    one = kernel.run("%ring terminate --help").expect_ok().stdout
+    assert one.startswith("usage: %ring terminate [--timeout S] [--drain] [-h] ID")
+    assert "--drain      let the body take what is queued first" in one
+
+
+def test_question_mark_pages_the_generated_help_of_every_subcommand(kernel: Kernel) -> None:
+    (ring,) = kernel.run("%ring?").expect_ok().pages
+    for sub in ("status", "send", "receive", "call", "activate", "deactivate", "terminate",
+                "dashboard"):  # fmt: skip
+        assert f"usage: %ring {sub} " in ring, sub
+    assert "--timeout S  seconds the body gets to stop before it is cancelled" in ring
+    (cell,) = kernel.run("%%ring_kernel?").expect_ok().pages
+    assert "usage: %%ring_kernel NAME" in cell
+    for option in ("--queue-size N", "--backpressure POLICY", "--restart POLICY", "--cuda",
+                   "--mode {sequential,parallel}"):  # fmt: skip
+        assert option in cell, option
+
+
+def test_tab_completes_subcommands_kernel_ids_and_options(kernel: Kernel) -> None:
+    kernel.run("%%ring_kernel completer_a\nawait ctx.receive()\n").expect_ok()
+    assert kernel.complete("%ring rec") == ["receive"]
+    assert "completer_a" in kernel.complete("%ring receive ")
+    assert kernel.complete("%ring activate completer_") == ["completer_a"]
+    # Jedi's guesses at Python names may come too (IPython never suppresses them).
+    assert "--drain" in kernel.complete("%ring terminate completer_a --d")
+    assert {"drop_oldest", "drop_newest"} <= set(
+        kernel.complete("%%ring_kernel x --backpressure drop_")
+    )
+    assert {"Req", "Resp"} <= set(kernel.complete("%%ring_kernel x --in Re"))
+    assert {"Req", "Resp"} <= set(kernel.complete("%ring send completer_a Re"))
+    kernel.run("%ring terminate completer_a").expect_ok()
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        (
+            "%ring send summer Req(values=)",
+            "%ring send summer: the message expression 'Req(values=)' is not valid Python",
+        ),
+        (
+            "%ring call summer Req(values=nope)",
+            "raised NameError: name 'nope' is not defined",
+        ),
+    ],
+)
+def test_a_bad_message_expression_is_a_usage_error(
+    kernel: Kernel, cell: str, expected: str
+) -> None:
+    out = kernel.run(cell)
+    assert out.ename is None and out.stderr.startswith("UsageError: ")
+    assert expected in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_runtime_errors_show_one_line(kernel: Kernel) -> None:
+    kernel.run(
+        "%%ring_kernel silent\nwhile not ctx.should_terminate:\n    await ctx.receive()\n"
+    ).expect_ok()
+    timeout = kernel.run("%ring receive silent --timeout 0.2")
+    assert timeout.ename == "ReceiveTimeoutError"
+    assert timeout.traceback.strip() == (
+        "ReceiveTimeoutError: no message from ring kernel 'silent' within 0.2 s"
+    )
+    missing = kernel.run("%ring activate nosuch")
+    assert missing.ename == "KernelNotFoundError"
+    assert len(missing.traceback.strip().splitlines()) == 1
+    wrong = kernel.run("%ring send silent 5")
+    assert wrong.ename is None  # silent takes anything: the send is confirmed
+    assert wrong.stdout == "sent int to ring kernel 'silent'\n"
+    kernel.run("%ring terminate silent").expect_ok()
 
 
 def test_dashboard_shows_the_widget_or_says_how_to_install_it(kernel: Kernel) -> None:
@@ -305,6 +386,9 @@ def test_interrupting_a_waiting_receive_loses_no_message(kernel: Kernel, tmp_pat
     kernel.manager.interrupt_kernel()
     interrupted = kernel.collect(waiting)
     assert interrupted.ename == "KeyboardInterrupt"
+    assert interrupted.traceback == (
+        "KeyboardInterrupt: %ring receive quiet: interrupted while waiting"
+    )
     kernel.run("%ring activate quiet\n%ring send quiet Req(values=[5])").expect_ok()
     got = kernel.run("%ring receive quiet --timeout 10").expect_ok().result
     assert got is not None and got.startswith("Resp(result=5.0")

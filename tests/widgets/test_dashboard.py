@@ -104,10 +104,7 @@ async def test_new_kernels_appear_and_terminated_ones_keep_their_final_row(
     await runtime.terminate("a")
     await until(lambda: cell(dash, "a", "state") == "TERMINATED")
     assert cell(dash, "a", "processed") == "3"
-    assert [r.value for r in dash.table.root.children[1:]] == [
-        dash.table.rows["a"].value,
-        dash.table.rows["late"].value,
-    ]
+    assert list(dash.table.root.children[1:]) == [dash.table.lines["a"], dash.table.lines["late"]]
 
 
 async def test_an_update_with_no_kernel_changed_sends_no_kernel_data(

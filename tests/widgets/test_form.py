@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -54,7 +55,9 @@ def test_a_missing_required_field_says_which() -> None:
 
 def test_text_that_is_no_literal_says_how_to_type_one() -> None:
     with pytest.raises(
-        DashboardError, match=r"field 'prices' \(list\[float\]\): cannot read '\[1, 2' as a"
+        DashboardError,
+        match=r"field 'prices' \(list\[float\]\): cannot read '\[1, 2' as a value: it is not "
+        r"valid Python",
     ):
         build_message(Order, {"symbol": "X", "quantity": "1", "prices": "[1, 2"})
 
@@ -78,3 +81,17 @@ def test_plain_dataclasses_work_and_other_classes_are_refused() -> None:
     assert build_message(Point, {"x": "1.5"}) == Point(1.5, 0.0)
     with pytest.raises(DashboardError, match="cannot build a int: it is not a @message"):
         form_fields(int)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("foo", "foo is a name, not a value; to send it as text, put it in quotes: 'foo'"),
+        ("[1, x]", "x is a name, not a value"),
+        ("2 ** 10", "it contains a calculation; the form takes plain values only"),
+    ],
+)
+def test_text_that_is_no_literal_says_why_in_words(text: str, reason: str) -> None:
+    with pytest.raises(DashboardError, match=re.escape(reason)) as info:
+        build_message(Order, {"symbol": "X", "quantity": "1", "prices": text})
+    assert "ast." not in str(info.value) and "0x" not in str(info.value)

@@ -49,11 +49,29 @@ def test_kernel_plots_give_each_kernel_columns_and_lines() -> None:
     plots.update(snapshot(telemetry("a", throughput=10.0, inbox_depth=3), t=100.0))
     plots.update(snapshot(telemetry("a", throughput=20.0), telemetry("b", outbox_depth=4), t=101.0))
     data = plots.source.data
-    assert set(data) == {"time", "rate_0", "inbox_0", "outbox_0", "rate_1", "inbox_1", "outbox_1"}
+    prefixes = ("rate", "inbox", "outbox", "p50", "p99", "dropped", "dead")
+    assert set(data) == {"time"} | {f"{p}_{n}" for p in prefixes for n in (0, 1)}
     assert data["rate_0"] == [10.0, 20.0] and data["inbox_0"] == [3.0, 0.0]
     assert math.isnan(data["outbox_1"][0]) and data["outbox_1"][1] == 4.0
     assert len(plots.throughput.renderers) == 2 and len(plots.queues.renderers) == 4
+    assert len(plots.latency.renderers) == 4 and len(plots.drops.renderers) == 4
     assert [i.label.value for i in plots.throughput.legend.items] == ["a", "b"]
     assert not plots.update(
         snapshot(telemetry("a", throughput=20.0), telemetry("b", outbox_depth=4), t=102.0)
     )
+
+
+def test_latency_drops_and_dead_letters_are_plotted_when_telemetry_has_them() -> None:
+    plots = KernelPlots(history=50, interval=0.5)
+    plots.update(snapshot(telemetry("a"), t=100.0))  # no message yet: no latency
+    with_dead = telemetry(
+        "a", latency_p50_us=12.5, latency_p99_us=80.0, dropped=3, extra={"dead_letters": 2}
+    )
+    plots.update(snapshot(with_dead, t=101.0))
+    data = plots.source.data
+    assert math.isnan(data["p50_0"][0]) and data["p50_0"][1] == 12.5
+    assert data["p99_0"][1] == 80.0
+    assert data["dropped_0"] == [0.0, 3.0]
+    assert math.isnan(data["dead_0"][0]) and data["dead_0"][1] == 2.0
+    assert plots.latency.title.text == "latency (p50 solid, p99 dashed)"
+    assert plots.drops.title.text == "dropped messages (dead letters dashed)"

@@ -50,10 +50,7 @@ def test_row_html_colours_the_state_and_escapes_what_users_wrote() -> None:
 def test_update_adds_rows_and_resends_only_changed_ones() -> None:
     table = KernelTable()
     assert table.update(snapshot(telemetry("a"), telemetry("b"))) == 2
-    assert [w.value for w in table.root.children[1:]] == [
-        table.rows["a"].value,
-        table.rows["b"].value,
-    ]
+    assert list(table.root.children[1:]) == [table.lines["a"], table.lines["b"]]
     sent: list[str] = []
     for kid, row in table.rows.items():
         row.observe(lambda change, kid=kid: sent.append(kid), names="value")
@@ -69,4 +66,24 @@ def test_a_kernel_missing_from_later_snapshots_keeps_its_final_row() -> None:
     table.update(snapshot(telemetry("b", processed=99)))
     assert list(table.rows) == ["a", "b"]
     assert 'data-state="TERMINATED"' in table.rows["a"].value
+    table.close()
+
+
+def test_a_rows_button_opens_its_event_log_which_follows_the_events() -> None:
+    table = KernelTable()
+    events = ((1_700_000_000.0, "LAUNCHED"), (1_700_000_000.5, "ACTIVE"))
+    table.update(snapshot(telemetry("a", events=events)))
+    log = table.logs["a"]
+    assert log.layout.display == "none"  # closed until its button is pressed
+    assert table.toggles["a"].tooltip == "event log of a"
+    table.open_log("a")
+    assert log.layout.display == ""
+    assert "LAUNCHED" in log.value and "ACTIVE" in log.value
+    failed = (*events, (1_700_000_001.0, "failed: ValueError: <bad> job"))
+    assert table.update(snapshot(telemetry("a", events=failed))) == 1  # the log only
+    assert '<tr class="pdc-failed">' in log.value
+    assert "failed: ValueError: &lt;bad&gt; job" in log.value
+    assert table.update(snapshot(telemetry("a", events=failed))) == 0
+    table.open_log("a", False)
+    assert log.layout.display == "none"
     table.close()

@@ -214,7 +214,8 @@ class Controls:
                 placeholder=f.type_name + (" (required)" if f.required else ""),
                 tooltip=f.type_name,
                 style={"description_width": "7em"},
-                layout=w.Layout(width="100%"),
+                # "auto" fills the column with the margin inside it ("100%" overflows by it)
+                layout=w.Layout(width="auto"),
             )
         self.form.children = tuple(self.inputs.values())
 

@@ -85,18 +85,51 @@ def form_fields(message_type: type | None) -> list[FormField]:
     return out
 
 
+_KINDS = {
+    ast.Call: "a function call",
+    ast.Attribute: "an attribute lookup",
+    ast.BinOp: "a calculation",
+    ast.BoolOp: "a logical expression",
+    ast.Compare: "a comparison",
+    ast.Subscript: "an indexing expression",
+    ast.Lambda: "a lambda",
+    ast.ListComp: "a comprehension",
+    ast.GeneratorExp: "a generator expression",
+}
+
+
+def _why_not_a_literal(text: str) -> str:
+    """Why ``ast.literal_eval`` refused ``text``, in words (its own error names AST nodes)."""
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        return f"it is not valid Python ({exc.msg})"
+    node = tree.body
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name):
+            return (
+                f"{sub.id} is a name, not a value; to send it as text, put it in quotes: {sub.id!r}"
+            )
+    for sub in ast.walk(node):
+        kind = _KINDS.get(type(sub))
+        if kind is not None:
+            return f"it contains {kind}; the form takes plain values only"
+    return "it is not a plain value"
+
+
 def _parse(f: FormField, text: str) -> Any:
     if f.raw_text:
         return text
+    stripped = text.strip()
     try:
-        return ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+        return ast.literal_eval(stripped)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         if f.text_fallback:
             return text  # e.g. str | None: unquoted text is the string
-        reason = exc.msg if isinstance(exc, SyntaxError) else str(exc) or type(exc).__name__
         raise DashboardError(
-            f"field {f.name!r} ({f.type_name}): cannot read {text!r} as a Python value "
-            f"({reason}); type a literal such as 42, 2.5, [1.0, 2.0], True or 'text'"
+            f"field {f.name!r} ({f.type_name}): cannot read {text!r} as a value: "
+            f"{_why_not_a_literal(stripped)}; type a literal such as 42, 2.5, [1.0, 2.0], "
+            "True or 'text'"
         ) from None
 
 

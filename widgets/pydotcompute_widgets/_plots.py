@@ -1,14 +1,29 @@
-"""Streaming Bokeh plots of each kernel's throughput and queue depths."""
+"""Streaming Bokeh plots per kernel: throughput, queue depths, latency, drops."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydotcompute import RuntimeSnapshot
+from pydotcompute import KernelTelemetry, RuntimeSnapshot
 
 from ._series import TimeSeries, local_ms
 
-__all__ = ["KernelPlots", "PLOT_HEIGHT", "PLOT_WIDTH", "palette_colour"]
+__all__ = ["KernelPlots", "PLOT_HEIGHT", "PLOT_WIDTH", "dead_letters", "palette_colour"]
+
+NAN = float("nan")
+
+
+def dead_letters(t: KernelTelemetry) -> int | None:
+    """The kernel's dead-letter count, when its telemetry has one (``None`` otherwise)."""
+    value = getattr(t, "dead_letters", None)
+    if value is None:
+        value = t.extra.get("dead_letters")
+    return None if value is None else int(value)
+
+
+def _us(value: float | None) -> float:
+    return NAN if value is None else float(value)
+
 
 PLOT_WIDTH = 530
 PLOT_HEIGHT = 230
@@ -61,38 +76,47 @@ def following_range(span_ms: float) -> Any:
 
 
 class KernelPlots:
-    """Component: throughput and queue depth per kernel over time.
+    """Component: throughput, queue depth, latency and drops per kernel over time.
 
     ``source`` is one wide ``ColumnDataSource`` (columns ``time``, ``rate_<n>``,
-    ``inbox_<n>``, ``outbox_<n>`` for the ``n``-th kernel seen), streamed with rollover so
-    one update is one message to the browser. A new kernel adds its columns and lines; a
-    terminated one keeps its history. ``root`` is the Bokeh layout (wrap it in
-    ``jupyter_bokeh.BokehModel`` to show it; :class:`Dashboard` does).
+    ``inbox_<n>``, ``outbox_<n>``, ``p50_<n>``, ``p99_<n>``, ``dropped_<n>``, ``dead_<n>``
+    for the ``n``-th kernel seen), streamed with rollover so one update is one message to
+    the browser. A new kernel adds its columns and lines; a terminated one keeps its history.
+    Dead letters are plotted when the kernel's telemetry counts them. ``root`` is the Bokeh
+    layout (wrap it in ``jupyter_bokeh.BokehModel`` to show it; :class:`Dashboard` does).
     """
 
     def __init__(self, history: int, interval: float) -> None:
-        from bokeh.layouts import row
+        from bokeh.layouts import column, row
 
         self.series = TimeSeries(history)
         self.source = self.series.source
         x_range = following_range(history * interval * 1000.0)
         self.throughput = time_figure("throughput per kernel", x_range, "msg/s")
         self.queues = time_figure("queue depth (inbox solid, outbox dashed)", x_range, "messages")
+        self.latency = time_figure("latency (p50 solid, p99 dashed)", x_range, "µs")
+        self.drops = time_figure(
+            "dropped messages (dead letters dashed)", x_range, "messages, total"
+        )
         self.kernels: dict[str, int] = {}  # kernel id -> column number
         self.structure = 0  # bumped when lines are added: views must be re-sent whole
-        self.root = row(self.throughput, self.queues)
+        self.root = column(row(self.throughput, self.queues), row(self.latency, self.drops))
 
     def _add_kernel(self, kid: str) -> int:
         n = len(self.kernels)
         self.kernels[kid] = n
         self.structure += 1
         colour = palette_colour(n)
-        for prefix in ("rate", "inbox", "outbox"):
+        for prefix in ("rate", "inbox", "outbox", "p50", "p99", "dropped", "dead"):
             self.series.add_column(f"{prefix}_{n}")
         common = {"source": self.source, "color": colour, "line_width": 2}
         self.throughput.line("time", f"rate_{n}", legend_label=kid, **common)
         self.queues.line("time", f"inbox_{n}", legend_label=kid, **common)
         self.queues.line("time", f"outbox_{n}", line_dash="dashed", **common)
+        self.latency.line("time", f"p50_{n}", legend_label=kid, **common)
+        self.latency.line("time", f"p99_{n}", line_dash="dashed", **common)
+        self.drops.line("time", f"dropped_{n}", legend_label=kid, **common)
+        self.drops.line("time", f"dead_{n}", line_dash="dashed", **common)
         return n
 
     def update(self, snapshot: RuntimeSnapshot) -> bool:
@@ -105,6 +129,11 @@ class KernelPlots:
             values[f"rate_{n}"] = float(t.throughput)
             values[f"inbox_{n}"] = float(t.inbox_depth)
             values[f"outbox_{n}"] = float(t.outbox_depth)
+            values[f"p50_{n}"] = _us(t.latency_p50_us)
+            values[f"p99_{n}"] = _us(t.latency_p99_us)
+            values[f"dropped_{n}"] = float(t.dropped)
+            dead = dead_letters(t)
+            values[f"dead_{n}"] = NAN if dead is None else float(dead)
         if not values:
             return False
         for col in self.series.columns:

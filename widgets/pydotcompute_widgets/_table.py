@@ -1,13 +1,18 @@
-"""The kernel table: one row per kernel, each row re-sent only when what it shows changed."""
+"""The kernel table: one row per kernel, each row re-sent only when what it shows changed.
+
+Each row has a button that opens the kernel's event log (launch, activation, failures with
+their message, restarts, relaunches: the ``events`` of its telemetry) under the row.
+"""
 
 from __future__ import annotations
 
 import html
+import time
 from typing import Any
 
 from pydotcompute import KernelTelemetry, RuntimeSnapshot
 
-__all__ = ["COLUMNS", "KernelTable", "row_cells", "row_html"]
+__all__ = ["COLUMNS", "KernelTable", "events_html", "row_cells", "row_html"]
 
 #: (css key, header) of each column, in display order
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -60,6 +65,14 @@ STYLE = f"""<style>
 .pdc-dashboard .pdc-ok {{ color: #15803d; }}
 .pdc-dashboard .pdc-err {{ color: #b91c1c; white-space: pre-wrap; }}
 .pdc-dashboard table.pdc-device td {{ padding: 0 8px 0 0; }}
+.pdc-dashboard .pdc-events {{ margin: 0 0 4px 3.2em; max-height: 14em; overflow-y: auto;
+  border-left: 3px solid var(--jp-border-color1, #9ca3af); padding-left: 6px; }}
+.pdc-dashboard .pdc-events td {{ padding: 0 10px 0 0; vertical-align: top; }}
+.pdc-dashboard .pdc-events .pdc-failed {{ color: #b91c1c; }}
+.pdc-dashboard .pdc-log-toggle {{ width: 2.6em; min-width: 2.6em; height: 1.9em;
+  padding: 0; margin: 0 0.6em 0 0; }}
+.pdc-dashboard .pdc-log-spacer {{ width: 3.2em; min-width: 3.2em; }}
+.pdc-dashboard .pdc-line {{ align-items: center; }}
 </style>"""
 
 
@@ -113,6 +126,27 @@ def row_html(cells: tuple[str, ...]) -> str:
     return f'<div class="pdc-row" data-kernel="{kid}" data-state="{cells[2]}">{inner}</div>'
 
 
+def _clock(timestamp: float) -> str:
+    local = time.localtime(timestamp)
+    return time.strftime("%H:%M:%S", local) + f".{int(timestamp * 1000) % 1000:03d}"
+
+
+def events_html(kernel_id: str, events: tuple[tuple[float, str], ...]) -> str:
+    """A kernel's event log (oldest first) as an HTML table."""
+    kid = html.escape(kernel_id, quote=True)
+    if not events:
+        return f'<div class="pdc-events pdc-muted" data-kernel="{kid}">no events yet</div>'
+    rows = "".join(
+        f'<tr class="{"pdc-failed" if what.startswith("failed") else ""}">'
+        f'<td class="pdc-muted">{_clock(t)}</td><td>{html.escape(what)}</td></tr>'
+        for t, what in events
+    )
+    return (
+        f'<div class="pdc-events" data-kernel="{kid}"><b>events of {html.escape(kernel_id)}'
+        f"</b> ({len(events)}, oldest first)<table>{rows}</table></div>"
+    )
+
+
 def header_html() -> str:
     """The header row, carrying the dashboard's style sheet."""
     inner = "".join(
@@ -123,43 +157,80 @@ def header_html() -> str:
 
 
 class KernelTable:
-    """Component: the kernel table (``root`` is a ``VBox`` of a header and one row per kernel).
+    """Component: the kernel table (``root`` is a ``VBox`` of a header and one line per kernel).
 
+    A kernel's line is its row (``rows[kid]``, an HTML widget), the button that opens its
+    event log (``toggles[kid]``) and the log itself (``logs[kid]``, hidden until opened).
     Rows are never removed: a terminated kernel keeps its final row. ``update`` touches only
-    the rows whose text changed, so an idle runtime costs no messages to the browser.
+    the rows and logs whose text changed, so an idle runtime costs no messages to the browser.
     """
 
     def __init__(self) -> None:
         import ipywidgets as w
 
-        self._html = w.HTML
+        self._w = w
         self.header = w.HTML(header_html())
+        spacer = w.HTML()
+        spacer.add_class("pdc-log-spacer")
+        self._head = w.HBox([spacer, self.header])
         self.rows: dict[str, Any] = {}
+        self.toggles: dict[str, Any] = {}
+        self.logs: dict[str, Any] = {}
+        self.lines: dict[str, Any] = {}
         self.shown: dict[str, tuple[str, ...]] = {}
-        self.root = w.VBox([self.header], layout=w.Layout(overflow="auto"))
+        self.events: dict[str, tuple[tuple[float, str], ...]] = {}
+        self.root = w.VBox([self._head], layout=w.Layout(overflow="auto"))
         self.root.add_class("pdc-table")
 
+    def _add(self, kid: str, cells: tuple[str, ...]) -> None:
+        w = self._w
+        row = w.HTML(row_html(cells))
+        toggle = w.ToggleButton(value=False, icon="list", tooltip=f"event log of {kid}")
+        toggle.add_class("pdc-log-toggle")
+        log = w.HTML(events_html(kid, ()), layout=w.Layout(display="none"))
+
+        def show(change: dict[str, Any]) -> None:
+            log.layout.display = "" if change["new"] else "none"
+
+        toggle.observe(show, names="value")
+        line = w.HBox([toggle, row])
+        line.add_class("pdc-line")
+        self.rows[kid], self.toggles[kid], self.logs[kid] = row, toggle, log
+        self.events[kid] = ()
+        self.lines[kid] = w.VBox([line, log])
+
     def update(self, snapshot: RuntimeSnapshot) -> int:
-        """Show ``snapshot``; return how many rows changed (new rows included)."""
+        """Show ``snapshot``; return how many rows and logs changed (new rows included)."""
         changed = 0
         added = False
         for kid, t in snapshot.kernels.items():
             cells = row_cells(t)
-            if self.shown.get(kid) == cells:
-                continue
-            self.shown[kid] = cells
-            changed += 1
-            row = self.rows.get(kid)
-            if row is None:
-                self.rows[kid] = self._html(row_html(cells))
-                added = True
-            else:
-                row.value = row_html(cells)
+            if self.shown.get(kid) != cells:
+                self.shown[kid] = cells
+                changed += 1
+                row = self.rows.get(kid)
+                if row is None:
+                    self._add(kid, cells)
+                    added = True
+                else:
+                    row.value = row_html(cells)
+            if self.events[kid] != t.events:
+                self.events[kid] = t.events
+                self.logs[kid].value = events_html(kid, t.events)
+                changed += kid in self.shown and self.shown[kid] == cells
         if added:
-            self.root.children = (self.header, *self.rows.values())
+            self.root.children = (self._head, *self.lines.values())
         return changed
+
+    def open_log(self, kernel_id: str, is_open: bool = True) -> None:
+        """Open (or close) a kernel's event log, as its button does."""
+        self.toggles[kernel_id].value = is_open
 
     def close(self) -> None:
         """Close the table's widgets."""
-        for widget in (*self.rows.values(), self.header, self.root):
+        for kid, line in self.lines.items():
+            for widget in (self.rows[kid], self.toggles[kid], self.logs[kid],
+                           *line.children[0].children, line.children[0], line):  # fmt: skip
+                widget.close()
+        for widget in (*self._head.children, self._head, self.root):
             widget.close()
