@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ._cuda import cupy_distribution
 from ._install import extra_hint
 from ._version import __version__
 from .backends.device import probe_cuda, probe_emulated
@@ -20,7 +21,7 @@ from .ring import KernelContext
 from .runtime import RingKernelRuntime
 
 OPTIONAL_PACKAGES = (
-    ("cupy-cuda12x", "cuda"),
+    ("cupy", "cuda"),  # whichever CuPy wheel is installed: cupy-cuda12x or cupy-cuda13x
     ("numba", "cuda"),
     ("IPython", "jupyter"),
     ("jupyterlab", "jupyter"),
@@ -162,6 +163,9 @@ def info(out: Callable[[str], Any] = print) -> int:
         out(f"  {dist:<14} {_version_of(dist)}")
     for dist, extra in OPTIONAL_PACKAGES:
         version = _version_of(dist)
+        if dist == "cupy":
+            wheel = cupy_distribution()
+            version = f"{wheel[1]} ({wheel[0]})" if wheel else None
         shown = version or f"not installed ({extra_hint(extra)})"
         out(f"  {dist:<14} {shown}")
     out("backends:")

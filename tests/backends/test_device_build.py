@@ -27,7 +27,7 @@ from pydotcompute._cli import main
 from pydotcompute._cuda import cuda_status
 from pydotcompute.backends.device._codegen import GENERATOR_VERSION, generate
 from pydotcompute.backends.device._compile import build_cuda, find_cxx, parse_errors
-from pydotcompute.backends.device._nvrtc import load_nvrtc
+from pydotcompute.backends.device._nvrtc import Nvrtc, load_nvrtc
 from tests.backends.device_kernels import Done, Job, declare, declare_parallel
 from tests.conftest import within
 
@@ -61,6 +61,15 @@ def nvrtc_or_skip() -> None:
         load_nvrtc()
     except BackendUnavailableError as exc:
         pytest.skip(f"NVRTC is not installed: {exc}")
+
+
+@pytest.fixture(params=[12, 13], ids=["nvrtc12", "nvrtc13"])
+def nvrtc(request: pytest.FixtureRequest) -> Nvrtc:
+    """Each CUDA toolchain's NVRTC: generated sources must compile with both."""
+    try:
+        return load_nvrtc(request.param)
+    except BackendUnavailableError as exc:
+        pytest.skip(f"NVRTC {request.param} is not installed: {exc}")
 
 
 # ---------------------------------------------------------------- declaration
@@ -173,9 +182,8 @@ def test_compile_errors_are_parsed_for_nvrtc_and_gcc_logs() -> None:
     ],
 )
 def test_generated_source_compiles_for_sm90_with_nvrtc(
-    kid: str, in_t: type, out_t: type, state_t: type | None, mode: str, source: str
+    kid: str, in_t: type, out_t: type, state_t: type | None, mode: str, source: str, nvrtc: Nvrtc
 ) -> None:
-    nvrtc_or_skip()
     spec = ring_kernel(
         kernel_id=kid,
         input_type=in_t,
@@ -184,27 +192,25 @@ def test_generated_source_compiles_for_sm90_with_nvrtc(
         mode=mode,
         cuda=source,
     )
-    build = build_cuda(generate(kid, spec.device), spec.device, "90")
-    assert build.path.read_bytes()[:4] == b"\x7fELF" and build.compiler.startswith("NVRTC")
+    build = build_cuda(generate(kid, spec.device), spec.device, "90", nvrtc)
+    assert build.path.read_bytes()[:4] == b"\x7fELF" and build.compiler == nvrtc.name
 
 
-def test_nvrtc_compiles_skip_reply_and_explains_it_in_parallel_mode() -> None:
-    nvrtc_or_skip()
+def test_nvrtc_compiles_skip_reply_and_explains_it_in_parallel_mode(nvrtc: Nvrtc) -> None:
     seq = ring_kernel(
         kernel_id="filter", input_type=Job, output_type=Done,
         cuda="if (msg.n < 0) { skip_reply(); return; }\nout.n = msg.n;",
     )  # fmt: skip
-    assert build_cuda(generate("filter", seq.device), seq.device, "90").path.exists()
+    assert build_cuda(generate("filter", seq.device), seq.device, "90", nvrtc).path.exists()
     par = ring_kernel(
         kernel_id="pfilter", input_type=Job, output_type=Done, mode="parallel",
         cuda="out.n = msg.n;\nskip_reply();",
     )  # fmt: skip
     with pytest.raises(KernelCompileError, match=r"handle line 2: .*sequential mode only"):
-        build_cuda(generate("pfilter", par.device), par.device, "90")
+        build_cuda(generate("pfilter", par.device), par.device, "90", nvrtc)
 
 
-def test_nvrtc_compile_error_maps_lines_to_the_prelude() -> None:
-    nvrtc_or_skip()
+def test_nvrtc_compile_error_maps_lines_to_the_prelude(nvrtc: Nvrtc) -> None:
     spec = ring_kernel(
         kernel_id="bad",
         input_type=Job,
@@ -213,7 +219,7 @@ def test_nvrtc_compile_error_maps_lines_to_the_prelude() -> None:
         cuda="out.n = helper();",
     )
     with pytest.raises(KernelCompileError, match=r"(?s)NVRTC.*prelude line 3") as info:
-        build_cuda(generate("bad", spec.device), spec.device, "90")
+        build_cuda(generate("bad", spec.device), spec.device, "90", nvrtc)
     assert info.value.errors == [("prelude", 3, 'identifier "missing" is undefined')]
     assert "struct pdc_control" in info.value.source
 

@@ -24,6 +24,7 @@ from ..._cache import cache_dir, cache_key, read_cached, write_cached
 from ...errors import BackendUnavailableError, KernelCompileError
 from ._codegen import GENERATOR_VERSION, GeneratedSource
 from ._definition import DeviceDefinition
+from ._nvrtc import Nvrtc, load_nvrtc
 from ._shim import ENTRY, SHIM_HEADER
 
 __all__ = ["Build", "build_cuda", "build_emulated", "find_cxx", "parse_errors"]
@@ -77,13 +78,20 @@ def _layout_key(d: DeviceDefinition) -> list[str]:
 
 
 # ---------------------------------------------------------------- CUDA (NVRTC)
-def build_cuda(gen: GeneratedSource, d: DeviceDefinition, arch: str) -> Build:
-    """Compile for ``sm_<arch>`` with NVRTC, or load the CUBIN from the cache."""
-    from ._nvrtc import load_nvrtc
+def build_cuda(
+    gen: GeneratedSource, d: DeviceDefinition, arch: str, nvrtc: Nvrtc | None = None
+) -> Build:
+    """Compile for ``sm_<arch>`` with NVRTC, or load the CUBIN from the cache.
 
-    nvrtc = load_nvrtc()
+    ``nvrtc`` defaults to the toolchain of the installed CuPy, limited to what the driver
+    of a usable GPU can load (:func:`~._nvrtc.load_nvrtc`).
+    """
+    if nvrtc is None:
+        from ..._cuda import cuda_status
+
+        nvrtc = load_nvrtc(at_most=cuda_status().driver_major)
     options = [f"--gpu-architecture=sm_{arch}", *NVRTC_OPTIONS]
-    compiler = f"NVRTC {nvrtc.version[0]}.{nvrtc.version[1]}"
+    compiler = nvrtc.name
     key = cache_key("cuda", GENERATOR_VERSION, gen.text, _layout_key(d), options, compiler)
     if read_cached("cuda", key, ".cubin") is not None:
         return Build(cache_dir("cuda") / f"{key}.cubin", True, 0.0, key, compiler)
