@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 import textwrap
@@ -194,6 +195,79 @@ def test_generated_source_compiles_for_sm90_with_nvrtc(
     )
     build = build_cuda(generate(kid, spec.device), spec.device, "90", nvrtc)
     assert build.path.read_bytes()[:4] == b"\x7fELF" and build.compiler == nvrtc.name
+
+
+EIATTR_MAX_THREADS, EIATTR_REGCOUNT = 0x05, 0x2F  # CUBIN .nv.info attributes
+
+
+def cubin_attributes(cubin: bytes) -> dict[int, list[bytes]]:
+    """The (attribute -> payloads) of a CUBIN's .nv.info sections (64-bit ELF)."""
+    (shoff,) = struct.unpack_from("<Q", cubin, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", cubin, 0x3A)
+
+    def header(i: int) -> tuple[int, ...]:
+        return struct.unpack_from("<IIQQQQIIQQ", cubin, shoff + i * shentsize)
+
+    names = header(shstrndx)[4]
+    found: dict[int, list[bytes]] = {}
+    for i in range(shnum):
+        name_at, *_, offset, size = header(i)[:6]
+        name = cubin[names + name_at : cubin.index(b"\0", names + name_at)]
+        if not name.startswith(b".nv.info"):
+            continue
+        p = offset
+        while p < offset + size:
+            fmt, attr = cubin[p], cubin[p + 1]
+            if fmt == 4:  # EIFMT_SVAL: a u16 length, then the payload
+                (length,) = struct.unpack_from("<H", cubin, p + 2)
+                found.setdefault(attr, []).append(cubin[p + 4 : p + 4 + length])
+                p += 4 + length
+            else:  # EIFMT_HVAL (a u16 value) or EIFMT_NVAL (none)
+                found.setdefault(attr, []).append(cubin[p + 2 : p + 4] if fmt == 3 else b"")
+                p += 4 if fmt == 3 else 2
+    return found
+
+
+@message
+class Wide:
+    v: Array[np.float64, 32]
+
+
+HEAVY = """
+double acc[32];
+for (int i = 0; i < 32; ++i) { acc[i] = msg.v[i]; }
+for (int r = 0; r < 8; ++r) {
+    for (int i = 0; i < 32; ++i) {
+        acc[i] = acc[i] * acc[(i + r) % 32] + sin(acc[(i * 7 + r) % 32]);
+    }
+}
+for (int i = 0; i < 32; ++i) { out.v[i] = acc[i]; }
+"""
+
+
+def test_parallel_blocks_get_launch_bounds_so_a_register_heavy_handler_fits(
+    nvrtc: Nvrtc,
+) -> None:
+    spec = ring_kernel(
+        kernel_id="heavy", input_type=Wide, output_type=Wide, mode="parallel",
+        block_size=1024, cuda=HEAVY,
+    )  # fmt: skip
+    gen = generate("heavy", spec.device)
+    assert 'extern "C" __global__ void __launch_bounds__(1024) pdc_ring_kernel(' in gen.text
+    attrs = cubin_attributes(build_cuda(gen, spec.device, "90", nvrtc).path.read_bytes())
+    assert struct.unpack("<III", attrs[EIATTR_MAX_THREADS][0]) == (1024, 1, 1)
+    regs = max(struct.unpack("<II", a)[1] for a in attrs[EIATTR_REGCOUNT])
+    assert regs * 1024 <= 65536  # an SM's register file: the whole block fits
+    unbounded, log = nvrtc.compile(
+        gen.text.replace("__launch_bounds__(1024) ", ""), "heavy.cu", ["-arch=sm_90"]
+    )
+    assert unbounded is not None, log
+    free = max(struct.unpack("<II", a)[1] for a in cubin_attributes(unbounded)[EIATTR_REGCOUNT])
+    assert free * 1024 > 65536  # the premise: without bounds this block could not launch
+
+
+def test_sequential_loops_have_no_launch_bounds() -> None:
+    assert "__launch_bounds__" not in generated_source(declare("plain").kernel_id)
 
 
 def test_nvrtc_compiles_skip_reply_and_explains_it_in_parallel_mode(nvrtc: Nvrtc) -> None:
