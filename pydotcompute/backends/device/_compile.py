@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..._cache import cache_dir, cache_key, read_cached, write_cached
+from ..._cache import cache_key, cached_path, write_cached
 from ...errors import BackendUnavailableError, KernelCompileError
 from ._codegen import GENERATOR_VERSION, GeneratedSource
 from ._definition import DeviceDefinition
@@ -93,8 +93,9 @@ def build_cuda(
     options = [f"--gpu-architecture=sm_{arch}", *NVRTC_OPTIONS]
     compiler = nvrtc.name
     key = cache_key("cuda", GENERATOR_VERSION, gen.text, _layout_key(d), options, compiler)
-    if read_cached("cuda", key, ".cubin") is not None:
-        return Build(cache_dir("cuda") / f"{key}.cubin", True, 0.0, key, compiler)
+    cached = cached_path("cuda", key, ".cubin")
+    if cached is not None:
+        return Build(cached, True, 0.0, key, compiler)
     start = time.perf_counter()
     cubin, log = nvrtc.compile(gen.text, f"{gen.file_stem}.cu", options)
     elapsed = time.perf_counter() - start
@@ -158,8 +159,9 @@ def build_emulated(gen: GeneratedSource, d: DeviceDefinition) -> Build:
         version,
         platform.machine(),
     )
-    if read_cached("emulated", key, ".so") is not None:
-        return Build(cache_dir("emulated") / f"{key}.so", True, 0.0, key, version)
+    cached = cached_path("emulated", key, ".so")
+    if cached is not None:
+        return Build(cached, True, 0.0, key, version)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pdc-build-") as tmp:
         t = Path(tmp)
