@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from ._cuda import cupy_distribution
 from ._install import extra_hint
 from ._version import __version__
@@ -102,8 +100,8 @@ async def detector(ctx: KernelContext[Reading, Anomaly]) -> None:
 class Point:
     """A fixed-layout message: it can go through a device ring kernel's mailbox."""
 
-    x: np.float64
-    y: np.float64
+    x: float  # float64 in the fixed layout
+    y: float
 
 
 #: The device ring kernel's handler (CUDA C++, one message at a time, state kept on the device).
@@ -114,7 +112,7 @@ SCALE = "state.count += 1; out.x = 2.0 * msg.x + 1.0; out.y = (double)state.coun
 class Count:
     """The device kernel's state: messages handled so far."""
 
-    count: np.int64
+    count: int  # int64 in the fixed layout
 
 
 async def scale_host(ctx: KernelContext[Point, Point]) -> None:
