@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +26,22 @@ ARGS = (0, 0, 0, 0, 0, 0)
 
 
 @pytest.fixture
-def gpu(monkeypatch: pytest.MonkeyPatch) -> FakeGpu:
-    """The launcher module on a fake CuPy, with fresh bookkeeping."""
+def gpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGpu]:
+    """The launcher module on a fake CuPy, with fresh bookkeeping.
+
+    Fake launchers must never reach the real pool (a later real launch would take a fake
+    block): those still registered are emptied, and the rest collected, while patched.
+    """
     cp, fake = fake_cupy.make_fake_cupy()
     monkeypatch.setattr(_cuda_launch, "require_cupy", lambda feature: cp)
     monkeypatch.setattr(_cuda_launch, "cuda_status", lambda: USABLE)
     monkeypatch.delenv("CUDA_LAUNCH_BLOCKING", raising=False)
     for name, value in (("_pool", []), ("_kept", []), ("_launched", set()), ("_resident", {})):
         monkeypatch.setattr(_cuda_launch, name, value)
-    return fake
+    yield fake
+    for launcher in list(_cuda_launch._launched):
+        launcher._block = None
+    gc.collect()
 
 
 def launch(kernel_id: str = "k", threads: int = 1, size: int = 4096) -> CudaLauncher:
@@ -109,6 +118,7 @@ def test_a_block_too_large_for_the_handler_says_what_block_size_fits(gpu: FakeGp
     ):
         launch(threads=1024)
     assert gpu.launches == [] and residency() == (0, 0.0)
+    assert _cuda_launch._pool == gpu.allocations  # refused: its block is pooled, not freed
 
 
 def test_more_ring_kernels_than_stay_resident_fail_at_launch(gpu: FakeGpu) -> None:
@@ -132,7 +142,18 @@ def test_a_failed_launch_gives_its_place_back(gpu: FakeGpu) -> None:
     gpu.launch_error = 701  # cudaErrorLaunchOutOfResources
     with pytest.raises(fake_cupy.CUDARuntimeError):
         launch()
-    assert residency() == (0, 0.0)
+    assert residency() == (0, 0.0) and _cuda_launch._pool == gpu.allocations
+
+
+def test_a_launcher_dropped_without_release_never_frees_its_block(gpu: FakeGpu) -> None:
+    unused = CudaLauncher("unused", 4096)
+    del unused  # never started: nothing polls it, so it is pooled
+    assert _cuda_launch._pool == gpu.allocations[:1]
+    running = launch("running")
+    del running  # started and not released: the registry keeps it (and its memory) alive
+    gc.collect()
+    assert [k.kernel_id for k in _cuda_launch._launched] == ["running"]
+    assert _cuda_launch._pool == []
 
 
 def test_launch_blocking_is_refused_before_anything_is_allocated(

@@ -134,17 +134,24 @@ class CudaLauncher:
             The GPU cannot keep one more ring kernel resident beside those running.
         """
         cp = self._cp
-        with cp.cuda.Device(self._device_id):
-            module = cp.RawModule(path=str(cubin))
-            function = module.get_function(KERNEL_SYMBOL)
-            share = self._check_resources(function, threads)
-            self._reserve(share, threads)
-            try:
-                stream = cp.cuda.Stream(non_blocking=True)
-                function((1,), (threads,), tuple(np.uint64(a) for a in args), stream=stream)
-            except BaseException:
-                self._unreserve()
-                raise
+        try:
+            with cp.cuda.Device(self._device_id):
+                module = cp.RawModule(path=str(cubin))
+                function = module.get_function(KERNEL_SYMBOL)
+                share = self._check_resources(function, threads)
+                self._reserve(share, threads)
+                try:
+                    stream = cp.cuda.Stream(non_blocking=True)
+                    args64 = tuple(np.uint64(a) for a in args)
+                    function((1,), (threads,), args64, stream=stream)
+                except BaseException:
+                    self._unreserve()
+                    raise
+        except BaseException:
+            # Nothing runs on the block: pool it now, since freeing it (when this launcher
+            # is dropped) could synchronize the device and wait for the running ring kernels.
+            self.release()
+            raise
         self._module, self._stream = module, stream
         with _lock:
             _launched.add(self)
@@ -253,6 +260,17 @@ class CudaLauncher:
             self.memory[: 8 * (WORD["command"] + 1)].view(np.uint64)[WORD["command"]] = (
                 CMD_TERMINATE
             )
+
+    def __del__(self) -> None:
+        # Dropped without release(): never let the pinned block be freed (cudaFreeHost may
+        # wait for every running ring kernel), and never free one a kernel may still poll.
+        block = getattr(self, "_block", None)
+        if block is None:
+            return
+        if self._stream is None or (self._final and self._code == SUCCESS):
+            _pool.append(block)
+        else:
+            _keep_forever(block, self._module, self._stream)
 
     def release(self) -> None:
         """Let go of the memory: pooled once the loop has ended, kept forever otherwise."""
