@@ -82,6 +82,9 @@ info()
 EOF
 } 2>&1 | tee -a "$out/env.log"
 
+if ! "$python" -c 'import pytest_asyncio' 2>/dev/null; then
+    echo "WARNING: pytest-asyncio is missing: the async gpu tests cannot run; bring its wheel in .whl/ (see this script's header)" | tee -a "$out/env.log"
+fi
 gpu=$("$python" -c 'from pydotcompute._cuda import cuda_status as s; print("yes" if s().usable else "no: " + s().reason)' 2>&1 | tail -1)
 echo "usable GPU: $gpu" | tee -a "$out/env.log"
 
