@@ -46,6 +46,7 @@ STICKY = {
     214: "cudaErrorECCUncorrectable",
     700: "cudaErrorIllegalAddress",
     702: "cudaErrorLaunchTimeout",
+    709: "cudaErrorContextIsDestroyed",
     710: "cudaErrorAssert",
     714: "cudaErrorHardwareStackError",
     715: "cudaErrorIllegalInstruction",
