@@ -62,3 +62,17 @@ def test_bad_arguments_give_the_usage(capsys: pytest.CaptureFixture[str]) -> Non
         main(["demo", "--readings", "5"])
     assert info.value.code == 2
     assert "--readings must be at least 200, got 5" in capsys.readouterr().err
+
+
+def test_info_on_a_gpu_names_the_driver_loading_mode_and_nvrtc(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydotcompute._cuda import CudaStatus
+
+    gpu = CudaStatus(True, "usable", 1, "NVIDIA H200", "90", 13000, "EAGER")
+    monkeypatch.setattr("pydotcompute._cuda.cuda_status", lambda: gpu)
+    assert main(["info"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "  cuda " in line)
+    assert "usable (device ring kernels on 1 GPU(s), device 0: NVIDIA H200 (sm_90);" in row
+    assert "driver CUDA 13.0; module loading EAGER;" in row
+    assert re.search(r"(builds with NVRTC 1[23]\.\d+|no usable NVRTC)", row)
