@@ -250,7 +250,8 @@ class CudaLauncher:
         if self._code in STICKY:
             return False
         try:
-            self._cp.cuda.runtime.memGetInfo()
+            with self._cp.cuda.Device(self._device_id):
+                self._cp.cuda.runtime.memGetInfo()
         except self._cp.cuda.runtime.CUDARuntimeError:
             return False
         return True
