@@ -12,6 +12,7 @@ until the test makes it fault.
 from __future__ import annotations
 
 import itertools
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -100,6 +101,9 @@ class RawKernel:
         self.kernel = Function()
 
     def __call__(self, grid: tuple, block: tuple, args: tuple, stream: Stream) -> None:
+        gpu.launch_entered.set()
+        if gpu.launch_gate is not None:  # a launch that takes its time (a test opens it)
+            assert gpu.launch_gate.wait(30), "the test never let the launch finish"
         gpu.launches.append((grid, block, args, stream, list(gpu.device_stack)))
         if gpu.launch_error is not None:
             raise CUDARuntimeError(gpu.launch_error)
@@ -178,6 +182,8 @@ class FakeGpu:
         self.launches: list[tuple] = []
         self.functions: list[str] = []
         self.device_stack: list[int] = []
+        self.launch_entered = threading.Event()
+        self.launch_gate: threading.Event | None = None
 
 
 gpu = FakeGpu()

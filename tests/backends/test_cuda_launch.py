@@ -7,6 +7,7 @@ import gc
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,6 +74,27 @@ def test_start_off_the_event_loop_names_its_device(gpu: FakeGpu) -> None:
         pool.submit(launcher.start, Path("k.cubin"), (launcher.base_address, *ARGS[1:]), 1)
         pool.shutdown()
     assert launcher.device == "cuda:1" and gpu.launches[0][4] == [1]
+
+
+def test_released_while_starting_the_memory_is_kept_and_the_late_loop_told_to_stop(
+    gpu: FakeGpu,
+) -> None:
+    gpu.launch_gate = threading.Event()
+    launcher = CudaLauncher("slow", 4096)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        started = pool.submit(
+            launcher.start, Path("k.cubin"), (launcher.base_address, *ARGS[1:]), 1
+        )
+        assert gpu.launch_entered.wait(10)
+        launcher.release()  # as a start timeout would: the launch has not returned yet
+        assert _cuda_launch._pool == [] and gpu.allocations[0] in _cuda_launch._kept
+        gpu.launch_gate.set()
+        started.result(timeout=10)
+    assert _cuda_launch._launched == set()
+    command = launcher.memory[: 8 * (WORD["command"] + 1)].view(np.uint64)[WORD["command"]]
+    assert command == CMD_TERMINATE
+    with pytest.raises(BackendUnavailableError, match="released before it started"):
+        launcher.start(Path("k.cubin"), ARGS, 1)
 
 
 def test_only_success_and_sticky_errors_end_a_kernel(gpu: FakeGpu) -> None:

@@ -116,6 +116,8 @@ class CudaLauncher:
         self._code = NOT_READY
         self._final = False
         self._message = ""
+        self._starting = False  # start() is running (maybe on an executor thread)
+        self._owns_memory = True  # False once the block went back to the pool
 
     @property
     def base_address(self) -> int:
@@ -135,6 +137,13 @@ class CudaLauncher:
             The GPU cannot keep one more ring kernel resident beside those running.
         """
         cp = self._cp
+        with _lock:
+            if self._block is None:
+                raise BackendUnavailableError(
+                    f"device ring kernel {self.kernel_id!r}: its launcher was released before "
+                    "it started; launch the kernel again"
+                )
+            self._starting = True
         try:
             with cp.cuda.Device(self._device_id):
                 module = cp.RawModule(path=str(cubin))
@@ -151,11 +160,20 @@ class CudaLauncher:
         except BaseException:
             # Nothing runs on the block: pool it now, since freeing it (when this launcher
             # is dropped) could synchronize the device and wait for the running ring kernels.
+            with _lock:
+                self._starting = False
             self.release()
             raise
-        self._module, self._stream = module, stream
         with _lock:
-            _launched.add(self)
+            self._module, self._stream = module, stream
+            self._starting = False
+            given_up = self._block is None  # released while launching (a start timeout)
+            if not given_up:
+                _launched.add(self)
+        if given_up:
+            # Its memory was kept for good by release(): tell the late loop to exit at once.
+            self.request_stop()
+            _keep_forever(module, stream)
 
     def _check_resources(self, function: Any, threads: int) -> float:
         """The fraction of an SM one block takes; refuse a block that cannot launch."""
@@ -258,7 +276,7 @@ class CudaLauncher:
 
     def request_stop(self) -> None:
         """Write the terminate command into the control block (the loop exits on its own)."""
-        if self._block is not None:
+        if self._owns_memory:
             self.memory[: 8 * (WORD["command"] + 1)].view(np.uint64)[WORD["command"]] = (
                 CMD_TERMINATE
             )
@@ -269,25 +287,30 @@ class CudaLauncher:
         block = getattr(self, "_block", None)
         if block is None:
             return
-        if self._stream is None or (self._final and self._code == SUCCESS):
+        if not self._starting and (self._stream is None or self._code == SUCCESS):
             _pool.append(block)
         else:
             _keep_forever(block, self._module, self._stream)
 
     def release(self) -> None:
-        """Let go of the memory: pooled once the loop has ended, kept forever otherwise."""
-        if self._block is None:
-            return
-        block, module, stream = self._block, self._module, self._stream
+        """Let go of the memory: pooled once the loop has ended, kept forever otherwise.
+
+        Safe while :meth:`start` runs on another thread (a start that timed out): the
+        memory is then kept for good, and a loop that starts late is told to exit.
+        """
         with _lock:
+            block, module, stream = self._block, self._module, self._stream
+            if block is None:
+                return
             _launched.discard(self)
-        if stream is None or self._code == SUCCESS:
-            with _lock:
+            idle = not self._starting and (stream is None or self._code == SUCCESS)
+            if idle:
                 _pool.append(block)  # never launched, or ended cleanly: nothing polls it
-        else:
-            # Still running (or unknown), or the context is gone: a kernel may poll it.
+                self._owns_memory = False
+            self._block = self._module = None
+        if not idle:
+            # Running, launching, unknown, or the context is gone: a kernel may poll it.
             _keep_forever(block, module, stream)
-        self._block = self._module = None
 
 
 @atexit.register
