@@ -95,6 +95,9 @@ def test_released_while_starting_the_memory_is_kept_and_the_late_loop_told_to_st
     assert command == CMD_TERMINATE
     with pytest.raises(BackendUnavailableError, match="released before it started"):
         launcher.start(Path("k.cubin"), ARGS, 1)
+    assert residency() == (1, 1 / 32)  # until the late loop is seen to have ended
+    launch("next")
+    assert residency() == (1, 1 / 32)  # the next launch noticed it and took its place
 
 
 def test_only_success_and_sticky_errors_end_a_kernel(gpu: FakeGpu) -> None:

@@ -206,6 +206,10 @@ class CudaLauncher:
         rt = self._cp.cuda.runtime
         sms = int(rt.deviceGetAttribute(rt.cudaDevAttrMultiProcessorCount, self._device_id))
         with _lock:
+            holders = list(_resident.get(self._device_id, {}))
+        for holder in holders:
+            holder.running()  # a loop that ended unnoticed (or was given up) frees its place
+        with _lock:
             shares = _resident.setdefault(self._device_id, {})
             used = sum(shares.values())
             if used + share > sms + 1e-9:
