@@ -8,9 +8,20 @@ from __future__ import annotations
 
 __all__ = ["extra_hint", "widgets_hint"]
 
+#: The extra of each CUDA toolchain: one CuPy wheel each (they cannot be installed together).
+CUDA_EXTRAS = {12: "cuda", 13: "cuda13"}
+
 
 def extra_hint(extra: str) -> str:
-    """The command that installs one extra (``cuda``, ``jupyter``, ``dev``, ``docs``)."""
+    """The command that installs one extra (``cuda``, ``cuda13``, ``jupyter``, ``dev``, ``docs``).
+
+    For ``cuda`` it names both toolchains' extras: ``cuda`` (CUDA 12) and ``cuda13``.
+    """
+    if extra == "cuda":
+        return (
+            "pip install -e '.[cuda]' (CUDA 12 driver) or -e '.[cuda13]' (CUDA 13 driver) "
+            "in a PyDotCompute checkout"
+        )
     return f"pip install -e '.[{extra}]' in a PyDotCompute checkout"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 import textwrap
@@ -27,7 +28,7 @@ from pydotcompute._cli import main
 from pydotcompute._cuda import cuda_status
 from pydotcompute.backends.device._codegen import GENERATOR_VERSION, generate
 from pydotcompute.backends.device._compile import build_cuda, find_cxx, parse_errors
-from pydotcompute.backends.device._nvrtc import load_nvrtc
+from pydotcompute.backends.device._nvrtc import Nvrtc, load_nvrtc
 from tests.backends.device_kernels import Done, Job, declare, declare_parallel
 from tests.conftest import within
 
@@ -61,6 +62,15 @@ def nvrtc_or_skip() -> None:
         load_nvrtc()
     except BackendUnavailableError as exc:
         pytest.skip(f"NVRTC is not installed: {exc}")
+
+
+@pytest.fixture(params=[12, 13], ids=["nvrtc12", "nvrtc13"])
+def nvrtc(request: pytest.FixtureRequest) -> Nvrtc:
+    """Each CUDA toolchain's NVRTC: generated sources must compile with both."""
+    try:
+        return load_nvrtc(request.param)
+    except BackendUnavailableError as exc:
+        pytest.skip(f"NVRTC {request.param} is not installed: {exc}")
 
 
 # ---------------------------------------------------------------- declaration
@@ -173,9 +183,8 @@ def test_compile_errors_are_parsed_for_nvrtc_and_gcc_logs() -> None:
     ],
 )
 def test_generated_source_compiles_for_sm90_with_nvrtc(
-    kid: str, in_t: type, out_t: type, state_t: type | None, mode: str, source: str
+    kid: str, in_t: type, out_t: type, state_t: type | None, mode: str, source: str, nvrtc: Nvrtc
 ) -> None:
-    nvrtc_or_skip()
     spec = ring_kernel(
         kernel_id=kid,
         input_type=in_t,
@@ -184,27 +193,98 @@ def test_generated_source_compiles_for_sm90_with_nvrtc(
         mode=mode,
         cuda=source,
     )
-    build = build_cuda(generate(kid, spec.device), spec.device, "90")
-    assert build.path.read_bytes()[:4] == b"\x7fELF" and build.compiler.startswith("NVRTC")
+    build = build_cuda(generate(kid, spec.device), spec.device, "90", nvrtc)
+    assert build.path.read_bytes()[:4] == b"\x7fELF" and build.compiler == nvrtc.name
 
 
-def test_nvrtc_compiles_skip_reply_and_explains_it_in_parallel_mode() -> None:
-    nvrtc_or_skip()
+EIATTR_MAX_THREADS, EIATTR_REGCOUNT = 0x05, 0x2F  # CUBIN .nv.info attributes
+
+
+def cubin_attributes(cubin: bytes) -> dict[int, list[bytes]]:
+    """The (attribute -> payloads) of a CUBIN's .nv.info sections (64-bit ELF)."""
+    (shoff,) = struct.unpack_from("<Q", cubin, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", cubin, 0x3A)
+
+    def header(i: int) -> tuple[int, ...]:
+        return struct.unpack_from("<IIQQQQIIQQ", cubin, shoff + i * shentsize)
+
+    names = header(shstrndx)[4]
+    found: dict[int, list[bytes]] = {}
+    for i in range(shnum):
+        name_at, *_, offset, size = header(i)[:6]
+        name = cubin[names + name_at : cubin.index(b"\0", names + name_at)]
+        if not name.startswith(b".nv.info"):
+            continue
+        p = offset
+        while p < offset + size:
+            fmt, attr = cubin[p], cubin[p + 1]
+            if fmt == 4:  # EIFMT_SVAL: a u16 length, then the payload
+                (length,) = struct.unpack_from("<H", cubin, p + 2)
+                found.setdefault(attr, []).append(cubin[p + 4 : p + 4 + length])
+                p += 4 + length
+            else:  # EIFMT_HVAL (a u16 value) or EIFMT_NVAL (none)
+                found.setdefault(attr, []).append(cubin[p + 2 : p + 4] if fmt == 3 else b"")
+                p += 4 if fmt == 3 else 2
+    return found
+
+
+@message
+class Wide:
+    v: Array[np.float64, 32]
+
+
+HEAVY = """
+double acc[32];
+for (int i = 0; i < 32; ++i) { acc[i] = msg.v[i]; }
+for (int r = 0; r < 8; ++r) {
+    for (int i = 0; i < 32; ++i) {
+        acc[i] = acc[i] * acc[(i + r) % 32] + sin(acc[(i * 7 + r) % 32]);
+    }
+}
+for (int i = 0; i < 32; ++i) { out.v[i] = acc[i]; }
+"""
+
+
+def test_parallel_blocks_get_launch_bounds_so_a_register_heavy_handler_fits(
+    nvrtc: Nvrtc,
+) -> None:
+    spec = ring_kernel(
+        kernel_id="heavy", input_type=Wide, output_type=Wide, mode="parallel",
+        block_size=1024, cuda=HEAVY,
+    )  # fmt: skip
+    gen = generate("heavy", spec.device)
+    assert 'extern "C" __global__ void __launch_bounds__(1024) pdc_ring_kernel(' in gen.text
+    attrs = cubin_attributes(build_cuda(gen, spec.device, "90", nvrtc).path.read_bytes())
+    assert struct.unpack("<III", attrs[EIATTR_MAX_THREADS][0]) == (1024, 1, 1)
+    regs = max(struct.unpack("<II", a)[1] for a in attrs[EIATTR_REGCOUNT])
+    assert regs * 1024 <= 65536  # an SM's register file: the whole block fits
+    unbounded, log = nvrtc.compile(
+        gen.text.replace("__launch_bounds__(1024) ", ""), "heavy.cu", ["-arch=sm_90"]
+    )
+    assert unbounded is not None, log
+    free = max(struct.unpack("<II", a)[1] for a in cubin_attributes(unbounded)[EIATTR_REGCOUNT])
+    assert free * 1024 > 65536  # the premise: without bounds this block could not launch
+
+
+def test_sequential_loops_have_no_launch_bounds() -> None:
+    assert "__launch_bounds__" not in generated_source(declare("plain").kernel_id)
+
+
+def test_nvrtc_compiles_skip_reply_and_explains_it_in_parallel_mode(nvrtc: Nvrtc) -> None:
     seq = ring_kernel(
         kernel_id="filter", input_type=Job, output_type=Done,
         cuda="if (msg.n < 0) { skip_reply(); return; }\nout.n = msg.n;",
     )  # fmt: skip
-    assert build_cuda(generate("filter", seq.device), seq.device, "90").path.exists()
+    assert build_cuda(generate("filter", seq.device), seq.device, "90", nvrtc).path.exists()
     par = ring_kernel(
         kernel_id="pfilter", input_type=Job, output_type=Done, mode="parallel",
         cuda="out.n = msg.n;\nskip_reply();",
     )  # fmt: skip
     with pytest.raises(KernelCompileError, match=r"handle line 2: .*sequential mode only"):
-        build_cuda(generate("pfilter", par.device), par.device, "90")
+        build_cuda(generate("pfilter", par.device), par.device, "90", nvrtc)
 
 
-def test_nvrtc_compile_error_maps_lines_to_the_prelude() -> None:
-    nvrtc_or_skip()
+def test_nvrtc_compile_error_maps_lines_to_the_prelude(nvrtc: Nvrtc) -> None:
     spec = ring_kernel(
         kernel_id="bad",
         input_type=Job,
@@ -213,7 +293,7 @@ def test_nvrtc_compile_error_maps_lines_to_the_prelude() -> None:
         cuda="out.n = helper();",
     )
     with pytest.raises(KernelCompileError, match=r"(?s)NVRTC.*prelude line 3") as info:
-        build_cuda(generate("bad", spec.device), spec.device, "90")
+        build_cuda(generate("bad", spec.device), spec.device, "90", nvrtc)
     assert info.value.errors == [("prelude", 3, 'identifier "missing" is undefined')]
     assert "struct pdc_control" in info.value.source
 

@@ -5,14 +5,16 @@ A fault poisons the CUDA context of its process, so faults are provoked in a sub
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from pydotcompute import RingKernelRuntime
+from pydotcompute import RingKernelRuntime, ring_kernel
 from pydotcompute._cuda import cuda_status
 from tests.backends.device_kernels import Job, declare
 from tests.conftest import within
@@ -83,3 +85,82 @@ async def test_launch_runs_on_the_gpu_with_one_launch() -> None:
         assert int(reply.n) == 4
         t = rt.telemetry("worker")
         assert t.launches == 1 and t.extra["compiler"].startswith("NVRTC")
+
+
+def test_module_loading_is_eager_and_the_toolchain_matches_cupy() -> None:
+    from pydotcompute._cuda import cupy_cuda_major
+    from pydotcompute.backends.device._nvrtc import load_nvrtc
+
+    status = cuda_status()
+    assert status.module_loading == "EAGER"
+    nvrtc = load_nvrtc(at_most=status.driver_major)
+    assert nvrtc.version[0] == cupy_cuda_major()
+
+
+async def test_a_running_kernel_holds_its_place_until_terminated() -> None:
+    from pydotcompute.backends.device._cuda_launch import residency
+
+    declare("resident")
+    before = residency()
+    async with RingKernelRuntime(device="cuda") as rt:
+        await within(rt.launch("resident"), 60)
+        count, sms = residency()
+        assert count == before[0] + 1 and sms > before[1]
+        await within(rt.terminate("resident"), 30)
+        assert residency() == before
+
+
+async def test_a_register_heavy_parallel_block_of_1024_launches_and_replies() -> None:
+    from tests.backends.test_device_build import HEAVY, Wide
+
+    ring_kernel(
+        kernel_id="heavy", input_type=Wide, output_type=Wide, mode="parallel",
+        block_size=1024, cuda=HEAVY,
+    )  # fmt: skip
+    async with RingKernelRuntime(device="cuda") as rt:
+        await within(rt.launch("heavy"), 60)
+        await rt.activate("heavy")
+        reply = await within(rt.call("heavy", Wide(v=np.full(32, 0.5)), timeout=30), 40)
+        assert np.isfinite(np.asarray(reply.v)).all()
+        assert rt.telemetry("heavy").extra["threads"] == 1024
+
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    sys.path.insert(0, {root!r})
+    from pydotcompute import RingKernelRuntime
+    from tests.backends.device_kernels import declare
+
+    async def main():
+        declare()
+        rt = RingKernelRuntime(device="cuda")
+        {body}
+
+    asyncio.run(main())
+    """
+)
+
+
+def run_child(body: str, **env: str) -> subprocess.CompletedProcess[str]:
+    root = str(Path(__file__).resolve().parents[2])
+    return subprocess.run(
+        [sys.executable, "-c", CHILD.format(root=root, body=body)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, **env},
+    )  # fmt: skip
+
+
+def test_launch_blocking_is_refused_not_hung() -> None:
+    proc = run_child(
+        "try:\n        await rt.launch('worker')\n"
+        "    except Exception as exc:\n        print(type(exc).__name__, exc)",
+        CUDA_LAUNCH_BLOCKING="1",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("BackendUnavailableError") and "never return" in proc.stdout
+
+
+def test_interpreter_exit_with_a_kernel_running_stops_it_and_returns() -> None:
+    proc = run_child("await rt.launch('worker'); await rt.activate('worker'); print('left')")
+    assert proc.returncode == 0 and proc.stdout.strip() == "left", proc.stderr
+    assert "did not stop" not in proc.stderr

@@ -71,20 +71,32 @@ def resolve_device(requested: str) -> str:
 
 
 def probe_cuda() -> tuple[str, bool, str]:
-    """The ``info`` row for device kernels on CUDA (GPU, and the NVRTC that builds for it)."""
-    from ..._cuda import cuda_status
+    """The ``info`` row for device ring kernels on CUDA: GPU, CuPy wheel, NVRTC used."""
+    from ..._cuda import cuda_status, cupy_distribution
     from ...errors import BackendUnavailableError
-    from ._nvrtc import load_nvrtc
+    from ._nvrtc import INSTALL_HINT, load_nvrtc, nvrtc_libraries
 
     status = cuda_status()
+    wheel = cupy_distribution()
+    cupy = f"{wheel[0]} {wheel[1]}" if wheel else "no CuPy"
+    found = sorted(nvrtc_libraries()[0])
     try:
-        nvrtc = load_nvrtc()
-        compiler = f"NVRTC {nvrtc.version[0]}.{nvrtc.version[1]}"
+        used = load_nvrtc(at_most=status.driver_major)
+        others = [f"NVRTC {m}" for m in found if m != used.version[0]]
+        compiler = f"builds with {used.name}" + (
+            f" (also found: {', '.join(others)})" if others else ""
+        )
     except BackendUnavailableError:
-        compiler = "no NVRTC (pip install nvidia-cuda-nvrtc-cu12)"
+        compiler = f"no usable NVRTC ({INSTALL_HINT})"
     if not status.usable:
-        return "cuda", False, f"{status.reason}; {compiler}"
-    return "cuda", compiler.startswith("NVRTC"), f"device ring kernels on {status}; {compiler}"
+        return "cuda", False, f"{status.reason}; {cupy}; {compiler}"
+    driver = status.driver_version or 0
+    loading = status.module_loading or "unknown"
+    detail = (
+        f"device ring kernels on {status}; {cupy}; driver CUDA {driver // 1000}."
+        f"{driver % 1000 // 10}; module loading {loading}; {compiler}"
+    )
+    return "cuda", compiler.startswith("builds"), detail
 
 
 def probe_emulated() -> tuple[str, bool, str]:

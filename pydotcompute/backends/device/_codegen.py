@@ -293,6 +293,8 @@ def generate(kernel_id: str, d: DeviceDefinition) -> GeneratedSource:
             batch=SEQ_BATCH,
             batch_ns=SEQ_BATCH_NS,
             rounds=PAR_ROUNDS,
+            # Parallel blocks: registers are allotted so that block_size threads fit an SM.
+            bounds=f"__launch_bounds__({d.block_size}) " if d.mode == "parallel" else "",
         )
     )
     return GeneratedSource("\n".join(out.lines) + "\n", kernel_id, stem)
@@ -300,7 +302,7 @@ def generate(kernel_id: str, d: DeviceDefinition) -> GeneratedSource:
 
 _HEAD = """\
 // ---- the persistent loop ----------------------------------------------------------
-extern "C" __global__ void {sym}(
+extern "C" __global__ void {bounds}{sym}(
     unsigned long long control_addr,
     unsigned long long inbox_addr,
     unsigned long long outbox_addr,

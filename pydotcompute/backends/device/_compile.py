@@ -20,10 +20,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..._cache import cache_dir, cache_key, read_cached, write_cached
+from ..._cache import cache_key, cached_path, write_cached
 from ...errors import BackendUnavailableError, KernelCompileError
 from ._codegen import GENERATOR_VERSION, GeneratedSource
 from ._definition import DeviceDefinition
+from ._nvrtc import Nvrtc, load_nvrtc
 from ._shim import ENTRY, SHIM_HEADER
 
 __all__ = ["Build", "build_cuda", "build_emulated", "find_cxx", "parse_errors"]
@@ -77,16 +78,24 @@ def _layout_key(d: DeviceDefinition) -> list[str]:
 
 
 # ---------------------------------------------------------------- CUDA (NVRTC)
-def build_cuda(gen: GeneratedSource, d: DeviceDefinition, arch: str) -> Build:
-    """Compile for ``sm_<arch>`` with NVRTC, or load the CUBIN from the cache."""
-    from ._nvrtc import load_nvrtc
+def build_cuda(
+    gen: GeneratedSource, d: DeviceDefinition, arch: str, nvrtc: Nvrtc | None = None
+) -> Build:
+    """Compile for ``sm_<arch>`` with NVRTC, or load the CUBIN from the cache.
 
-    nvrtc = load_nvrtc()
+    ``nvrtc`` defaults to the toolchain of the installed CuPy, limited to what the driver
+    of a usable GPU can load (:func:`~._nvrtc.load_nvrtc`).
+    """
+    if nvrtc is None:
+        from ..._cuda import cuda_status
+
+        nvrtc = load_nvrtc(at_most=cuda_status().driver_major)
     options = [f"--gpu-architecture=sm_{arch}", *NVRTC_OPTIONS]
-    compiler = f"NVRTC {nvrtc.version[0]}.{nvrtc.version[1]}"
+    compiler = nvrtc.name
     key = cache_key("cuda", GENERATOR_VERSION, gen.text, _layout_key(d), options, compiler)
-    if read_cached("cuda", key, ".cubin") is not None:
-        return Build(cache_dir("cuda") / f"{key}.cubin", True, 0.0, key, compiler)
+    cached = cached_path("cuda", key, ".cubin")
+    if cached is not None:
+        return Build(cached, True, 0.0, key, compiler)
     start = time.perf_counter()
     cubin, log = nvrtc.compile(gen.text, f"{gen.file_stem}.cu", options)
     elapsed = time.perf_counter() - start
@@ -150,8 +159,9 @@ def build_emulated(gen: GeneratedSource, d: DeviceDefinition) -> Build:
         version,
         platform.machine(),
     )
-    if read_cached("emulated", key, ".so") is not None:
-        return Build(cache_dir("emulated") / f"{key}.so", True, 0.0, key, version)
+    cached = cached_path("emulated", key, ".so")
+    if cached is not None:
+        return Build(cached, True, 0.0, key, version)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pdc-build-") as tmp:
         t = Path(tmp)

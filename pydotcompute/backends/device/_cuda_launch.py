@@ -1,35 +1,52 @@
 """Run a device ring kernel on a CUDA GPU through CuPy.
 
 The mailbox memory is one ``cudaHostAllocMapped`` pinned allocation, viewed as numpy on the
-host; the kernel gets its device address from ``cudaHostGetDevicePointer``. Each launch
-loads its own module from the cached CUBIN and starts the loop once, on its own
-non-blocking stream. Liveness is ``cudaStreamQuery`` on that stream: this module never
-calls ``cudaDeviceSynchronize`` nor synchronizes the stream while the loop runs.
+host; under unified addressing its device address is ``pointerGetAttributes(ptr)
+.devicePointer`` (CuPy has no ``cudaHostGetDevicePointer``). Each launch loads its own module
+from the cached CUBIN and starts the loop once, on its own non-blocking stream. Liveness is
+``cudaStreamQuery`` on that stream: this module never calls ``cudaDeviceSynchronize`` nor
+synchronizes the stream while the loop runs.
 
-Freed pinned blocks go back to a process-wide pool instead of ``cudaFreeHost``, which may
-synchronize the device and so wait for every other persistent kernel.
+Before the launch: the environment (``CUDA_LAUNCH_BLOCKING``, lazy module loading), the
+function's resources against its block size, and residency (a ring kernel that the GPU
+cannot keep resident beside the others would wait forever to start) are checked, each with an
+error that says what to change. :meth:`CudaLauncher.start` may run off the event loop: it
+names its device explicitly and guards the shared bookkeeping with a lock.
+
+Memory a kernel may still poll is never freed nor pooled: only a stream that completed
+(success) or failed with a sticky error (the context is gone) counts as ended. Freed blocks go
+to a process-wide pool instead of ``cudaFreeHost``, which may synchronize the device and so
+wait for every other persistent kernel. At interpreter exit, running loops are asked to stop
+and waited for a bounded time; the memory of any that did not stop is leaked, never freed.
 """
 
 from __future__ import annotations
 
-import os
+import atexit
+import ctypes
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..._cuda import require_cupy
-from ...errors import DeviceFaultError
+from ..._cuda import check_ring_kernel_environment, cuda_status, require_cupy
+from ...errors import BackendUnavailableError, DeviceFaultError, KernelRegistrationError
 from ._codegen import KERNEL_SYMBOL
+from ._memory import CMD_TERMINATE, WORD
 
-__all__ = ["CudaLauncher"]
+__all__ = ["CudaLauncher", "residency"]
 
+SUCCESS = 0
 NOT_READY = 600  # cudaErrorNotReady: the stream still has work (the loop is running)
-# Errors after which the CUDA context is corrupted for the rest of the process.
+# Errors after which the CUDA context is corrupted for the rest of the process: final.
 STICKY = {
     214: "cudaErrorECCUncorrectable",
     700: "cudaErrorIllegalAddress",
     702: "cudaErrorLaunchTimeout",
+    709: "cudaErrorContextIsDestroyed",
     710: "cudaErrorAssert",
     714: "cudaErrorHardwareStackError",
     715: "cudaErrorIllegalInstruction",
@@ -39,41 +56,68 @@ STICKY = {
     719: "cudaErrorLaunchFailure",
     999: "cudaErrorUnknown",
 }
+EXIT_WAIT_S = 2.0  # at interpreter exit, how long running loops get to stop
 
-_pool: list[Any] = []  # PinnedMemory blocks of terminated kernels, reused by later launches
+_lock = threading.Lock()  # guards everything below (start() may run on an executor thread)
+_pool: list[Any] = []  # PinnedMemory blocks of ended kernels, reused by later launches
+_kept: list[Any] = []  # blocks, modules and streams a kernel may still use: never freed
+_launched: set[CudaLauncher] = set()  # started and not yet released
+# device index -> {launcher: fraction of one SM its block occupies}
+_resident: dict[int, dict[CudaLauncher, float]] = {}
 
 
 def _pinned(cp: Any, size: int) -> Any:
-    best = None
-    for block in _pool:
-        if block.size >= size and (best is None or block.size < best.size):
-            best = block
-    if best is not None:
-        _pool.remove(best)
-        return best
+    with _lock:
+        best = None
+        for block in _pool:
+            if block.size >= size and (best is None or block.size < best.size):
+                best = block
+        if best is not None:
+            _pool.remove(best)
+            return best
     return cp.cuda.PinnedMemory(size, cp.cuda.runtime.hostAllocMapped)
+
+
+def _keep_forever(*objects: Any) -> None:
+    """Never free ``objects``, not even while the interpreter shuts down (a kernel uses them)."""
+    for obj in objects:
+        if obj is not None:
+            _kept.append(obj)
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+
+
+def residency(device: int = 0) -> tuple[int, float]:
+    """The running ring kernels on ``device`` and how many SMs' worth of slots they hold."""
+    with _lock:
+        shares = _resident.get(device, {})
+        return len(shares), sum(shares.values())
 
 
 class CudaLauncher:
     """One kernel instance on the current CUDA device."""
 
     def __init__(self, kernel_id: str, size: int) -> None:
-        # Lazy module loading may wait for running kernels when another module loads, which
-        # a persistent kernel never lets happen; ask for eager loading before CUDA starts.
-        os.environ.setdefault("CUDA_MODULE_LOADING", "EAGER")
+        status = cuda_status()
+        check_ring_kernel_environment(status)
         cp = require_cupy("device ring kernels on CUDA")
         self._cp = cp
         self.kernel_id = kernel_id
-        self._block = _pinned(cp, size)
-        ptr = cp.cuda.PinnedMemoryPointer(self._block, 0)
-        self.memory = np.ndarray((size,), np.uint8, buffer=ptr)
-        self.memory[:] = 0
-        self._device_ptr = int(cp.cuda.runtime.hostGetDevicePointer(self._block.ptr, 0))
-        self.device = f"cuda:{cp.cuda.runtime.getDevice()}"
+        self._device_id = int(cp.cuda.runtime.getDevice())
+        self.device = f"cuda:{self._device_id}"
+        with cp.cuda.Device(self._device_id):
+            self._block = _pinned(cp, size)
+            ptr = cp.cuda.PinnedMemoryPointer(self._block, 0)
+            self.memory = np.ndarray((size,), np.uint8, buffer=ptr)
+            self.memory[:] = 0
+            attributes = cp.cuda.runtime.pointerGetAttributes(self._block.ptr)
+            self._device_ptr = int(attributes.devicePointer)
         self._module: Any = None
         self._stream: Any = None
         self._code = NOT_READY
+        self._final = False
         self._message = ""
+        self._starting = False  # start() is running (maybe on an executor thread)
+        self._owns_memory = True  # False once the block went back to the pool
 
     @property
     def base_address(self) -> int:
@@ -81,34 +125,139 @@ class CudaLauncher:
         return self._device_ptr
 
     def start(self, cubin: Path, args: tuple[int, ...], threads: int) -> None:
-        """Load the module and launch the loop once on a new non-blocking stream."""
+        """Load the module and launch the loop once on a new non-blocking stream.
+
+        Safe to call off the event loop (on an executor thread).
+
+        Raises
+        ------
+        KernelRegistrationError
+            A block of ``threads`` threads of this handler does not fit an SM.
+        BackendUnavailableError
+            The GPU cannot keep one more ring kernel resident beside those running.
+        """
         cp = self._cp
-        self._module = cp.RawModule(path=str(cubin))
-        function = self._module.get_function(KERNEL_SYMBOL)
-        self._stream = cp.cuda.Stream(non_blocking=True)
-        function((1,), (threads,), tuple(np.uint64(a) for a in args), stream=self._stream)
+        with _lock:
+            if self._block is None:
+                raise BackendUnavailableError(
+                    f"device ring kernel {self.kernel_id!r}: its launcher was released before "
+                    "it started; launch the kernel again"
+                )
+            self._starting = True
+        try:
+            with cp.cuda.Device(self._device_id):
+                module = cp.RawModule(path=str(cubin))
+                function = module.get_function(KERNEL_SYMBOL)
+                share = self._check_resources(function, threads)
+                self._reserve(share, threads)
+                try:
+                    stream = cp.cuda.Stream(non_blocking=True)
+                    args64 = tuple(np.uint64(a) for a in args)
+                    function((1,), (threads,), args64, stream=stream)
+                except BaseException:
+                    self._unreserve()
+                    raise
+        except BaseException:
+            # Nothing runs on the block: pool it now, since freeing it (when this launcher
+            # is dropped) could synchronize the device and wait for the running ring kernels.
+            with _lock:
+                self._starting = False
+            self.release()
+            raise
+        with _lock:
+            self._module, self._stream = module, stream
+            self._starting = False
+            given_up = self._block is None  # released while launching (a start timeout)
+            if not given_up:
+                _launched.add(self)
+        if given_up:
+            # Its memory was kept for good by release(): tell the late loop to exit at once.
+            self.request_stop()
+            _keep_forever(module, stream)
+
+    def _check_resources(self, function: Any, threads: int) -> float:
+        """The fraction of an SM one block takes; refuse a block that cannot launch."""
+        rt = self._cp.cuda.runtime
+        fits = int(function.max_threads_per_block)
+        regs, shared = int(function.num_regs), int(function.shared_size_bytes)
+        per_sm = 0
+        if threads <= fits:
+            per_sm = int(
+                self._cp.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(
+                    function.kernel.ptr, threads, 0
+                )
+            )
+        if per_sm >= 1:
+            return 1.0 / per_sm
+        shared_max = int(
+            rt.deviceGetAttribute(rt.cudaDevAttrMaxSharedMemoryPerBlock, self._device_id)
+        )
+        smaller = max(32, fits // 32 * 32) if fits < threads else max(32, threads // 2)
+        raise KernelRegistrationError(
+            f"device ring kernel {self.kernel_id!r} cannot launch with block_size={threads} on "
+            f"{self.device}: its handler uses {regs} registers per thread and {shared} bytes "
+            f"of shared memory (the device allows {shared_max} per block), so at most {fits} "
+            f"threads fit one block; declare it with block_size={smaller} or fewer, or make "
+            "the handler use fewer registers (smaller local arrays, less unrolling)"
+        )
+
+    def _reserve(self, share: float, threads: int) -> None:
+        """Count this kernel's block against what the GPU keeps resident, or refuse."""
+        rt = self._cp.cuda.runtime
+        sms = int(rt.deviceGetAttribute(rt.cudaDevAttrMultiProcessorCount, self._device_id))
+        with _lock:
+            holders = list(_resident.get(self._device_id, {}))
+        for holder in holders:
+            holder.running()  # a loop that ended unnoticed (or was given up) frees its place
+        with _lock:
+            shares = _resident.setdefault(self._device_id, {})
+            used = sum(shares.values())
+            if used + share > sms + 1e-9:
+                per_sm = round(1 / share)
+                raise BackendUnavailableError(
+                    f"cannot launch device ring kernel {self.kernel_id!r}: {self.device} "
+                    f"keeps at most {sms * per_sm} ring kernels like it resident ({sms} SMs x "
+                    f"{per_sm} blocks of {threads} threads per SM), and the {len(shares)} "
+                    f"running ring kernels already hold {used:.1f} of its {sms} SMs; a ring "
+                    "kernel that cannot stay resident would never start. Terminate a ring "
+                    "kernel, declare smaller blocks (block_size=), or let one kernel serve "
+                    "more work"
+                )
+            shares[self] = share
+
+    def _unreserve(self) -> None:
+        with _lock:
+            _resident.get(self._device_id, {}).pop(self, None)
 
     def _query(self) -> int:
-        if self._code != NOT_READY or self._stream is None:
+        """``SUCCESS``, a sticky error (both final), or ``NOT_READY`` (maybe still running)."""
+        if self._final or self._stream is None:
             return self._code
         rt = self._cp.cuda.runtime
         try:
             code = int(rt.streamQuery(self._stream.ptr))
-            self._message = "" if code in (0, NOT_READY) else f"CUDA error {code}"
+            message = f"CUDA error {code}"
         except rt.CUDARuntimeError as exc:
             code = int(getattr(exc, "status", -1))
-            self._message = str(exc)
-        self._code = code
-        return code
+            message = str(exc)
+        if code == SUCCESS or code in STICKY:
+            self._code, self._final = code, True
+            self._message = "" if code == SUCCESS else message
+            self._unreserve()
+        elif code != NOT_READY:
+            # Any other error may belong to an earlier asynchronous call and says nothing
+            # about this stream: the loop may still run, so it is not final.
+            self._message = message
+        return self._code
 
     def running(self) -> bool:
-        """Whether the loop still runs (``cudaStreamQuery`` says not ready)."""
+        """Whether the loop may still run (``cudaStreamQuery`` has not reported its end)."""
         return self._stream is not None and self._query() == NOT_READY
 
     def fault(self) -> DeviceFaultError | None:
         """The CUDA error of a loop that ended abnormally, else ``None``."""
         code = self._query()
-        if code in (0, NOT_READY):
+        if code in (SUCCESS, NOT_READY):
             return None
         name = STICKY.get(code) or self._message.split(":")[0] or f"CUDA error {code}"
         return DeviceFaultError(
@@ -123,17 +272,75 @@ class CudaLauncher:
         if self._code in STICKY:
             return False
         try:
-            self._cp.cuda.runtime.memGetInfo()
+            with self._cp.cuda.Device(self._device_id):
+                self._cp.cuda.runtime.memGetInfo()
         except self._cp.cuda.runtime.CUDARuntimeError:
             return False
         return True
 
-    def release(self) -> None:
-        """Return the pinned block to the pool once the loop has ended cleanly."""
-        if self._block is None:
+    def request_stop(self) -> None:
+        """Write the terminate command into the control block (the loop exits on its own)."""
+        if self._owns_memory:
+            self.memory[: 8 * (WORD["command"] + 1)].view(np.uint64)[WORD["command"]] = (
+                CMD_TERMINATE
+            )
+
+    def __del__(self) -> None:
+        # Dropped without release(): never let the pinned block be freed (cudaFreeHost may
+        # wait for every running ring kernel), and never free one a kernel may still poll.
+        block = getattr(self, "_block", None)
+        if block is None:
             return
-        if self._stream is not None and self._query() == NOT_READY:
-            return  # still running: freeing its memory would make it fault
-        if self._code == 0 or self.context_usable():
-            _pool.append(self._block)
-        self._block = self._module = None
+        if not self._starting and (self._stream is None or self._code == SUCCESS):
+            _pool.append(block)
+        else:
+            _keep_forever(block, self._module, self._stream)
+
+    def release(self) -> None:
+        """Let go of the memory: pooled once the loop has ended, kept forever otherwise.
+
+        Safe while :meth:`start` runs on another thread (a start that timed out): the
+        memory is then kept for good, and a loop that starts late is told to exit.
+        """
+        with _lock:
+            block, module, stream = self._block, self._module, self._stream
+            if block is None:
+                return
+            _launched.discard(self)
+            idle = not self._starting and (stream is None or self._code == SUCCESS)
+            if idle:
+                _pool.append(block)  # never launched, or ended cleanly: nothing polls it
+                self._owns_memory = False
+            self._block = self._module = None
+        if not idle:
+            # Running, launching, unknown, or the context is gone: a kernel may poll it.
+            _keep_forever(block, module, stream)
+
+
+@atexit.register
+def _stop_all() -> None:
+    """Stop loops still running at interpreter exit; leak what a loop may still use."""
+    with _lock:
+        running = list(_launched)
+    running = [launcher for launcher in running if launcher.running()]
+    for launcher in running:
+        launcher.request_stop()
+    deadline = time.monotonic() + EXIT_WAIT_S
+    while running and time.monotonic() < deadline:
+        running = [launcher for launcher in running if launcher.running()]
+        if running:
+            time.sleep(0.005)  # interpreter exit: there is no event loop to wait on
+    for launcher in list(_launched):
+        launcher.release()  # ended: pooled; still running: kept forever
+    if running:
+        ids = ", ".join(sorted(repr(launcher.kernel_id) for launcher in running))
+        print(
+            f"pydotcompute: device ring kernel(s) {ids} did not stop within {EXIT_WAIT_S} s "
+            "of interpreter exit; their pinned memory is leaked rather than freed under a "
+            "running kernel",
+            file=sys.stderr,
+        )
+        with _lock:
+            # Freeing any pinned block may synchronize the device and wait for them forever.
+            pool = list(_pool)
+        _keep_forever(*pool)

@@ -1,0 +1,84 @@
+"""Every device kernel the benchmarks use compiles with NVRTC 12 and 13 (no GPU needed).
+
+The persistent kernels are found in the benchmarks' source (each ``declare(...)`` call), so a
+benchmark kernel added later is compiled here too; the launch-per-message baseline's own
+kernel (``bench_device.one_shot_source``) is compiled with the options CuPy gets.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pydotcompute import BackendUnavailableError, get_kernel_spec
+from pydotcompute.backends.device._codegen import generate
+from pydotcompute.backends.device._compile import build_cuda
+from pydotcompute.backends.device._nvrtc import Nvrtc, load_nvrtc
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(params=[12, 13], ids=["nvrtc12", "nvrtc13"])
+def nvrtc(request: pytest.FixtureRequest) -> Nvrtc:
+    try:
+        return load_nvrtc(request.param)
+    except BackendUnavailableError as exc:
+        pytest.skip(f"NVRTC {request.param} is not installed: {exc}")
+
+
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The benchmarks' kernel module, imported as the benchmarks import it."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    return importlib.import_module("_device_kernels")
+
+
+def declared_kernels() -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
+    """Every ``declare(...)`` call with literal arguments in benchmarks/*.py."""
+    found = []
+    for path in sorted(BENCH.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "declare"
+            ):
+                args = tuple(ast.literal_eval(a) for a in node.args)
+                kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg}
+                found.append((path.name, args, kwargs))
+    return found
+
+
+def test_the_benchmarks_declare_sequential_and_parallel_kernels() -> None:
+    kernels = declared_kernels()
+    ids = {args[0] for _, args, _ in kernels}
+    assert {"bench_rt", "bench_tp", "bench_once"} <= ids
+    assert {kw.get("mode") for _, _, kw in kernels} >= {None, "parallel"}
+
+
+@pytest.mark.parametrize(
+    ("where", "args", "kwargs"),
+    declared_kernels(),
+    ids=[f"{w}:{a[0]}" for w, a, _ in declared_kernels()],
+)
+def test_every_benchmark_ring_kernel_compiles(
+    bench: Any, nvrtc: Nvrtc, where: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    bench.declare(*args, **kwargs)
+    spec = get_kernel_spec(args[0])
+    build = build_cuda(generate(args[0], spec.device), spec.device, "90", nvrtc)
+    assert build.path.read_bytes()[:4] == b"\x7fELF"
+
+
+def test_the_launch_per_message_baseline_compiles(bench: Any, nvrtc: Nvrtc) -> None:
+    bench_device = importlib.import_module("bench_device")
+    source = bench_device.one_shot_source()
+    cubin, log = nvrtc.compile(
+        source, "once.cu", ["--gpu-architecture=sm_90", *bench_device.ONE_SHOT_OPTIONS]
+    )
+    assert cubin is not None, log
+    assert b"pdc_once" in cubin
