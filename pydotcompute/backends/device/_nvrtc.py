@@ -16,6 +16,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+from ..._install import extra_hint
 from ...errors import BackendUnavailableError
 
 __all__ = ["Nvrtc", "load_nvrtc"]
@@ -99,6 +100,6 @@ def load_nvrtc() -> Nvrtc:
     detail = "; ".join(tried) or "no libnvrtc.so found"
     raise BackendUnavailableError(
         f"compiling device ring kernels for CUDA needs NVRTC ({detail}); install it with "
-        f"pip install nvidia-cuda-nvrtc-cu12 (part of pydotcompute[cuda]) or set {ENV_VAR} "
+        f"pip install nvidia-cuda-nvrtc-cu12 (or {extra_hint('cuda')}) or set {ENV_VAR} "
         "to the path of libnvrtc.so"
     )
