@@ -465,6 +465,14 @@ class RingKernelRuntime:
         """A frozen telemetry snapshot of one kernel."""
         return self._kernel(kernel_id).telemetry()
 
+    def get_telemetry(self, kernel_id: str) -> KernelTelemetry:
+        """Return :meth:`telemetry` of one kernel (the earlier port's name, kept as an alias).
+
+        Code written for the unrelated ``pydotcompute`` 0.2.0 on PyPI runs unchanged; new code
+        uses :meth:`telemetry`. See ``docs/migration.md``.
+        """
+        return self.telemetry(kernel_id)
+
     def snapshot(self) -> RuntimeSnapshot:
         """A frozen snapshot of every kernel's telemetry (``as_dict()`` gives plain data).
 

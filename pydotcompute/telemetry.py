@@ -63,6 +63,15 @@ class KernelTelemetry:
     events: tuple[tuple[float, str], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def messages_processed(self) -> int:
+        """Return :attr:`processed` (the earlier port's name, kept as an alias).
+
+        Code written for the unrelated ``pydotcompute`` 0.2.0 on PyPI runs unchanged; new code
+        uses :attr:`processed`. See ``docs/migration.md``.
+        """
+        return self.processed
+
     def as_dict(self) -> dict[str, Any]:
         """Return the snapshot as plain data (dicts, lists, str, numbers, None)."""
         out = dataclasses.asdict(self)
