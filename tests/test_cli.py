@@ -27,7 +27,7 @@ def test_info_reports_versions_and_backends(capsys: pytest.CaptureFixture[str]) 
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("pydotcompute ") and "numpy" in out and "msgpack" in out
-    assert "host           usable" in out
+    assert "\n  host                  usable (asyncio ring kernels)\n" in out
 
 
 def test_bad_arguments_give_the_usage(capsys: pytest.CaptureFixture[str]) -> None:
