@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _display
 from .backends.host import HostKernel, LaunchResult, TerminateResult
 from .errors import (
     KernelFailedError,
@@ -71,8 +72,11 @@ class RingKernelRuntime:
         self._target = resolve_device(device) if device == "cuda" else None
 
     def __repr__(self) -> str:
-        states = ", ".join(f"{k}={v.state.value}" for k, v in self._kernels.items())
-        return f"<RingKernelRuntime kernels=[{states}]>"
+        return _display.runtime_repr(self, self._device)
+
+    def _repr_html_(self) -> str:
+        """A table of the kernels, shown when a notebook cell evaluates the runtime."""
+        return _display.runtime_html(self, self._device, self._target)
 
     async def __aenter__(self) -> RingKernelRuntime:
         self._bind_loop()
