@@ -12,6 +12,7 @@ telemetry and raised by the next ``receive`` or ``call``.
 import logging
 from typing import Any
 
+from ._progress import BuildEvent, add_build_listener
 from ._version import __version__
 from .backends.device import generated_source
 from .backends.host import LaunchResult, TerminateResult
@@ -93,6 +94,7 @@ __all__ = [
     "Backpressure",
     "BufferState",
     "BufferStats",
+    "BuildEvent",
     "ComputeOrchestrator",
     "DeviceFaultError",
     "DeviceNotFoundError",
@@ -132,6 +134,7 @@ __all__ = [
     "TerminationRequested",
     "UnifiedBuffer",
     "__version__",
+    "add_build_listener",
     "decode_message",
     "fixed_layout",
     "generated_source",

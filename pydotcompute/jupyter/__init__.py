@@ -23,9 +23,11 @@ def load_ipython_extension(ipython: Any) -> None:
     else; :func:`notebook_runtime` always returns the notebook runtime.
     """
     from ._magics import RingMagics
+    from ._progress import install
     from ._session import current_session
 
     ipython.register_magics(RingMagics)
+    install(ipython)
     session = current_session()
     rt = session.runtime
     existing = ipython.user_ns.get(_RUNTIME_NAME, rt)
@@ -55,7 +57,10 @@ def _enable_asyncio_gui(ipython: Any) -> None:
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Terminate the notebook runtime's kernels and unbind ``runtime`` (``%unload_ext``)."""
+    from ._progress import uninstall
     from ._session import _session, shutdown_session
+
+    uninstall()
 
     if _session is not None and ipython.user_ns.get(_RUNTIME_NAME) is _session.runtime:
         del ipython.user_ns[_RUNTIME_NAME]
