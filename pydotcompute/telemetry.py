@@ -74,10 +74,10 @@ class KernelTelemetry:
 
     @property
     def messages_processed(self) -> int:
-        """Return :attr:`processed` (the earlier port's name, kept as an alias).
+        """Return ``processed`` (the earlier port's name, kept as an alias).
 
         Code written for the unrelated ``pydotcompute`` 0.2.0 on PyPI runs unchanged; new code
-        uses :attr:`processed`. See ``docs/migration.md``.
+        uses ``processed``. See ``docs/migration.md``.
         """
         return self.processed
 
