@@ -2,10 +2,17 @@
 
 ``import pydotcompute`` needs only numpy and msgpack; CUDA, Numba and Jupyter support are
 imported when first used.
+
+The library logs through ``logging.getLogger("pydotcompute")``, which has only a
+``NullHandler``: nothing is printed unless the application configures logging (for example
+``logging.basicConfig(level=logging.INFO)``). Failures are never only logged: they are in
+telemetry and raised by the next ``receive`` or ``call``.
 """
 
+import logging
 from typing import Any
 
+from ._progress import BuildEvent, add_build_listener
 from ._version import __version__
 from .backends.device import generated_source
 from .backends.host import LaunchResult, TerminateResult
@@ -61,6 +68,10 @@ from .ring import (
 from .runtime import RingKernelRuntime
 from .telemetry import KernelTelemetry, RuntimeSnapshot
 
+# A library leaves output to the application (Python's logging HOWTO): without a handler of
+# its own, warnings would reach stderr through logging.lastResort, into every notebook cell.
+logging.getLogger("pydotcompute").addHandler(logging.NullHandler())
+
 
 def load_ipython_extension(ipython: Any) -> None:
     """Register the ``%%ring_kernel`` and ``%ring`` magics: ``%load_ext pydotcompute``."""
@@ -83,6 +94,7 @@ __all__ = [
     "Backpressure",
     "BufferState",
     "BufferStats",
+    "BuildEvent",
     "ComputeOrchestrator",
     "DeviceFaultError",
     "DeviceNotFoundError",
@@ -122,6 +134,7 @@ __all__ = [
     "TerminationRequested",
     "UnifiedBuffer",
     "__version__",
+    "add_build_listener",
     "decode_message",
     "fixed_layout",
     "generated_source",

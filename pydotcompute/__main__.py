@@ -1,4 +1,4 @@
-"""``python -m pydotcompute {demo,info}``."""
+"""``python -m pydotcompute {demo,info}`` and ``python -m pydotcompute --version``."""
 
 import sys
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._cuda import cupy_distribution
-from ._install import extra_hint
+from ._install import extra_hint, widgets_hint
 from ._version import __version__
 from .backends.device import probe_cuda, probe_emulated, resolve_device
 from .errors import BackendUnavailableError
@@ -242,21 +242,24 @@ def info(out: Callable[[str], Any] = print) -> int:
     """Print versions and which backends are usable on this machine."""
     out(f"pydotcompute {__version__}")
     out(f"python {platform.python_version()} ({platform.system()} {platform.machine()})")
-    out("packages:")
-    for dist in ("numpy", "msgpack"):
-        out(f"  {dist:<14} {_version_of(dist)}")
+    packages = [(dist, _version_of(dist) or "not found") for dist in ("numpy", "msgpack")]
     for dist, extra in OPTIONAL_PACKAGES:
         version = _version_of(dist)
         if dist == "cupy":
             wheel = cupy_distribution()
             version = f"{wheel[1]} ({wheel[0]})" if wheel else None
-        shown = version or f"not installed ({extra_hint(extra)})"
-        out(f"  {dist:<14} {shown}")
-    out("backends:")
-    out("  host           usable (asyncio ring kernels)")
+        packages.append((dist, version or f"not installed ({extra_hint(extra)})"))
+    widgets = _version_of("pydotcompute-widgets")
+    packages.append(("pydotcompute-widgets", widgets or f"not installed ({widgets_hint()})"))
+    backends = [("host", "usable (asyncio ring kernels)")]
     for probe in BACKEND_PROBES:
         name, usable, detail = probe()
-        out(f"  {name:<14} {'usable' if usable else 'not usable'} ({detail})")
+        backends.append((name, f"{'usable' if usable else 'not usable'} ({detail})"))
+    width = max(len(name) for name, _ in packages + backends)
+    for title, rows in (("packages:", packages), ("backends:", backends)):
+        out(title)
+        for name, shown in rows:
+            out(f"  {name:<{width}}  {shown}")
     return 0
 
 
@@ -265,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pydotcompute", description="PyDotCompute: GPU-native actors."
     )
+    version = f"pydotcompute {__version__}"
+    parser.add_argument("--version", action="version", version=version, help="print the version")
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="run a short demo of actors and print telemetry")
     p_demo.add_argument("--readings", type=int, default=2000, help="sensor readings per sensor")

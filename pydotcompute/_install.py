@@ -1,7 +1,8 @@
 """How to install an optional part of PyDotCompute, said the same way everywhere.
 
 PyDotCompute installs from a checkout (``pip install -e .``): the ``pydotcompute`` name on PyPI
-belongs to an earlier port, so messages never suggest ``pip install pydotcompute[...]``.
+belongs to an unrelated earlier port (0.2.0), so messages never suggest installing
+``pydotcompute`` by name (with or without extras): that would install the other project.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ def extra_hint(extra: str) -> str:
     """
     if extra == "cuda":
         return (
-            "pip install -e '.[cuda]' (CUDA 12 driver) or -e '.[cuda13]' (CUDA 13 driver) "
+            'pip install -e ".[cuda]" (CUDA 12 driver) or -e ".[cuda13]" (CUDA 13 driver) '
             "in a PyDotCompute checkout"
         )
-    return f"pip install -e '.[{extra}]' in a PyDotCompute checkout"
+    return f'pip install -e ".[{extra}]" in a PyDotCompute checkout'
 
 
 def widgets_hint() -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _display
 from .backends.host import HostKernel, LaunchResult, TerminateResult
 from .errors import (
     KernelFailedError,
@@ -71,8 +72,11 @@ class RingKernelRuntime:
         self._target = resolve_device(device) if device == "cuda" else None
 
     def __repr__(self) -> str:
-        states = ", ".join(f"{k}={v.state.value}" for k, v in self._kernels.items())
-        return f"<RingKernelRuntime kernels=[{states}]>"
+        return _display.runtime_repr(self, self._device)
+
+    def _repr_html_(self) -> str:
+        """A table of the kernels, shown when a notebook cell evaluates the runtime."""
+        return _display.runtime_html(self, self._device, self._target)
 
     async def __aenter__(self) -> RingKernelRuntime:
         self._bind_loop()
@@ -464,6 +468,14 @@ class RingKernelRuntime:
     def telemetry(self, kernel_id: str) -> KernelTelemetry:
         """A frozen telemetry snapshot of one kernel."""
         return self._kernel(kernel_id).telemetry()
+
+    def get_telemetry(self, kernel_id: str) -> KernelTelemetry:
+        """Return :meth:`telemetry` of one kernel (the earlier port's name, kept as an alias).
+
+        Code written for the unrelated ``pydotcompute`` 0.2.0 on PyPI runs unchanged; new code
+        uses :meth:`telemetry`. See ``docs/migration.md``.
+        """
+        return self.telemetry(kernel_id)
 
     def snapshot(self) -> RuntimeSnapshot:
         """A frozen snapshot of every kernel's telemetry (``as_dict()`` gives plain data).

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from time import perf_counter_ns
 from typing import Any
 
+from . import _display
+
 __all__ = ["KernelTelemetry", "RuntimeSnapshot"]
 
 LATENCY_SAMPLES = 1024  # power of two: the ring index is masked
@@ -63,6 +65,22 @@ class KernelTelemetry:
     events: tuple[tuple[float, str], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return _display.telemetry_repr(self)
+
+    def _repr_html_(self) -> str:
+        """A table of this kernel's figures, shown when a notebook cell evaluates it."""
+        return _display.telemetry_html(self)
+
+    @property
+    def messages_processed(self) -> int:
+        """Return ``processed`` (the earlier port's name, kept as an alias).
+
+        Code written for the unrelated ``pydotcompute`` 0.2.0 on PyPI runs unchanged; new code
+        uses ``processed``. See ``docs/migration.md``.
+        """
+        return self.processed
+
     def as_dict(self) -> dict[str, Any]:
         """Return the snapshot as plain data (dicts, lists, str, numbers, None)."""
         out = dataclasses.asdict(self)
@@ -77,6 +95,13 @@ class RuntimeSnapshot:
     timestamp: float
     kernels: dict[str, KernelTelemetry]
     device: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return _display.snapshot_repr(self)
+
+    def _repr_html_(self) -> str:
+        """A table of the kernels, shown when a notebook cell evaluates the snapshot."""
+        return _display.snapshot_html(self)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the snapshot as plain data."""

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+import pydotcompute
+from pydotcompute import _cli
 from pydotcompute._cli import main
 from pydotcompute._cuda import cuda_status
 from pydotcompute.backends.device._compile import find_cxx
@@ -49,12 +51,13 @@ def test_info_reports_versions_and_backends(capsys: pytest.CaptureFixture[str]) 
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("pydotcompute ") and "numpy" in out and "msgpack" in out
-    assert "host           usable" in out
+    assert "\n  host                  usable (asyncio ring kernels)\n" in out
     assert re.search(
-        r"  cupy           (not installed \(pip install -e '\.\[cuda\]'|[\d.]+ \(cupy-cuda1\dx\))",
+        r"  cupy                  "
+        r"(not installed \(pip install -e \"\.\[cuda\]\"|[\d.]+ \(cupy-cuda1\dx\))",
         out,
     )
-    assert re.search(r"  cuda           .*(builds with NVRTC \d+\.\d+|no usable NVRTC)", out)
+    assert re.search(r"  cuda                  .*(builds with NVRTC \d+\.\d+|no usable NVRTC)", out)
 
 
 def test_bad_arguments_give_the_usage(capsys: pytest.CaptureFixture[str]) -> None:
@@ -76,3 +79,29 @@ def test_info_on_a_gpu_names_the_driver_loading_mode_and_nvrtc(
     assert "usable (device ring kernels on 1 GPU(s), device 0: NVIDIA H200 (sm_90);" in row
     assert "driver CUDA 13.0; module loading EAGER;" in row
     assert re.search(r"(builds with NVRTC 1[23]\.\d+|no usable NVRTC)", row)
+
+
+def test_version_flag_prints_the_version() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pydotcompute", "--version"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert proc.stdout.strip() == f"pydotcompute {pydotcompute.__version__}"
+
+
+def test_info_lists_the_widgets_package(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    versions = {"pydotcompute-widgets": "9.8.7"}
+    monkeypatch.setattr(_cli, "_version_of", versions.get)
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "  pydotcompute-widgets  9.8.7\n" in out
+    versions.clear()
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "  pydotcompute-widgets  not installed (pip install -e ./widgets in a PyDotCompute "
+        "checkout)" in out
+    )
+    assert '  numba                 not installed (pip install -e ".[cuda]" (CUDA 12 driver)' in out

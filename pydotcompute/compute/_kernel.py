@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .._progress import build_step
 from ..errors import KernelArgumentError
 from ._accelerator import Accelerator, numba_cuda
 from ._args import arg_key, check_abi, is_device_array, numba_type, pack_args
@@ -283,9 +284,12 @@ class Kernel:
         parallel = self.parallel and n >= PARALLEL_MIN
         variant = self._variants.get(("cpu", keys, parallel))
         if variant is None:
-            compiled = compile_cpu(
-                self._body, self.reduce, parallel, tuple(numba_type(k) for k in keys)
-            )
+            signature = tuple(numba_type(k) for k in keys)
+            with build_step(
+                f"@kernel {self.name}", "cpu", cached=None, detail=", ".join(map(str, signature))
+            ) as step:
+                compiled = compile_cpu(self._body, self.reduce, parallel, signature)
+                step.done(compiled.cache_hit)
             self._record(compiled.cache_hit, compiled.seconds)
             variant = _Variant("cpu", keys, compiled.dispatcher, compiled.result_dtype)
             self._variants[("cpu", keys, parallel)] = variant
@@ -362,7 +366,12 @@ class Kernel:
             constants = reduce_constants(self.reduce, dtype, block)
         if dtype is not None:
             keys = (*keys, ("device", dtype.str, 1, "C", False))
-        return compile_ptx(self._body, self.reduce, keys, cc, constants), dtype, constants
+        with build_step(
+            f"@kernel {self.name}", "cuda", cached=None, detail=f"PTX for sm_{cc[0]}{cc[1]}"
+        ) as step:
+            compiled = compile_ptx(self._body, self.reduce, keys, cc, constants)
+            step.done(compiled.cache_hit)
+        return compiled, dtype, constants
 
     def _run_gpu(
         self,

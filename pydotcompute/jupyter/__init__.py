@@ -28,12 +28,14 @@ def load_ipython_extension(ipython: Any) -> None:
     The name ``runtime`` is left alone when the notebook already uses it for something
     else; :func:`notebook_runtime` always returns the notebook runtime.
     """
-    from ._complete import install
+    from ._complete import install as install_completion
     from ._magics import RingMagics
+    from ._progress import install as install_progress
     from ._session import current_session
 
     ipython.register_magics(RingMagics)
-    install(ipython, lambda: list(current_session().runtime.kernels))
+    install_completion(ipython, lambda: list(current_session().runtime.kernels))
+    install_progress(ipython)
     session = current_session()
     rt = session.runtime
     existing = ipython.user_ns.get(_RUNTIME_NAME, rt)
@@ -63,13 +65,16 @@ def _enable_asyncio_gui(ipython: Any) -> None:
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Terminate the notebook runtime's kernels and unbind ``runtime`` (``%unload_ext``)."""
-    from ._complete import uninstall
+    from ._complete import uninstall as uninstall_completion
+    from ._progress import uninstall as uninstall_progress
     from ._session import _session, shutdown_session
+
+    uninstall_progress()
 
     if _session is not None and ipython.user_ns.get(_RUNTIME_NAME) is _session.runtime:
         del ipython.user_ns[_RUNTIME_NAME]
     magics = ipython.magics_manager.magics
     magics["cell"].pop("ring_kernel", None)
     magics["line"].pop("ring", None)
-    uninstall(ipython)
+    uninstall_completion(ipython)
     shutdown_session()

@@ -52,8 +52,7 @@ def _make_reentrant(loop: asyncio.AbstractEventLoop) -> None:
     except ImportError:
         raise BackendUnavailableError(
             "this magic has to wait for the notebook's running event loop, which needs the "
-            "nest-asyncio2 package: pip install nest-asyncio2 (or pip install "
-            "'pydotcompute[jupyter]')"
+            f"nest-asyncio2 package: pip install nest-asyncio2 (or {extra_hint('jupyter')})"
         ) from None
     if getattr(type(loop), "_nest_patched", False):
         log.warning(

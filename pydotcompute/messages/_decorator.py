@@ -270,6 +270,8 @@ def _build(cls: type, tag: Any, localns: dict[str, Any]) -> type:
     if "__getstate__" not in cls.__dict__:
         cls.__getstate__ = _getstate  # type: ignore[assignment,method-assign]
     cls.reply = _reply  # type: ignore[attr-defined]
+    if getattr(cls, "_repr_html_", None) is None:
+        cls._repr_html_ = _repr_html  # type: ignore[attr-defined]
     cls.__pdc_user_post_init__ = base_post  # type: ignore[attr-defined]
     cls.__pdc_message__ = info  # type: ignore[attr-defined]
     _codec.register_tag(tag, cls)
@@ -376,3 +378,10 @@ def _reply(self: Any, response_type: type | None = None, /, **fields: Any) -> An
     if not explicit:
         out.__dict__["correlation_id"] = self  # resolved to self.message_id when read
     return out
+
+
+def _repr_html(self: Any) -> str:
+    """The message's type, short ids and fields as a small table (Jupyter's rich display)."""
+    from .._display import message_html
+
+    return message_html(self)

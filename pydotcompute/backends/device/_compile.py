@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..._cache import cache_key, cached_path, write_cached
+from ..._progress import build_step
 from ...errors import BackendUnavailableError, KernelCompileError
 from ._codegen import GENERATOR_VERSION, GeneratedSource
 from ._definition import DeviceDefinition
@@ -93,17 +94,20 @@ def build_cuda(
     options = [f"--gpu-architecture=sm_{arch}", *NVRTC_OPTIONS]
     compiler = nvrtc.name
     key = cache_key("cuda", GENERATOR_VERSION, gen.text, _layout_key(d), options, compiler)
+    what = f"ring kernel {gen.kernel_id!r}"
     cached = cached_path("cuda", key, ".cubin")
     if cached is not None:
-        return Build(cached, True, 0.0, key, compiler)
-    start = time.perf_counter()
-    cubin, log = nvrtc.compile(gen.text, f"{gen.file_stem}.cu", options)
-    elapsed = time.perf_counter() - start
-    if cubin is None:
-        raise KernelCompileError.from_compiler(
-            gen.kernel_id, compiler, log, gen.text, parse_errors(log, gen)
-        )
-    path = write_cached("cuda", key, ".cubin", cubin)
+        with build_step(what, "cuda", cached=True, detail=f"{compiler}, sm_{arch}"):
+            return Build(cached, True, 0.0, key, compiler)
+    with build_step(what, "cuda", cached=False, detail=f"{compiler}, sm_{arch}"):
+        start = time.perf_counter()
+        cubin, log = nvrtc.compile(gen.text, f"{gen.file_stem}.cu", options)
+        elapsed = time.perf_counter() - start
+        if cubin is None:
+            raise KernelCompileError.from_compiler(
+                gen.kernel_id, compiler, log, gen.text, parse_errors(log, gen)
+            )
+        path = write_cached("cuda", key, ".cubin", cubin)
     return Build(path, False, elapsed, key, compiler)
 
 
@@ -159,9 +163,16 @@ def build_emulated(gen: GeneratedSource, d: DeviceDefinition) -> Build:
         version,
         platform.machine(),
     )
+    what = f"ring kernel {gen.kernel_id!r}"
     cached = cached_path("emulated", key, ".so")
     if cached is not None:
-        return Build(cached, True, 0.0, key, version)
+        with build_step(what, "emulated", cached=True, detail=version):
+            return Build(cached, True, 0.0, key, version)
+    with build_step(what, "emulated", cached=False, detail=version):
+        return _compile_emulated(gen, cxx, version, key)
+
+
+def _compile_emulated(gen: GeneratedSource, cxx: str, version: str, key: str) -> Build:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pdc-build-") as tmp:
         t = Path(tmp)
