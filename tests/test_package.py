@@ -96,5 +96,9 @@ def test_install_hints_never_name_the_earlier_port() -> None:
 
 
 def test_extra_hint_is_the_command_that_works_from_a_checkout() -> None:
-    assert extra_hint("cuda") == 'pip install -e ".[cuda]" in a PyDotCompute checkout'
+    assert extra_hint("jupyter") == 'pip install -e ".[jupyter]" in a PyDotCompute checkout'
+    assert extra_hint("cuda") == (
+        'pip install -e ".[cuda]" (CUDA 12 driver) or -e ".[cuda13]" (CUDA 13 driver) '
+        "in a PyDotCompute checkout"
+    )
     assert widgets_hint() == "pip install -e ./widgets in a PyDotCompute checkout"

@@ -25,7 +25,6 @@ import os
 import re
 from pathlib import Path
 
-from ..._install import extra_hint
 from ...errors import BackendUnavailableError
 
 __all__ = ["Nvrtc", "load_nvrtc", "nvrtc_libraries", "preload_builtins"]
