@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from asyncio import _get_running_loop
 from collections.abc import Iterable
 from operator import attrgetter
 from typing import Any
@@ -18,8 +20,10 @@ from .errors import (
     MessageTypeError,
     OperationTimeoutError,
     PyDotComputeError,
+    QueueFullError,
     ReceiveTimeoutError,
 )
+from .ring._checks import check_kernel_id, check_timeout, id_list
 from .ring._context import check_max_count
 from .ring._options import KernelOptions
 from .ring._outbox import EMPTY
@@ -66,6 +70,7 @@ class RingKernelRuntime:
             )
         self._kernels: dict[str, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = ""  # name of the thread whose loop this runtime runs on
         self._closed = False
         self._device = device
         self._target = resolve_device(device) if device == "cuda" else None
@@ -96,43 +101,86 @@ class RingKernelRuntime:
         """Ids of the kernels launched in this runtime (terminated ones included)."""
         return tuple(self._kernels)
 
+    def _on_loop(self) -> None:
+        """Refuse a call made from another event loop (or thread), or after the loop closed."""
+        loop = _get_running_loop()
+        if loop is not self._loop or loop is None:
+            self._other_loop(loop)
+
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
-        loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
-        elif self._loop is not loop:
-            raise PyDotComputeError(
-                "this RingKernelRuntime runs on another event loop; use it from the loop it "
-                "was first used on, or create one runtime per loop"
-            )
+        """The runtime's loop, checked to be the running one and the runtime not shut down."""
+        loop = _get_running_loop()
+        if loop is not self._loop or loop is None:
+            loop = self._other_loop(loop)
         if self._closed:
             raise KernelStateError(
                 "this RingKernelRuntime was shut down; create a new RingKernelRuntime()"
             )
         return loop
 
+    def _other_loop(self, loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop:
+        """Bind to ``loop`` on first use; otherwise say why this call cannot run here."""
+        if loop is not None and self._loop is None:
+            self._loop = loop
+            self._thread = threading.current_thread().name
+            return loop
+        if self._loop is not None and self._loop.is_closed():
+            raise KernelStateError(
+                "the event loop this RingKernelRuntime ran on is closed (its asyncio.run() "
+                "returned), and its kernels ended with it; create a new RingKernelRuntime() "
+                "on the running loop"
+            )
+        if loop is None:
+            raise KernelStateError(
+                "RingKernelRuntime verbs are coroutines of its event loop and no loop is "
+                "running here; await them on that loop (or use asyncio.run_coroutine_threadsafe"
+                "(coro, runtime.loop) from another thread)"
+            )
+        here = threading.current_thread().name
+        where = (
+            f"another event loop in another thread ({here!r})"
+            if here != self._thread
+            else "another event loop in the same thread"
+        )
+        raise KernelStateError(
+            f"this RingKernelRuntime runs on the event loop of thread {self._thread!r} and was "
+            f"called from {where}; use it from the loop it was first used on (from another "
+            "thread: asyncio.run_coroutine_threadsafe(runtime.send(...), runtime.loop)), or "
+            "create one runtime per loop"
+        )
+
     # ---------------------------------------------------------------- lookups and errors
-    def _kernel(self, kernel_id: str) -> Any:
-        k = self._kernels.get(kernel_id)
+    def _get(self, kernel_id: str) -> Any:
+        """The kernel launched under ``kernel_id``, or ``None``."""
+        try:
+            return self._kernels.get(kernel_id)
+        except TypeError:  # unhashable: certainly not a kernel id
+            return None
+
+    def _kernel(self, kernel_id: str, verb: str) -> Any:
+        """The kernel launched under ``kernel_id``, checked as ``verb``'s argument."""
+        k = self._get(kernel_id)
         if k is None:
-            raise self._missing(kernel_id)
+            raise self._missing(kernel_id, verb)
         return k
 
-    def _missing(self, kernel_id: str) -> PyDotComputeError:
+    def _missing(self, kernel_id: str, verb: str = "") -> PyDotComputeError:
+        if verb:
+            check_kernel_id(kernel_id, verb)
         if kernel_id in _registry:
             return KernelStateError(
                 f"ring kernel {kernel_id!r} is CREATED (registered, not launched); "
                 f"call await runtime.launch({kernel_id!r}) first"
             )
-        known = ", ".join(sorted(set(self._kernels) | set(_registry))) or "none"
+        known = id_list(set(self._kernels) | set(_registry))
         return KernelNotFoundError(
             f"no ring kernel {kernel_id!r} in this runtime (known: {known}); check the id or "
             "register it with @ring_kernel"
         )
 
-    def _refused(self, kernel_id: str, k: Any) -> PyDotComputeError:
+    def _refused(self, kernel_id: str, k: Any, verb: str) -> PyDotComputeError:
         if k is None:
-            return self._missing(kernel_id)
+            return self._missing(kernel_id, verb)
         if k.state is KernelState.FAILED and k.error is not None:
             return KernelFailedError.caused_by(kernel_id, k.error, "The message was not queued.")
         return KernelStateError(
@@ -177,9 +225,13 @@ class RingKernelRuntime:
         KernelNotFoundError
             Nothing is registered under ``kernel_id`` and no ``func`` was given.
         KernelStateError
-            The kernel is already launched and not terminated.
+            The kernel is already launched and not terminated, or the runtime was shut down
+            or is used from another event loop.
+        InvalidArgumentError
+            ``kernel_id`` is not a non-empty ``str``.
         """
         loop = self._bind_loop()
+        check_kernel_id(kernel_id, "launch")
         spec = spec_for(kernel_id, func, _registry.get(kernel_id)).with_options(**options)
         old = self._kernels.get(kernel_id)
         if old is not None and old.state is not KernelState.TERMINATED:
@@ -209,11 +261,13 @@ class RingKernelRuntime:
 
     async def activate(self, kernel_id: str) -> None:
         """Let a launched (or deactivated) kernel take messages."""
-        await self._kernel(kernel_id).activate()
+        self._on_loop()
+        await self._kernel(kernel_id, "activate").activate()
 
     async def deactivate(self, kernel_id: str) -> None:
         """Park an active kernel; sends keep queueing and nothing is lost."""
-        await self._kernel(kernel_id).deactivate()
+        self._on_loop()
+        await self._kernel(kernel_id, "deactivate").deactivate()
 
     async def terminate(
         self,
@@ -227,9 +281,16 @@ class RingKernelRuntime:
         ``should_terminate`` turns true and a blocked ``receive`` wakes; the body gets
         ``timeout`` seconds to finish, then it is cancelled. With ``drain=True`` the body
         first takes what is still queued (``should_terminate`` turns true once the inbox is
-        empty). Replies already in the outbox stay receivable.
+        empty). Replies already in the outbox stay receivable. ``timeout=None`` (or
+        ``math.inf``) waits for the body without limit.
+
+        A body that ignores the cancellation (catches ``CancelledError`` and goes on) is
+        closed after a short grace period: the result says ``graceful=False`` and telemetry
+        counts the error. ``terminate`` never hangs on such a body.
         """
-        return await self._kernel(kernel_id).terminate(timeout, drain)
+        self._on_loop()
+        timeout = check_timeout(timeout, "terminate")
+        return await self._kernel(kernel_id, "terminate").terminate(timeout, drain)
 
     async def relaunch(
         self,
@@ -244,16 +305,23 @@ class RingKernelRuntime:
         the same id and state, messages waiting in the inbox are kept, and telemetry keeps its
         history with the redeploy counted. Without ``func`` the current body restarts.
         """
-        k = self._kernel(kernel_id)
+        self._on_loop()
+        timeout = check_timeout(timeout, "relaunch")
+        k = self._kernel(kernel_id, "relaunch")
         spec = None
         if func is not None:
             spec = spec_for(kernel_id, func, k.spec)
         return await k.relaunch(spec, timeout)
 
     async def shutdown(self, *, timeout: float | None = _DEFAULT_TERMINATE_TIMEOUT) -> None:
-        """Terminate every kernel that is still alive (run by leaving ``async with``)."""
+        """Terminate every kernel that is still alive (run by leaving ``async with``).
+
+        ``timeout`` applies to each kernel, as in :meth:`terminate`.
+        """
+        timeout = check_timeout(timeout, "shutdown")
         if self._closed:
             return
+        self._on_loop()
         live = [
             k
             for k in self._kernels.values()
@@ -285,10 +353,16 @@ class RingKernelRuntime:
             ``QueueFullError``) when ``block`` waited ``timeout`` seconds.
         KernelStateError, KernelFailedError
             The kernel does not take messages now.
+        InvalidArgumentError
+            ``timeout`` or ``kernel_id`` is not valid (nothing is queued).
         """
-        k = self._kernels.get(kernel_id)
+        if _get_running_loop() is not self._loop:
+            self._on_loop()
+        if timeout is not None:
+            timeout = check_timeout(timeout, "send")
+        k = self._get(kernel_id)
         if k is None or not k.accepting:
-            raise self._refused(kernel_id, k)
+            raise self._refused(kernel_id, k, "send")
         t = k.input_type
         if t is not None and type(msg) is not t and not isinstance(msg, t):
             raise self._wrong_type(k, msg)
@@ -306,15 +380,40 @@ class RingKernelRuntime:
         for space as needed (``timeout`` applies to each wait). ``msgs`` may also be a numpy
         structured array of the input type's fixed layout (``fixed_layout(In).dtype``): a
         device kernel copies it into its inbox ring in one copy per ring chunk.
+
+        Raises
+        ------
+        QueueFullError
+            Under ``reject``, the batch did not fit: the messages before the first one that
+            did not fit stay queued (the kernel may already be handling them), the rest are
+            not; ``err.queued`` says how many were queued, so a retry sends
+            ``msgs[err.queued:]``.
+        MessageTypeError
+            ``msgs`` is not iterable, or one of them is not of the input type (then none is
+            queued).
         """
-        k = self._kernels.get(kernel_id)
+        self._on_loop()
+        timeout = check_timeout(timeout, "send_many")
+        k = self._get(kernel_id)
         if k is None or not k.accepting:
-            raise self._refused(kernel_id, k)
+            raise self._refused(kernel_id, k, "send_many")
         if isinstance(msgs, np.ndarray):
             if hasattr(k.inbox, "put_array"):
                 return int(await k.inbox.put_array(msgs, timeout))
             msgs = _layout_for(k, k.input_type, "send_many").from_array(msgs)
-        items = msgs if isinstance(msgs, list) else list(msgs)
+        if isinstance(msgs, list):
+            items = msgs
+        else:
+            try:
+                items = list(msgs)
+            except TypeError:
+                if hasattr(msgs, "__iter__"):
+                    raise  # an iterable that failed while iterating: its own error
+                raise MessageTypeError(
+                    f"send_many({kernel_id!r}, msgs=...): expected an iterable of messages (a "
+                    f"list, a generator) or a numpy structured array, got a "
+                    f"{type(msgs).__name__}; to send one message use send()"
+                ) from None
         if not items:
             return 0
         t = k.input_type
@@ -325,17 +424,20 @@ class RingKernelRuntime:
         priorities = _priorities(items, t)
         inbox = k.inbox
         before = inbox.received
-        taken = inbox.put_many_nowait(items, priorities)
-        while taken < len(items):
-            if not k.accepting:
-                raise self._refused(kernel_id, k)
-            await inbox.put_wait(items[taken], timeout)
-            taken += 1
-            if taken < len(items):
-                rest = items[taken:]
-                taken += inbox.put_many_nowait(
-                    rest, None if priorities is None else priorities[taken:]
-                )
+        try:
+            taken = inbox.put_many_nowait(items, priorities)
+            while taken < len(items):
+                if not k.accepting:
+                    raise self._refused(kernel_id, k, "send_many")
+                await inbox.put_wait(items[taken], timeout)
+                taken += 1
+                if taken < len(items):
+                    rest = items[taken:]
+                    taken += inbox.put_many_nowait(
+                        rest, None if priorities is None else priorities[taken:]
+                    )
+        except QueueFullError as exc:
+            raise _partial(exc, inbox.received - before, len(items)) from None
         return inbox.received - before
 
     async def receive(self, kernel_id: str, *, timeout: float | None = None) -> Any:
@@ -351,9 +453,13 @@ class RingKernelRuntime:
         KernelStateError
             The kernel is terminated and its outbox is empty.
         """
-        k = self._kernels.get(kernel_id)
+        if _get_running_loop() is not self._loop:
+            self._on_loop()
+        if timeout is not None:
+            timeout = check_timeout(timeout, "receive")
+        k = self._get(kernel_id)
         if k is None:
-            raise self._missing(kernel_id)
+            raise self._missing(kernel_id, "receive")
         ob = k.outbox
         msg = ob.pop_nowait()
         if msg is not EMPTY:
@@ -380,9 +486,11 @@ class RingKernelRuntime:
         With ``as_array=True`` the replies come as one numpy structured array of the output
         type's fixed layout instead of a list (a device kernel's ring is copied out once).
         """
+        self._on_loop()
+        timeout = check_timeout(timeout, "receive_many")
         if max_count is not None:
             check_max_count(max_count)
-        k = self._kernel(kernel_id)
+        k = self._kernel(kernel_id, "receive_many")
         ob = k.outbox
         if as_array:
             if not hasattr(ob, "pop_array"):
@@ -423,7 +531,10 @@ class RingKernelRuntime:
         KernelFailedError
             The kernel failed while handling the request.
         """
-        k = self._kernel(kernel_id)
+        self._on_loop()
+        if timeout is not None:
+            timeout = check_timeout(timeout, "call")
+        k = self._kernel(kernel_id, "call")
         try:
             mid = msg.message_id
         except AttributeError:
@@ -450,20 +561,42 @@ class RingKernelRuntime:
     # ---------------------------------------------------------------- state and telemetry
     def state(self, kernel_id: str) -> KernelState:
         """The lifecycle state of a kernel (``CREATED`` if registered but not launched)."""
-        k = self._kernels.get(kernel_id)
+        k = self._get(kernel_id)
         if k is not None:
             return k.state
+        check_kernel_id(kernel_id, "state")
         if kernel_id in _registry:
             return KernelState.CREATED
         raise self._missing(kernel_id)
 
     def options(self, kernel_id: str) -> KernelOptions:
         """The options a launched kernel runs with (queue sizes, message types, policies)."""
-        return self._kernel(kernel_id).options
+        return self._kernel(kernel_id, "options").options
 
     def telemetry(self, kernel_id: str) -> KernelTelemetry:
         """A frozen telemetry snapshot of one kernel."""
-        return self._kernel(kernel_id).telemetry()
+        return self._kernel(kernel_id, "telemetry").telemetry()
+
+    def forget(self, kernel_id: str) -> None:
+        """Drop a kernel that has ended (``TERMINATED``, or a host kernel ``FAILED``).
+
+        Its id, telemetry and anything left in its mailboxes go (replies nobody received
+        are discarded); the id can be launched again. Long sessions that launch many
+        uniquely named kernels call this to keep the runtime from growing.
+
+        Raises
+        ------
+        KernelStateError
+            The kernel is still alive (terminate it first).
+        """
+        self._on_loop()
+        k = self._kernel(kernel_id, "forget")
+        if not k.ended():
+            raise KernelStateError(
+                f"cannot forget ring kernel {kernel_id!r}: it is {k.state.value} and may still "
+                f"run; await runtime.terminate({kernel_id!r}) first"
+            )
+        del self._kernels[kernel_id]
 
     def snapshot(self) -> RuntimeSnapshot:
         """A frozen snapshot of every kernel's telemetry (``as_dict()`` gives plain data).
@@ -495,6 +628,16 @@ def _layout_for(k: Any, t: type | None, verb: str) -> Any:
             "message type with a fixed layout; pass a list of messages instead"
         )
     return layout
+
+
+def _partial(exc: QueueFullError, queued: int, total: int) -> QueueFullError:
+    """The error of a batch that only partly fitted: how many were queued, and what to do."""
+    err = QueueFullError(
+        f"{exc} ({queued} of the {total} messages of this send_many were queued, the first "
+        f"{queued}; they stay queued: resend msgs[{queued}:])"
+    )
+    err.queued = queued
+    return err
 
 
 def _priorities(items: list[Any], t: type | None) -> list[int] | None:

@@ -201,21 +201,6 @@ async def test_leaving_the_context_terminates_every_kernel() -> None:
             await rt.launch("c", func=echo)
 
 
-async def test_runtime_refuses_another_event_loop() -> None:
-    rt = RingKernelRuntime()
-    await rt.launch("x", func=echo)
-
-    def other_loop() -> None:
-        async def use() -> None:
-            await rt.launch("y", func=echo)
-
-        asyncio.run(use())
-
-    with pytest.raises(Exception, match="runs on another event loop"):
-        await asyncio.to_thread(other_loop)
-    await within(rt.shutdown())
-
-
 async def test_relaunch_keeps_queued_messages_and_history(runtime: RingKernelRuntime) -> None:
     await runtime.launch("d", func=doubler)
     await runtime.activate("d")

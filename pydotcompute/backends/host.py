@@ -246,6 +246,12 @@ class HostKernel(KernelBase):
             self._set_state(target)
             return self.launch_result()
 
+    def ended(self) -> bool:
+        """True once terminated, or failed with its body no longer running."""
+        if self.state is S.FAILED:
+            return self._task is None or self._task.done()
+        return self.state is S.TERMINATED
+
     # ---------------------------------------------------------------- body and supervision
     async def _run(self, ctx: KernelContext[Any, Any]) -> None:
         try:
