@@ -25,6 +25,7 @@ from .errors import (
 )
 from .ring._checks import check_kernel_id, check_timeout, id_list
 from .ring._context import check_max_count
+from .ring._driver import InlineBudget
 from .ring._options import KernelOptions
 from .ring._outbox import EMPTY
 from .ring._spec import RingKernelSpec, _registry, spec_for
@@ -71,6 +72,7 @@ class RingKernelRuntime:
         self._kernels: dict[str, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = ""  # name of the thread whose loop this runtime runs on
+        self._budget: InlineBudget | None = None  # inline runs of host bodies per loop turn
         self._closed = False
         self._device = device
         self._target = resolve_device(device) if device == "cuda" else None
@@ -246,7 +248,9 @@ class RingKernelRuntime:
 
     def _make_kernel(self, spec: RingKernelSpec, loop: asyncio.AbstractEventLoop) -> Any:
         if spec.kind == "host":
-            return HostKernel(spec, loop)
+            if self._budget is None:
+                self._budget = InlineBudget(loop)
+            return HostKernel(spec, loop, self._budget)
         if spec.kind == "device":
             from .backends.device import resolve_device
             from .backends.device._kernel import DeviceKernel

@@ -14,9 +14,14 @@ from ..errors import (
     ReceiveTimeoutError,
 )
 from ..telemetry import LAT_MASK
+from ._checks import check_timeout
+from ._driver import park, timeout_waker
 
 if TYPE_CHECKING:
     from ..backends.host import HostKernel
+    from ._driver import BodyDriver
+
+_current_task = asyncio.current_task
 
 __all__ = ["KernelContext", "TerminationRequested"]
 
@@ -50,6 +55,7 @@ class KernelContext(Generic[InT, OutT]):
 
     __slots__ = (
         "_draining",
+        "_driver",
         "_inbox",
         "_kernel",
         "_last",
@@ -74,6 +80,7 @@ class KernelContext(Generic[InT, OutT]):
         self._last: Any = None  # the message being handled, for stamping replies
         self._stopping = False
         self._draining = False
+        self._driver: BodyDriver | None = None  # set by the kernel that runs the body
 
     def __repr__(self) -> str:
         return f"<KernelContext {self.kernel_id!r} state={self._kernel.state.value}>"
@@ -114,12 +121,17 @@ class KernelContext(Generic[InT, OutT]):
         else:
             if self._stopping:
                 raise TerminationRequested(self.kernel_id)
-            fut = inbox.wait(timeout, None if timeout is None else self._receive_timeout(timeout))
-            try:
-                entry = await fut
-            except asyncio.CancelledError:
-                inbox.abandon(fut)
-                raise
+            d = self._driver
+            if d is not None and _current_task() is d.task:
+                # Park: a sender hands the next message over and runs this body inline.
+                inbox.parked = d
+                if timeout is not None and check_timeout(timeout, "ctx.receive") is not None:
+                    d.timer = d.loop.call_later(
+                        timeout, timeout_waker, d, self._receive_timeout(timeout)
+                    )
+                entry = await park()
+            else:
+                entry = await self._wait_entry(timeout)
         self._pending = entry[1]
         self._pending_n = 1
         msg = entry[2]
@@ -144,12 +156,16 @@ class KernelContext(Generic[InT, OutT]):
         else:
             if self._stopping:
                 raise TerminationRequested(self.kernel_id)
-            fut = inbox.wait(timeout, self._receive_timeout(timeout))
-            try:
-                _, oldest, first = await fut
-            except asyncio.CancelledError:
-                inbox.abandon(fut)
-                raise
+            d = self._driver
+            if d is not None and _current_task() is d.task:
+                inbox.parked = d
+                if timeout is not None and check_timeout(timeout, "ctx.receive_many") is not None:
+                    d.timer = d.loop.call_later(
+                        timeout, timeout_waker, d, self._receive_timeout(timeout)
+                    )
+                _, oldest, first = await park()
+            else:
+                _, oldest, first = await self._wait_entry(timeout)
             msgs = [first]
             if inbox._size and inbox.open and max_count > 1:
                 more, more_oldest = inbox.pop_many(max_count - 1)
@@ -159,6 +175,18 @@ class KernelContext(Generic[InT, OutT]):
         self._pending_n = len(msgs)
         self._last = None
         return msgs
+
+    async def _wait_entry(self, timeout: float | None) -> Any:
+        """Wait for an entry from another task than the body's (``create_task(ctx.receive())``)."""
+        if timeout is not None:
+            timeout = check_timeout(timeout, "ctx.receive")
+        inbox = self._inbox
+        fut = inbox.wait(timeout, self._receive_timeout(timeout))
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            inbox.abandon(fut)
+            raise
 
     async def send(self, msg: OutT, *, timeout: float | None = None) -> None:
         """Send a reply to the kernel's outbox; waits while the outbox is full.

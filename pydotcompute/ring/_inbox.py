@@ -1,8 +1,9 @@
 """The inbox of a host ring kernel: priority order, backpressure, and an activation gate.
 
-Built for the hot path: a message sent to a waiting receiver is handed to it directly (no
-re-check, no extra wake-up), a receive with messages queued returns without suspending, and
-nothing polls.
+Built for the hot path: a message sent to a body parked in ``receive`` is handed to it and
+the body runs inline, in the sender's call (see :mod:`._driver`); a message for any other
+waiting receiver is handed to it directly (no re-check, no extra wake-up); a receive with
+messages queued returns without suspending; and nothing polls.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from collections.abc import Callable
 from itertools import repeat
 from operator import itemgetter
 from time import perf_counter_ns
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import QueueFullError, SendTimeoutError
 from ._options import Backpressure
 from ._waiters import expire, expire_later
+
+if TYPE_CHECKING:
+    from ._driver import BodyDriver
 
 __all__ = ["Entry", "Inbox", "priority_of", "reject_error"]
 
@@ -62,6 +66,7 @@ class Inbox:
         "dropped",
         "kernel_id",
         "open",
+        "parked",
         "policy",
         "received",
         "rejected",
@@ -81,6 +86,7 @@ class Inbox:
         self._getters: deque[asyncio.Future[Entry]] = deque()
         self._putters: deque[tuple[asyncio.Future[bool], Any]] = deque()
         self.open = False
+        self.parked: BodyDriver | None = None  # the body, when parked in receive
         self.received = 0
         self.dropped = 0
         self.rejected = 0
@@ -94,6 +100,14 @@ class Inbox:
         under ``block`` (the caller waits with :meth:`put_wait`). ``reject`` raises."""
         if self._size >= self.capacity:
             return self._full(msg)
+        d = self.parked
+        if d is not None and self.open:
+            # Fastest path: the body is parked in receive, so the inbox is empty; it takes the
+            # message and runs inline until it parks again.
+            self.received += 1
+            if d.deliver((0, perf_counter_ns(), msg)):
+                return True
+            self.received -= 1
         getters = self._getters
         if getters and self.open:
             # Fast path: a waiting receiver means the inbox is empty; hand the message over
@@ -109,6 +123,9 @@ class Inbox:
 
     def _enqueue(self, msg: Any, p: int, ts: int) -> None:
         self.received += 1
+        d = self.parked
+        if d is not None and self.open and d.deliver((0, ts, msg)):
+            return
         getters = self._getters
         if getters and self.open:
             # A waiting receiver means the inbox is empty: hand the message over.
@@ -185,12 +202,23 @@ class Inbox:
         """
         n = len(msgs)
         done = 0
+        if self.parked is not None:
+            # Queue the batch, then hand the body the first message: it takes the rest from
+            # the inbox itself before it parks again.
+            try:
+                return self._put_many(msgs, priorities, 0)
+            finally:
+                self._feed_parked()
         if n and self._getters and self.open:
             # A waiting receiver means the inbox is empty: hand it the first message; once
             # woken it takes the rest in bulk.
             p = _DEFAULT_PRIORITY if priorities is None else priorities[0]
             self._enqueue(msgs[0], p, perf_counter_ns())
             done = 1
+        return self._put_many(msgs, priorities, done)
+
+    def _put_many(self, msgs: list[Any], priorities: list[int] | None, done: int) -> int:
+        n = len(msgs)
         rest = n - done
         if rest and rest <= self.capacity - self._size and not (self._getters and self.open):
             ts = perf_counter_ns()
@@ -220,6 +248,15 @@ class Inbox:
             self._enqueue(msg, p, perf_counter_ns())
             return True
         return self._full(msg)
+
+    def _feed_parked(self) -> None:
+        """Hand the parked body the next queued message (after a batch was queued)."""
+        d = self.parked
+        if d is not None and self.open and self._size:
+            self.parked = None  # before pop(), which may admit a waiting sender's message
+            entry = self.pop()
+            if not d.deliver(entry):
+                self.requeue_front(entry)
 
     def _extend(self, p: int, msgs: list[Any], ts: int) -> None:
         bucket = self._buckets.get(p)
@@ -301,9 +338,10 @@ class Inbox:
     def abandon(self, fut: asyncio.Future[Entry]) -> None:
         """A receiver was cancelled: keep a message that was already handed to it."""
         if fut.done() and not fut.cancelled() and fut.exception() is None:
-            self._requeue_front(fut.result())
+            self.requeue_front(fut.result())
 
-    def _requeue_front(self, entry: Entry) -> None:
+    def requeue_front(self, entry: Entry) -> None:
+        """Put back an entry handed to a receiver that never took it (it was cancelled)."""
         _, ts, msg = entry
         p = priority_of(msg)
         bucket = self._buckets.get(p)
@@ -317,6 +355,10 @@ class Inbox:
         """Open or close the gate; opening hands queued messages to waiting receivers."""
         self.open = open_
         if open_:
+            d = self.parked
+            if d is not None and self._size:
+                self.parked = None  # before pop(), which may admit a waiting sender's message
+                d.send_later(self.pop())
             getters = self._getters
             while getters and self._size:
                 g = getters.popleft()
@@ -325,6 +367,9 @@ class Inbox:
 
     def wake_getters(self, make_error: Callable[[], BaseException]) -> None:
         """Raise ``make_error()`` in every waiting receiver."""
+        d = self.parked
+        if d is not None:
+            d.throw(make_error())
         while self._getters:
             g = self._getters.popleft()
             if not g.done():
