@@ -168,6 +168,11 @@ class Inbox:
 
     async def put_wait(self, msg: Any, timeout: float | None) -> bool:
         """Wait for space and queue ``msg`` (``block`` policy)."""
+        if not self._putters and self._size < self.capacity:
+            # Space was made since the caller looked (a parked body it fed ran inline).
+            r = self.put_nowait(msg)
+            if r is not None:
+                return r
         fut: asyncio.Future[bool] = self._loop.create_future()
         item = (fut, msg)
         self._putters.append(item)
@@ -202,12 +207,15 @@ class Inbox:
         """
         n = len(msgs)
         done = 0
-        if self.parked is not None:
-            # Queue the batch, then hand the body the first message: it takes the rest from
-            # the inbox itself before it parks again.
+        d = self.parked
+        if d is not None:
+            # Queue the whole batch, then hand the body the first message by priority: it
+            # takes the rest from the inbox itself before it parks again.
+            self.parked = None
             try:
                 return self._put_many(msgs, priorities, 0)
             finally:
+                self.parked = d
                 self._feed_parked()
         if n and self._getters and self.open:
             # A waiting receiver means the inbox is empty: hand it the first message; once
