@@ -6,8 +6,9 @@ import asyncio
 import threading
 import time
 from asyncio import _get_running_loop
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from operator import attrgetter
+from threading import get_ident
 from typing import Any
 
 import numpy as np
@@ -25,11 +26,12 @@ from .errors import (
 )
 from .ring._checks import check_kernel_id, check_timeout, id_list
 from .ring._context import check_max_count
-from .ring._driver import InlineBudget
+from .ring._driver import Scheduler, scheduler_for
 from .ring._options import KernelOptions
 from .ring._outbox import EMPTY
 from .ring._spec import RingKernelSpec, _registry, spec_for
 from .ring._state import KernelState
+from .ring._waiters import expire
 from .telemetry import KernelTelemetry, RuntimeSnapshot
 
 __all__ = ["RingKernelRuntime"]
@@ -72,7 +74,10 @@ class RingKernelRuntime:
         self._kernels: dict[str, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = ""  # name of the thread whose loop this runtime runs on
-        self._budget: InlineBudget | None = None  # inline runs of host bodies per loop turn
+        self._ident = -1  # and its id
+        self._loop_running: Callable[[], bool] = bool
+        # The loop's runnable parked host bodies, run inline before a caller waits.
+        self._sched: Scheduler | None = None
         self._closed = False
         self._device = device
         self._target = resolve_device(device) if device == "cuda" else None
@@ -104,10 +109,15 @@ class RingKernelRuntime:
         return tuple(self._kernels)
 
     def _on_loop(self) -> None:
-        """Refuse a call made from another event loop (or thread), or after the loop closed."""
-        loop = _get_running_loop()
-        if loop is not self._loop or loop is None:
-            self._other_loop(loop)
+        """Refuse a call made from another event loop (or thread), or after the loop closed.
+
+        In this runtime's thread, with its loop running, the running loop can only be that
+        one: two cheap checks instead of asking asyncio (which calls getpid()).
+        """
+        if get_ident() != self._ident or not self._loop_running():
+            loop = _get_running_loop()
+            if loop is not self._loop or loop is None:
+                self._other_loop(loop)
 
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
         """The runtime's loop, checked to be the running one and the runtime not shut down."""
@@ -124,6 +134,9 @@ class RingKernelRuntime:
         """Bind to ``loop`` on first use; otherwise say why this call cannot run here."""
         if loop is not None and self._loop is None:
             self._loop = loop
+            self._ident = get_ident()
+            self._loop_running = loop.is_running
+            self._sched = scheduler_for(loop)
             self._thread = threading.current_thread().name
             return loop
         if self._loop is not None and self._loop.is_closed():
@@ -152,6 +165,12 @@ class RingKernelRuntime:
         )
 
     # ---------------------------------------------------------------- lookups and errors
+    def _flush(self) -> None:
+        """Run parked host bodies that have messages, before this caller waits."""
+        s = self._sched
+        if s is not None and s.runnable and not s.flushing:
+            s.flush()
+
     def _get(self, kernel_id: str) -> Any:
         """The kernel launched under ``kernel_id``, or ``None``."""
         try:
@@ -196,6 +215,16 @@ class RingKernelRuntime:
             f"ring kernel {k.kernel_id!r} takes {t.__name__} messages, got a "
             f"{type(msg).__name__}; send a {t.__name__}"
         )
+
+    @staticmethod
+    def _no_reply(k: Any, msg: Any, timeout: float) -> Any:
+        def make() -> BaseException:
+            return OperationTimeoutError(
+                f"no reply from ring kernel {k.kernel_id!r} to {type(msg).__name__} "
+                f"{msg.message_id} within {timeout} s"
+            )
+
+        return make
 
     @staticmethod
     def _receive_timeout(kernel_id: str, timeout: float | None) -> Any:
@@ -248,9 +277,7 @@ class RingKernelRuntime:
 
     def _make_kernel(self, spec: RingKernelSpec, loop: asyncio.AbstractEventLoop) -> Any:
         if spec.kind == "host":
-            if self._budget is None:
-                self._budget = InlineBudget(loop)
-            return HostKernel(spec, loop, self._budget)
+            return HostKernel(spec, loop)
         if spec.kind == "device":
             from .backends.device import resolve_device
             from .backends.device._kernel import DeviceKernel
@@ -360,11 +387,14 @@ class RingKernelRuntime:
         InvalidArgumentError
             ``timeout`` or ``kernel_id`` is not valid (nothing is queued).
         """
-        if _get_running_loop() is not self._loop:
+        if get_ident() != self._ident or not self._loop_running():
             self._on_loop()
         if timeout is not None:
             timeout = check_timeout(timeout, "send")
-        k = self._get(kernel_id)
+        try:
+            k = self._kernels.get(kernel_id)
+        except TypeError:  # unhashable: refused below with the reason
+            k = None
         if k is None or not k.accepting:
             raise self._refused(kernel_id, k, "send")
         t = k.input_type
@@ -372,6 +402,7 @@ class RingKernelRuntime:
             raise self._wrong_type(k, msg)
         r = k.inbox.put_nowait(msg)
         if r is None:
+            self._flush()  # the kernel may make room right here
             return await k.inbox.put_wait(msg, timeout)
         return r
 
@@ -433,6 +464,7 @@ class RingKernelRuntime:
             while taken < len(items):
                 if not k.accepting:
                     raise self._refused(kernel_id, k, "send_many")
+                self._flush()
                 await inbox.put_wait(items[taken], timeout)
                 taken += 1
                 if taken < len(items):
@@ -457,25 +489,42 @@ class RingKernelRuntime:
         KernelStateError
             The kernel is terminated and its outbox is empty.
         """
-        if _get_running_loop() is not self._loop:
+        if get_ident() != self._ident or not self._loop_running():
             self._on_loop()
         if timeout is not None:
             timeout = check_timeout(timeout, "receive")
-        k = self._get(kernel_id)
+        try:
+            k = self._kernels.get(kernel_id)
+        except TypeError:  # unhashable: refused below with the reason
+            k = None
         if k is None:
             raise self._missing(kernel_id, "receive")
         ob = k.outbox
         msg = ob.pop_nowait()
         if msg is not EMPTY:
             return msg
-        fut = ob.wait(
-            timeout, None if timeout is None else self._receive_timeout(kernel_id, timeout)
-        )
+        s = self._sched
+        if s is not None and s.runnable and not s.flushing:
+            s.flush()  # run parked bodies that have messages, here, instead of waiting
+            msg = ob.pop_nowait()
+            if msg is not EMPTY:
+                return msg
+        fut = ob.wait(None, None)
+        if timeout is None:
+            try:
+                return await fut
+            except asyncio.CancelledError:
+                ob.abandon(fut)
+                raise
+        # One timer handle, cancelled on success: a timeout that does not fire costs little.
+        handle = k._loop.call_later(timeout, expire, fut, self._receive_timeout(kernel_id, timeout))
         try:
             return await fut
         except asyncio.CancelledError:
             ob.abandon(fut)
             raise
+        finally:
+            handle.cancel()
 
     async def receive_many(
         self,
@@ -501,6 +550,7 @@ class RingKernelRuntime:
                 layout = _layout_for(k, k.options.output_type, "receive_many(as_array=True)")
                 got = await self.receive_many(kernel_id, max_count, timeout=timeout)
                 return layout.to_array(got)
+            self._flush()
             if not len(ob):
                 fut = ob.wait(timeout, self._receive_timeout(kernel_id, timeout))
                 try:
@@ -509,6 +559,7 @@ class RingKernelRuntime:
                     ob.abandon(fut)
                     raise
             return ob.pop_array(max_count or len(ob))
+        self._flush()
         if len(ob):
             return ob.pop_many(max_count or len(ob))
         fut = ob.wait(timeout, self._receive_timeout(kernel_id, timeout))
@@ -531,36 +582,59 @@ class RingKernelRuntime:
         Raises
         ------
         OperationTimeoutError
-            No reply within ``timeout`` seconds (the send counts against it).
+            No reply within ``timeout`` seconds (the send counts against it);
+            ``SendTimeoutError`` (also an ``OperationTimeoutError``) when a ``block`` inbox
+            stayed full for all of it.
         KernelFailedError
             The kernel failed while handling the request.
         """
-        self._on_loop()
+        if get_ident() != self._ident or not self._loop_running():
+            self._on_loop()
         if timeout is not None:
             timeout = check_timeout(timeout, "call")
         k = self._kernel(kernel_id, "call")
-        try:
-            mid = msg.message_id
-        except AttributeError:
+        if not hasattr(type(msg), "message_id") and not hasattr(msg, "message_id"):
             raise MessageTypeError(
                 f"call() needs a @message instance (with a message_id), got a "
                 f"{type(msg).__name__}; use send() and receive() for other objects"
-            ) from None
+            )
+        if not k.accepting:
+            raise self._refused(kernel_id, k, "call")
+        t = k.input_type
+        if t is not None and type(msg) is not t and not isinstance(msg, t):
+            raise self._wrong_type(k, msg)
         ob = k.outbox
-        fut = ob.expect(mid)
+        key = ob.expect_reply_to(msg)
         try:
-            async with asyncio.timeout(timeout):
-                await self.send(kernel_id, msg)
+            loop = k._loop
+            deadline = None if timeout is None else loop.time() + timeout
+            queued = k.inbox.put_nowait(msg)
+            if queued is None:  # full, under block: a full inbox counts against the timeout
+                self._flush()
+                queued = await k.inbox.put_wait(msg, timeout)
+            if not queued:
+                raise QueueFullError(
+                    f"the request to ring kernel {kernel_id!r} was dropped: its inbox is full "
+                    f"({k.inbox.capacity} messages) and its backpressure is 'drop_newest', so "
+                    "no reply will come; receive faster, raise queue_size, or use 'block'"
+                )
+            reply = ob.arrived(key)
+            if reply is EMPTY:
+                self._flush()  # an idle host kernel replies here: no suspension
+                reply = ob.arrived(key)
+            if reply is not EMPTY:
+                return reply
+            fut = ob.reply_future(key)
+            if timeout is None or deadline is None:
                 return await fut
-        except OperationTimeoutError:
-            raise
-        except TimeoutError:
-            raise OperationTimeoutError(
-                f"no reply from ring kernel {kernel_id!r} to {type(msg).__name__} "
-                f"{mid} within {timeout} s"
-            ) from None
+            # One timer handle, cancelled on success (no asyncio.timeout per call).
+            handle = loop.call_at(deadline, expire, fut, self._no_reply(k, msg, timeout))
+            try:
+                return await fut
+            finally:
+                handle.cancel()
         finally:
-            ob.forget(mid)
+            ob.forget(key)
 
     # ---------------------------------------------------------------- state and telemetry
     def state(self, kernel_id: str) -> KernelState:

@@ -21,8 +21,6 @@ if TYPE_CHECKING:
     from ..backends.host import HostKernel
     from ._driver import BodyDriver
 
-_current_task = asyncio.current_task
-
 __all__ = ["KernelContext", "TerminationRequested"]
 
 InT = TypeVar("InT")
@@ -122,8 +120,8 @@ class KernelContext(Generic[InT, OutT]):
             if self._stopping:
                 raise TerminationRequested(self.kernel_id)
             d = self._driver
-            if d is not None and _current_task() is d.task:
-                # Park: a sender hands the next message over and runs this body inline.
+            if d is not None and d.sched.current is d:
+                # Park: the next message marks this body runnable, and it is run inline.
                 inbox.parked = d
                 if timeout is not None and check_timeout(timeout, "ctx.receive") is not None:
                     d.timer = d.loop.call_later(
@@ -157,7 +155,7 @@ class KernelContext(Generic[InT, OutT]):
             if self._stopping:
                 raise TerminationRequested(self.kernel_id)
             d = self._driver
-            if d is not None and _current_task() is d.task:
+            if d is not None and d.sched.current is d:
                 inbox.parked = d
                 if timeout is not None and check_timeout(timeout, "ctx.receive_many") is not None:
                     d.timer = d.loop.call_later(

@@ -1,34 +1,40 @@
-"""The driver of a host kernel's body: its asyncio task, and resuming it inline from a sender.
+"""The driver of a host kernel's body: its asyncio task, and running it inline when parked.
 
 A body is an ``async def`` run by an asyncio task, as usual, but through a :class:`BodyDriver`
 that sits between the task and the body's coroutine. When the body waits in ``ctx.receive``
-with an empty inbox, it *parks*: it yields :data:`PARK` to the driver instead of awaiting a
-future, and the task waits on the driver's park future. A sender that finds the body parked
-hands it the message and runs the body right there, in the sender's call, until the body
-parks again (the way an eager task factory starts a task inline): no trip through the event
-loop, so a send to an idle kernel returns with the reply already in its outbox.
+with an empty inbox it *parks*: it yields :data:`PARK` to the driver instead of awaiting a
+future, and its task waits on the driver's park future.
+
+A message sent to a parked body is queued and the body is marked *runnable* with its loop's
+:class:`Scheduler`. Runnable bodies are then run inline, in the caller's own call, the way an
+eager task factory starts a task: as soon as a host caller would otherwise wait
+(``runtime.receive``, ``runtime.call``, a blocked ``send``), or else at the next turn of the
+event loop. A run takes everything queued for the body, then the body parks again. So a send
+followed by a receive never goes through the event loop, a window of messages is taken in one
+run, and a pipeline of kernels (bodies sending to the next with ``runtime.send``) runs stage
+after stage in the same call, with no recursion. (Running the body at every send instead, the
+first design, costs a context switch per message; see docs/articles/guides/performance.md.)
 
 What keeps this correct:
 
 * **The body runs as its own task.** During an inline run the loop's current task is the
   kernel's task and the body runs in the task's ``contextvars`` context, so
   ``asyncio.current_task()``, ``asyncio.timeout()`` and context variables see the body's task,
-  not the sender's.
-* **Anything but parking goes back to the task.** If the body awaits anything else (a sleep,
-  a full outbox, another kernel's reply) or ends, the inline run stops there and the task is
-  woken to carry on from that point: only the hand-over of a message is inline.
-* **Re-entrancy.** A body that is running (inline or in its task) is not parked, so a message
-  sent to it from its own run (to itself, or by a kernel it sent to) is queued, never run
-  recursively. Nested inline runs (A sends to B, which sends to C) are bounded by
-  :data:`MAX_DEPTH`.
-* **Fairness.** At most :data:`INLINE_BUDGET` inline runs per turn of the event loop (per
-  runtime); past it a message wakes the body's task through the loop as usual, so other tasks
-  and kernels get their turn.
+  not the caller's.
+* **Only parked bodies run inline.** If the body awaits anything else (a sleep, a full outbox,
+  another kernel's reply) or ends, the inline run stops there and the task is woken to carry
+  on from that point.
+* **Re-entrancy.** A running body is not parked, so a message sent to it from its own run (to
+  itself, or by a kernel it sent to) is queued. Runs never nest: a caller already inside a
+  flush (a body waiting on another kernel's reply) waits through its task instead.
+* **Fairness.** At most :data:`INLINE_BUDGET` inline runs per turn of the event loop; past it
+  the rest wait for the loop's next turn, so other tasks get theirs. Runnable bodies run in the
+  order they became runnable.
 * **Cancellation.** Cancelling the task (``terminate``'s deadline, ``asyncio.timeout`` in the
   body, ``asyncio.run`` at exit) cancels the park future; the driver throws the cancellation
-  into the body where it waits. A message handed over but not yet taken is put back at the
-  front of the inbox. A body that swallows the cancellation and waits again is closed after
-  :data:`CANCEL_GRACE_S` (``kill``), so it can never hang ``terminate`` or ``asyncio.run``.
+  into the body where it waits. A body that swallows the cancellation and waits again is
+  closed after :data:`CANCEL_GRACE_S` (:meth:`BodyDriver.kill`), so it can never hang
+  ``terminate`` or ``asyncio.run``.
 """
 
 from __future__ import annotations
@@ -36,33 +42,39 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import types
-from asyncio.tasks import _enter_task, _leave_task
+import weakref
+from asyncio import tasks as _tasks
+from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelStateError
 
 if TYPE_CHECKING:
-    from ._inbox import Entry, Inbox
+    from ._inbox import Inbox
 
 __all__ = [
     "CANCEL_GRACE_S",
     "INLINE_BUDGET",
-    "MAX_DEPTH",
     "PARK",
     "BodyDriver",
     "CancellationIgnoredError",
-    "InlineBudget",
+    "Scheduler",
     "park",
+    "scheduler_for",
+    "timeout_waker",
 ]
 
 PARK: Any = object()  # yielded by a parked body to its driver
-INLINE_BUDGET = 64  # inline runs per turn of the event loop, per runtime
-MAX_DEPTH = 8  # nested inline runs (a body sending to a parked body, ...)
+INLINE_BUDGET = 64  # inline runs per turn of the event loop
 CANCEL_GRACE_S = 1.0  # how long a cancelled body may go on before it is closed
 
 _SEND, _THROW, _YIELD, _RETURN, _RAISE = range(5)
-_current_task = asyncio.current_task
+
+# The loop's current task is switched to the body's task during an inline run. Python 3.12+
+# has a C function for it; 3.11 keeps the current tasks in a dict (what _enter_task uses).
+_swap_task: Callable[[Any, Any], Any] | None = getattr(_tasks, "_swap_current_task", None)
+_current_tasks: dict[Any, Any] = getattr(_tasks, "_current_tasks", {})
 
 
 @types.coroutine
@@ -75,32 +87,75 @@ class CancellationIgnoredError(KernelStateError):
     """A host kernel's body went on after it was cancelled, so it was closed."""
 
 
-class InlineBudget:
-    """How many inline runs may still happen before the event loop turns (one per runtime)."""
+class Scheduler:
+    """The runnable parked bodies of one event loop, run inline in the order they became so."""
 
-    __slots__ = ("armed", "depth", "left", "loop")
+    __slots__ = ("__weakref__", "armed", "current", "flushing", "left", "loop", "runnable")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.left = INLINE_BUDGET
-        self.depth = 0
-        self.armed = False
+        self.runnable: deque[BodyDriver] = deque()
+        self.left = INLINE_BUDGET  # inline runs left before the loop must turn
+        self.armed = False  # a turn callback is scheduled
+        self.flushing = False
+        self.current: BodyDriver | None = None  # the driver whose body is stepping now
 
-    def refill(self) -> None:
-        """Run by the loop: it turned, so inline runs may go on."""
-        self.left = INLINE_BUDGET
+    def mark(self, d: BodyDriver) -> None:
+        """``d``'s body is parked and has messages: run it soon."""
+        d.runnable = True
+        self.runnable.append(d)
+        if not self.armed:
+            self.armed = True
+            self.loop.call_soon(self._on_turn)
+
+    def _on_turn(self) -> None:
+        """Run by the loop: it turned, so the budget is refilled and runnable bodies run."""
         self.armed = False
+        self.left = INLINE_BUDGET
+        if self.runnable and not self.flushing:
+            self.flush()
+        if self.runnable and not self.armed:
+            self.armed = True
+            self.loop.call_soon(self._on_turn)
+
+    def flush(self) -> None:
+        """Run the runnable bodies inline, within the budget (callers check ``flushing``)."""
+        runnable = self.runnable
+        self.flushing = True
+        try:
+            while runnable and self.left > 0:
+                d = runnable.popleft()
+                d.runnable = False
+                if d.parked and d.inbox.open and d.inbox._size and not d.park_fut.done():
+                    self.left -= 1
+                    d.run_inline()
+        finally:
+            self.flushing = False
+        if runnable and not self.armed:
+            self.armed = True
+            self.loop.call_soon(self._on_turn)
+
+
+_schedulers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Scheduler] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def scheduler_for(loop: asyncio.AbstractEventLoop) -> Scheduler:
+    """The scheduler of ``loop`` (one per loop, shared by its runtimes)."""
+    s = _schedulers.get(loop)
+    if s is None:
+        s = _schedulers[loop] = Scheduler(loop)
+    return s
 
 
 class BodyDriver:
-    """Runs a body's coroutine for its task, and inline for senders while it is parked."""
+    """Runs a body's coroutine for its task, and inline while it is parked with messages."""
 
     __slots__ = (
-        "_cancel_seen",
         "_coro",
         "_handoff",
         "_kill_handle",
-        "budget",
         "context",
         "inbox",
         "kernel_id",
@@ -108,51 +163,44 @@ class BodyDriver:
         "loop",
         "park_fut",
         "parked",
+        "runnable",
+        "sched",
         "task",
         "timer",
     )
 
-    def __init__(
-        self,
-        coro: Coroutine[Any, Any, Any],
-        inbox: Inbox,
-        budget: InlineBudget,
-        kernel_id: str,
-    ) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, Any], inbox: Inbox, kernel_id: str) -> None:
         self._coro = coro
         self.inbox = inbox
-        self.budget = budget
         self.kernel_id = kernel_id
-        self.loop = budget.loop
+        self.loop = inbox._loop
+        self.sched = scheduler_for(self.loop)
         self.context = contextvars.copy_context()
         self.task: asyncio.Task[Any] | None = None
         self.park_fut: asyncio.Future[None] = self.loop.create_future()
         self.parked = False
+        self.runnable = False
         self.timer: asyncio.TimerHandle | None = None
         self._handoff: tuple[int, Any] | None = None
-        self._cancel_seen = False
         self._kill_handle: asyncio.TimerHandle | None = None
         self.killed = False
 
     # ---------------------------------------------------------------- the task's side
     def __await__(self) -> Generator[Any, Any, Any]:
-        coro = self._coro
+        sched = self.sched
         how: int = _SEND
         arg: Any = None
         while True:
-            if how is _SEND:
+            if how is _SEND or how is _THROW:
+                outer, sched.current = sched.current, self
                 try:
-                    y = coro.send(arg)
+                    y = self._coro.send(arg) if how is _SEND else self._coro.throw(arg)
                 except StopIteration as stop:
                     return stop.value
-            elif how is _THROW:
-                self._cancel_seen = isinstance(arg, asyncio.CancelledError)
-                try:
-                    y = coro.throw(arg)
-                except StopIteration as stop:
-                    return stop.value
-                if self._cancel_seen:
-                    self._swallowed()
+                finally:
+                    sched.current = outer
+                if how is _THROW and isinstance(arg, asyncio.CancelledError):
+                    self._swallowed()  # it went on after a cancellation
             elif how is _YIELD:
                 y = arg
             elif how is _RETURN:
@@ -160,19 +208,7 @@ class BodyDriver:
             else:
                 raise arg
             if y is PARK:
-                fut = self.park_fut
-                if fut.done():
-                    fut = self.park_fut = self.loop.create_future()
-                self.parked = True
-                fut._asyncio_future_blocking = True  # what Future.__await__ sets for the task
-                try:
-                    yield fut
-                except BaseException as exc:  # the task was cancelled (or thrown into)
-                    how, arg = self._interrupted(exc)
-                else:
-                    handoff = self._handoff
-                    self._handoff = None
-                    how, arg = handoff if handoff is not None else (_SEND, None)
+                how, arg = yield from self._wait_parked()
             else:
                 try:
                     arg = yield y
@@ -181,6 +217,26 @@ class BodyDriver:
                     how, arg = _THROW, exc
                 if self.killed:
                     how, arg = self._close()
+
+    def _wait_parked(self) -> Generator[Any, Any, tuple[int, Any]]:
+        """The task waits while the body is parked (and possibly run inline meanwhile)."""
+        self.parked = True
+        inbox = self.inbox
+        if inbox._size and inbox.open and not self.runnable:
+            self.sched.mark(self)  # messages came while it was not parked
+        while True:
+            fut = self.park_fut
+            if fut.done():
+                fut = self.park_fut = self.loop.create_future()
+            fut._asyncio_future_blocking = True  # what Future.__await__ sets for the task
+            try:
+                yield fut
+            except BaseException as exc:  # the task was cancelled (or thrown into)
+                return self._interrupted(exc)
+            handoff, self._handoff = self._handoff, None
+            if handoff is not None:
+                return handoff
+            # Woken with nothing to do: the body was run inline and parked again.
 
     def _interrupted(self, exc: BaseException) -> tuple[int, Any]:
         """The task was woken with ``exc`` while parked (or with a hand-over pending)."""
@@ -214,21 +270,21 @@ class BodyDriver:
             task.cancel()
 
     def _close(self) -> tuple[int, Any]:
+        if self.parked:
+            self.unpark()
         try:
             self._coro.close()
         except RuntimeError:
             pass  # it ignored GeneratorExit too: it is dropped all the same
-        if self.inbox.parked is self:
-            self.inbox.parked = None
         return _RAISE, CancellationIgnoredError(
             f"ring kernel {self.kernel_id!r} went on after it was cancelled (its body caught "
             f"CancelledError) and was closed after {CANCEL_GRACE_S} s; let CancelledError "
             "propagate (re-raise it after cleaning up)"
         )
 
-    # ---------------------------------------------------------------- the senders' side
+    # ---------------------------------------------------------------- the other side
     def unpark(self) -> None:
-        """The body stops waiting in ``receive`` (taken, timed out, cancelled)."""
+        """The body stops waiting in ``receive`` (resumed, timed out, cancelled)."""
         self.parked = False
         if self.inbox.parked is self:
             self.inbox.parked = None
@@ -237,81 +293,55 @@ class BodyDriver:
             timer.cancel()
             self.timer = None
 
-    def wake(self, how: int, arg: Any) -> None:
-        """Resume the parked body through its task (one trip through the event loop)."""
+    def throw(self, exc: BaseException) -> None:
+        """Raise ``exc`` in the parked body, through its task: a timeout or a termination."""
         self.unpark()
-        self._handoff = (how, arg)
+        self._handoff = (_THROW, exc)
         fut = self.park_fut
         if not fut.done():
             fut.set_result(None)
 
-    def deliver(self, entry: Entry) -> bool:
-        """Hand ``entry`` to the parked body; False if it cannot take it (queue it instead).
+    def run_inline(self) -> None:
+        """Hand the parked body the next queued entry and run it until it parks again.
 
-        Runs the body inline until it parks again, unless the budget of inline runs is
-        spent or senders are nested too deep: then its task is woken to take the entry.
+        The body runs as its task, in its task's context; whatever it waits on next other
+        than the inbox, and its end, are handed to the task.
         """
-        fut = self.park_fut
-        if fut.done():
-            return False  # being cancelled: the entry waits in the inbox
-        self.parked = False
-        self.inbox.parked = None
-        timer = self.timer
-        if timer is not None:
-            timer.cancel()
-            self.timer = None
-        b = self.budget
-        if b.left <= 0 or b.depth >= MAX_DEPTH:
-            self._handoff = (_SEND, entry)
-            fut.set_result(None)
-            return True
-        b.left -= 1
-        if not b.armed:
-            b.armed = True
-            self.loop.call_soon(b.refill)
-        self._run_inline(entry)
-        return True
-
-    def throw(self, exc: BaseException) -> None:
-        """Raise ``exc`` in the parked body (from its task): a timeout or a termination."""
-        self.wake(_THROW, exc)
-
-    def send_later(self, entry: Entry) -> None:
-        """Hand ``entry`` to the parked body through its task (activation, not the hot path)."""
-        self.wake(_SEND, entry)
-
-    def _run_inline(self, entry: Entry) -> None:
+        self.unpark()
+        entry = self.inbox.pop()
         loop = self.loop
-        task: Any = self.task
-        b = self.budget
-        b.depth += 1
-        sender = _current_task(loop)
-        if sender is not None:
-            _leave_task(loop, sender)
-        _enter_task(loop, task)
+        task = self.task
+        sched = self.sched
+        outer, sched.current = sched.current, self
+        if _swap_task is None:
+            prev = _current_tasks.get(loop)
+            _current_tasks[loop] = task
+        else:
+            prev = _swap_task(loop, task)
         try:
             y = self.context.run(self._coro.send, entry)
         except StopIteration as stop:
-            self._after_inline(_RETURN, stop.value)
+            self._hand_to_task(_RETURN, stop.value)
         except BaseException as exc:  # the body's outcome, raised in its task
-            self._after_inline(_RAISE, exc)
+            self._hand_to_task(_RAISE, exc)
         else:
-            if y is PARK and not self.park_fut.done():
-                self.parked = True  # parked again: the task still waits on park_fut
+            if y is PARK:
+                self.parked = True  # the task still waits on park_fut
+                inbox = self.inbox
+                if inbox._size and inbox.open and not self.runnable:
+                    sched.mark(self)  # the gate reopened during the run
             else:
-                self._after_inline(_YIELD, y)
+                self._hand_to_task(_YIELD, y)
         finally:
-            _leave_task(loop, task)
-            if sender is not None:
-                _enter_task(loop, sender)
-            b.depth -= 1
+            sched.current = outer
+            if _swap_task is not None:
+                _swap_task(loop, prev)
+            elif prev is None:
+                del _current_tasks[loop]
+            else:
+                _current_tasks[loop] = prev
 
-    def _after_inline(self, how: int, arg: Any) -> None:
-        if how is _YIELD and arg is PARK:
-            # Parked again, but the task was cancelled meanwhile: it throws into this park.
-            self.parked = True
-            self.inbox.parked = self
-            return
+    def _hand_to_task(self, how: int, arg: Any) -> None:
         self._handoff = (how, arg)
         fut = self.park_fut
         if not fut.done():

@@ -1,9 +1,9 @@
 """The inbox of a host ring kernel: priority order, backpressure, and an activation gate.
 
-Built for the hot path: a message sent to a body parked in ``receive`` is handed to it and
-the body runs inline, in the sender's call (see :mod:`._driver`); a message for any other
-waiting receiver is handed to it directly (no re-check, no extra wake-up); a receive with
-messages queued returns without suspending; and nothing polls.
+Built for the hot path: a message for a body parked in ``receive`` is queued and the body
+marked runnable, to be run inline by the next caller that would wait (see :mod:`._driver`);
+a message for any other waiting receiver is handed to it directly (no re-check, no extra
+wake-up); a receive with messages queued returns without suspending; and nothing polls.
 """
 
 from __future__ import annotations
@@ -100,14 +100,6 @@ class Inbox:
         under ``block`` (the caller waits with :meth:`put_wait`). ``reject`` raises."""
         if self._size >= self.capacity:
             return self._full(msg)
-        d = self.parked
-        if d is not None and self.open:
-            # Fastest path: the body is parked in receive, so the inbox is empty; it takes the
-            # message and runs inline until it parks again.
-            self.received += 1
-            if d.deliver((0, perf_counter_ns(), msg)):
-                return True
-            self.received -= 1
         getters = self._getters
         if getters and self.open:
             # Fast path: a waiting receiver means the inbox is empty; hand the message over
@@ -118,14 +110,20 @@ class Inbox:
                 g.set_result((0, perf_counter_ns(), msg))
                 return True
             getters.appendleft(g)
-        self._enqueue(msg, priority_of(msg), perf_counter_ns())
+        p = getattr(msg, "priority", _DEFAULT_PRIORITY)
+        bucket = self._buckets.get(p) if type(p) is int else None
+        if not bucket:  # a new priority level (or an odd one): the general path
+            self._enqueue(msg, priority_of(msg), perf_counter_ns())
+            return True
+        # The common case: more of a priority already queued.
+        self.received += 1
+        seq = self._seq = self._seq + 1
+        bucket.append((seq, perf_counter_ns(), msg))
+        self._size += 1
         return True
 
     def _enqueue(self, msg: Any, p: int, ts: int) -> None:
         self.received += 1
-        d = self.parked
-        if d is not None and self.open and d.deliver((0, ts, msg)):
-            return
         getters = self._getters
         if getters and self.open:
             # A waiting receiver means the inbox is empty: hand the message over.
@@ -137,10 +135,14 @@ class Inbox:
         bucket = self._buckets.get(p)
         if bucket is None:
             bucket = self._buckets[p] = deque()
+        if not bucket:
             insort(self._levels, -p)
         seq = self._seq = self._seq + 1
         bucket.append((seq, ts, msg))
         self._size += 1
+        d = self.parked
+        if d is not None and not d.runnable and self.open:
+            d.sched.mark(d)  # the parked body runs inline soon and takes it
 
     def _full(self, msg: Any) -> bool | None:
         policy = self.policy
@@ -158,7 +160,8 @@ class Inbox:
 
     def _evict_oldest(self) -> None:
         """Drop the message that arrived first, whatever its priority."""
-        oldest_p = min(self._buckets, key=lambda p: self._buckets[p][0][0])
+        buckets = self._buckets
+        oldest_p = min((-q for q in self._levels), key=lambda p: buckets[p][0][0])
         bucket = self._buckets[oldest_p]
         bucket.popleft()
         self._size -= 1
@@ -169,7 +172,7 @@ class Inbox:
     async def put_wait(self, msg: Any, timeout: float | None) -> bool:
         """Wait for space and queue ``msg`` (``block`` policy)."""
         if not self._putters and self._size < self.capacity:
-            # Space was made since the caller looked (a parked body it fed ran inline).
+            # Space was made since the caller looked (a body ran inline meanwhile).
             r = self.put_nowait(msg)
             if r is not None:
                 return r
@@ -207,16 +210,6 @@ class Inbox:
         """
         n = len(msgs)
         done = 0
-        d = self.parked
-        if d is not None:
-            # Queue the whole batch, then hand the body the first message by priority: it
-            # takes the rest from the inbox itself before it parks again.
-            self.parked = None
-            try:
-                return self._put_many(msgs, priorities, 0)
-            finally:
-                self.parked = d
-                self._feed_parked()
         if n and self._getters and self.open:
             # A waiting receiver means the inbox is empty: hand it the first message; once
             # woken it takes the rest in bulk.
@@ -257,19 +250,11 @@ class Inbox:
             return True
         return self._full(msg)
 
-    def _feed_parked(self) -> None:
-        """Hand the parked body the next queued message (after a batch was queued)."""
-        d = self.parked
-        if d is not None and self.open and self._size:
-            self.parked = None  # before pop(), which may admit a waiting sender's message
-            entry = self.pop()
-            if not d.deliver(entry):
-                self.requeue_front(entry)
-
     def _extend(self, p: int, msgs: list[Any], ts: int) -> None:
         bucket = self._buckets.get(p)
         if bucket is None:
             bucket = self._buckets[p] = deque()
+        if not bucket:
             insort(self._levels, -p)
         n = len(msgs)
         first = self._seq + 1
@@ -277,16 +262,19 @@ class Inbox:
         bucket.extend(zip(range(first, first + n), repeat(ts, n), msgs))
         self._size += n
         self.received += n
+        d = self.parked
+        if d is not None and not d.runnable and self.open:
+            d.sched.mark(d)
 
     # ---------------------------------------------------------------- consumer side
     def pop(self) -> Entry:
         """Take the next entry (highest priority, oldest first); the inbox must not be empty."""
-        p = -self._levels[0]
-        bucket = self._buckets[p]
+        levels = self._levels
+        bucket = self._buckets[-levels[0]]
         entry = bucket.popleft()
         self._size -= 1
         if not bucket:
-            self._remove_level(p)
+            del levels[0]
         if self._putters:
             self._admit_putters()
         return entry
@@ -318,8 +306,8 @@ class Inbox:
         return list(map(_message_of, out)), oldest
 
     def _remove_level(self, p: int) -> None:
+        """Bucket ``p`` became empty (it is kept for the next message of that priority)."""
         self._levels.remove(-p)
-        del self._buckets[p]
 
     def _admit_putters(self) -> None:
         putters = self._putters
@@ -355,6 +343,7 @@ class Inbox:
         bucket = self._buckets.get(p)
         if bucket is None:
             bucket = self._buckets[p] = deque()
+        if not bucket:
             insort(self._levels, -p)
         bucket.appendleft((0, ts, msg))
         self._size += 1
@@ -364,9 +353,8 @@ class Inbox:
         self.open = open_
         if open_:
             d = self.parked
-            if d is not None and self._size:
-                self.parked = None  # before pop(), which may admit a waiting sender's message
-                d.send_later(self.pop())
+            if d is not None and self._size and not d.runnable:
+                d.sched.mark(d)
             getters = self._getters
             while getters and self._size:
                 g = getters.popleft()

@@ -18,7 +18,7 @@ from pydotcompute import (
     RingKernelRuntime,
     message,
 )
-from pydotcompute.ring._driver import INLINE_BUDGET, MAX_DEPTH
+from pydotcompute.ring._driver import INLINE_BUDGET
 from tests.conftest import until, within
 
 
@@ -32,19 +32,46 @@ async def echo(ctx: KernelContext[Any, Any]) -> None:
         await ctx.send(await ctx.receive())
 
 
-async def test_a_send_to_a_parked_body_returns_with_the_reply_queued(
+async def test_send_then_receive_runs_the_parked_body_without_a_loop_turn(
     runtime: RingKernelRuntime,
 ) -> None:
     await runtime.launch("e", func=echo)
     await runtime.activate("e")
-    await until(lambda: runtime.telemetry("e").state == "ACTIVE")
-    await asyncio.sleep(0)  # let the body reach its first receive and park
+    turns = 0
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0)  # the body parks in its first receive, the ticker starts
+    before = turns
     for i in range(5):
         assert await runtime.send("e", Num(n=i)) is True
-        assert runtime.telemetry("e").outbox_depth == 1  # no trip through the loop needed
-        assert (await runtime.receive("e")).n == i
+        assert runtime.telemetry("e").inbox_depth == 1  # queued; the body is runnable
+        assert (await runtime.receive("e")).n == i  # the body ran here, inline
+    assert turns == before  # no trip through the event loop
+    tick.cancel()
     t = runtime.telemetry("e")
     assert (t.received, t.processed, t.sent) == (5, 5, 5)
+
+
+async def test_a_runnable_body_runs_at_the_next_loop_turn_without_a_receive(
+    runtime: RingKernelRuntime,
+) -> None:
+    got: list[int] = []
+
+    async def sink(ctx: KernelContext[Num, Num]) -> None:
+        while not ctx.should_terminate:
+            got.append((await ctx.receive()).n)
+
+    await runtime.launch("s", func=sink)
+    await runtime.activate("s")
+    await runtime.send_many("s", [Num(n=i) for i in range(3)])
+    await until(lambda: len(got) == 3)
+    assert got == [0, 1, 2]
 
 
 async def test_the_body_runs_as_its_own_task_and_in_its_own_context(
@@ -136,7 +163,7 @@ async def test_two_bodies_sending_to_each_other_take_turns(runtime: RingKernelRu
 async def test_a_chain_longer_than_the_inline_depth_still_delivers_everything(
     runtime: RingKernelRuntime,
 ) -> None:
-    stages = MAX_DEPTH * 2
+    stages = 16
 
     def stage(i: int) -> Any:
         async def body(ctx: KernelContext[Num, Num]) -> None:
@@ -294,6 +321,7 @@ async def test_terminate_cancels_a_body_waiting_after_an_inline_run(
     await runtime.activate("c")
     await asyncio.sleep(0)
     await runtime.send("c", Num(n=1))
+    await until(lambda: runtime.telemetry("c").inbox_depth == 0)  # taken: now it sleeps
     result = await within(runtime.terminate("c", timeout=0.01))
     assert result.graceful is False and cancelled == [True]
     assert runtime.state("c") is KernelState.TERMINATED
