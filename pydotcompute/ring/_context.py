@@ -115,7 +115,15 @@ class KernelContext(Generic[InT, OutT]):
             self._pending = 0
         inbox = self._inbox
         if inbox._size and inbox.open:
-            entry = inbox.pop()
+            # Inbox.pop, inlined: the highest priority level's oldest entry.
+            levels = inbox._levels
+            bucket = inbox._buckets[-levels[0]]
+            entry = bucket.popleft()
+            inbox._size -= 1
+            if not bucket:
+                del levels[0]
+            if inbox._putters:
+                inbox._admit_putters()
         else:
             if self._stopping:
                 raise TerminationRequested(self.kernel_id)
