@@ -51,9 +51,18 @@ class RingKernelRuntime:
             await runtime.send("summer", ComputeRequest(values=[1, 2, 3]))
             reply = await runtime.receive("summer")
 
-    A runtime belongs to the event loop it is first used on. It is not thread-safe: from
+    A runtime belongs to the event loop it is first used on. It is not thread-safe: every verb
+    called from another loop or thread raises ``KernelStateError`` and changes nothing; from
     another thread, hand coroutines to that loop with
     :func:`asyncio.run_coroutine_threadsafe` (see :attr:`loop`).
+
+    Every verb checks its arguments before it acts: a kernel id is a non-empty ``str``, and a
+    ``timeout`` is ``None`` or ``math.inf`` (no limit), ``0`` (do not wait) or a number of
+    seconds; anything else raises ``InvalidArgumentError`` and nothing changes.
+
+    Host kernels' bodies run inline: a body waiting in ``ctx.receive`` that has been sent a
+    message runs in the caller's own call as soon as the caller would wait (``receive``,
+    ``call``), or at the next turn of the event loop, with no task switch through the loop.
 
     Parameters
     ----------
@@ -387,7 +396,11 @@ class RingKernelRuntime:
         InvalidArgumentError
             ``timeout`` or ``kernel_id`` is not valid (nothing is queued).
         """
-        if get_ident() != self._ident or not self._loop_running():
+        try:  # on asyncio's loops: running, and in this thread (one C call)
+            here = self._loop._thread_id == get_ident()  # type: ignore[union-attr]
+        except AttributeError:  # not bound yet, or another loop class (uvloop)
+            here = False
+        if not here:
             self._on_loop()
         if timeout is not None:
             timeout = check_timeout(timeout, "send")
@@ -489,7 +502,11 @@ class RingKernelRuntime:
         KernelStateError
             The kernel is terminated and its outbox is empty.
         """
-        if get_ident() != self._ident or not self._loop_running():
+        try:  # on asyncio's loops: running, and in this thread (one C call)
+            here = self._loop._thread_id == get_ident()  # type: ignore[union-attr]
+        except AttributeError:  # not bound yet, or another loop class (uvloop)
+            here = False
+        if not here:
             self._on_loop()
         if timeout is not None:
             timeout = check_timeout(timeout, "receive")
@@ -588,7 +605,11 @@ class RingKernelRuntime:
         KernelFailedError
             The kernel failed while handling the request.
         """
-        if get_ident() != self._ident or not self._loop_running():
+        try:  # on asyncio's loops: running, and in this thread (one C call)
+            here = self._loop._thread_id == get_ident()  # type: ignore[union-attr]
+        except AttributeError:  # not bound yet, or another loop class (uvloop)
+            here = False
+        if not here:
             self._on_loop()
         if timeout is not None:
             timeout = check_timeout(timeout, "call")

@@ -104,7 +104,11 @@ class KernelContext(Generic[InT, OutT]):
             The kernel is being terminated (ends the body cleanly).
         ReceiveTimeoutError
             No message arrived within ``timeout`` seconds.
+        InvalidArgumentError
+            ``timeout`` is not ``None`` or a number of seconds >= 0.
         """
+        if timeout is not None:
+            timeout = check_timeout(timeout, "ctx.receive")
         pending = self._pending
         if pending:  # the previous message is done (inlined KernelMetrics.completed)
             m = self._metrics
@@ -131,7 +135,7 @@ class KernelContext(Generic[InT, OutT]):
             if d is not None and d.sched.current is d:
                 # Park: the next message marks this body runnable, and it is run inline.
                 inbox.parked = d
-                if timeout is not None and check_timeout(timeout, "ctx.receive") is not None:
+                if timeout is not None:
                     d.timer = d.loop.call_later(
                         timeout, timeout_waker, d, self._receive_timeout(timeout)
                     )
@@ -153,6 +157,8 @@ class KernelContext(Generic[InT, OutT]):
         request); use ``msg.reply(...)`` to correlate individual replies.
         """
         check_max_count(max_count)
+        if timeout is not None:
+            timeout = check_timeout(timeout, "ctx.receive_many")
         if self._pending:
             self._metrics.completed(self._pending, self._pending_n)
             self._pending = 0
@@ -165,7 +171,7 @@ class KernelContext(Generic[InT, OutT]):
             d = self._driver
             if d is not None and d.sched.current is d:
                 inbox.parked = d
-                if timeout is not None and check_timeout(timeout, "ctx.receive_many") is not None:
+                if timeout is not None:
                     d.timer = d.loop.call_later(
                         timeout, timeout_waker, d, self._receive_timeout(timeout)
                     )
@@ -184,8 +190,6 @@ class KernelContext(Generic[InT, OutT]):
 
     async def _wait_entry(self, timeout: float | None) -> Any:
         """Wait for an entry from another task than the body's (``create_task(ctx.receive())``)."""
-        if timeout is not None:
-            timeout = check_timeout(timeout, "ctx.receive")
         inbox = self._inbox
         fut = inbox.wait(timeout, self._receive_timeout(timeout))
         try:
@@ -224,10 +228,14 @@ class KernelContext(Generic[InT, OutT]):
             if d is not None and "correlation_id" in d and d["correlation_id"] is None:
                 d["correlation_id"] = last  # resolved to last.message_id when read
         if not self._outbox.put_nowait(msg):
+            if timeout is not None:
+                timeout = check_timeout(timeout, "ctx.send")
             await self._outbox.put_wait(msg, timeout, self._send_timeout(timeout))
 
     async def send_many(self, msgs: Iterable[OutT], *, timeout: float | None = None) -> None:
         """Send several replies in order; waits while the outbox is full."""
+        if timeout is not None:
+            timeout = check_timeout(timeout, "ctx.send_many")
         items = msgs if isinstance(msgs, list) else list(msgs)
         out_type = self._output_type
         if out_type is not None and set(map(type, items)) - {out_type}:
@@ -253,6 +261,8 @@ class KernelContext(Generic[InT, OutT]):
         OperationTimeoutError
             It was not activated within ``timeout`` seconds.
         """
+        if timeout is not None:
+            timeout = check_timeout(timeout, "ctx.wait_active")
         await self._kernel.wait_active(self, timeout)
 
     def _type_error(self, msg: Any) -> MessageTypeError:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pydotcompute import (
+    InvalidArgumentError,
     KernelContext,
     KernelFailedError,
     KernelState,
@@ -373,3 +374,31 @@ def test_asyncio_run_returns_with_a_body_that_swallows_cancellation() -> None:
     thread.start()
     thread.join(timeout=10)
     assert done.is_set(), "asyncio.run hung on a body that swallows CancelledError"
+
+
+async def test_a_bodys_bad_timeout_is_refused_in_the_body(runtime: RingKernelRuntime) -> None:
+    errors: list[str] = []
+
+    async def body(ctx: KernelContext[Any, Any]) -> None:
+        for call in (
+            lambda: ctx.receive(timeout=float("nan")),
+            lambda: ctx.receive_many(4, timeout=-1),
+            lambda: ctx.send_many([], timeout="1"),
+            lambda: ctx.wait_active(timeout=True),
+        ):
+            try:
+                await call()
+            except InvalidArgumentError as exc:
+                errors.append(str(exc).split(":")[0])
+        await ctx.send(Num(n=len(errors)))
+
+    await runtime.launch("b", func=body)
+    await runtime.send("b", Num(n=0))  # queued: receive would not have to wait
+    await runtime.activate("b")
+    assert (await within(runtime.receive("b"))).n == 4
+    assert errors == [
+        "ctx.receive(timeout=nan)",
+        "ctx.receive_many(timeout=-1)",
+        "ctx.send_many(timeout='1')",
+        "ctx.wait_active(timeout=True)",
+    ]
