@@ -613,7 +613,12 @@ class RingKernelRuntime:
             self._on_loop()
         if timeout is not None:
             timeout = check_timeout(timeout, "call")
-        k = self._kernel(kernel_id, "call")
+        try:
+            k = self._kernels.get(kernel_id)
+        except TypeError:  # unhashable: refused below with the reason
+            k = None
+        if k is None:
+            raise self._missing(kernel_id, "call")
         if not hasattr(type(msg), "message_id") and not hasattr(msg, "message_id"):
             raise MessageTypeError(
                 f"call() needs a @message instance (with a message_id), got a "
@@ -639,10 +644,10 @@ class RingKernelRuntime:
                     f"({k.inbox.capacity} messages) and its backpressure is 'drop_newest', so "
                     "no reply will come; receive faster, raise queue_size, or use 'block'"
                 )
+            s = self._sched
+            if s is not None and s.runnable and not s.flushing:
+                s.flush()  # an idle host kernel replies here: no suspension
             reply = ob.arrived(key)
-            if reply is EMPTY:
-                self._flush()  # an idle host kernel replies here: no suspension
-                reply = ob.arrived(key)
             if reply is not EMPTY:
                 return reply
             fut = ob.reply_future(key)

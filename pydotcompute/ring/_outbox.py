@@ -67,6 +67,9 @@ class Outbox(Receivers):
             key = self._key_of(msg)  # an explicit correlation id (a UUID)
             if key is None:
                 return False
+        elif self._expect.get(key, 0) is None:
+            self._expect[key] = (msg,)  # the common case: the caller takes it with arrived()
+            return True
         return self._hand_to_call(key, msg)
 
     def _key_of(self, msg: Any) -> int | None:
