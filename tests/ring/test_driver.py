@@ -402,3 +402,26 @@ async def test_a_bodys_bad_timeout_is_refused_in_the_body(runtime: RingKernelRun
         "ctx.send_many(timeout='1')",
         "ctx.wait_active(timeout=True)",
     ]
+
+
+async def test_a_body_calling_another_kernel_gets_its_reply(runtime: RingKernelRuntime) -> None:
+    async def doubler(ctx: KernelContext[Num, Num]) -> None:
+        while not ctx.should_terminate:
+            m = await ctx.receive()
+            await ctx.send(m.reply(n=m.n * 2))
+
+    async def front(ctx: KernelContext[Num, Num]) -> None:
+        while not ctx.should_terminate:
+            m = await ctx.receive()
+            # runs inline from the caller's receive; its call waits through its own task
+            doubled = await runtime.call("double", Num(n=m.n), timeout=5)
+            await ctx.send(Num(n=doubled.n + 1))
+
+    await runtime.launch("double", func=doubler)
+    await runtime.launch("front", func=front)
+    await runtime.activate("double")
+    await runtime.activate("front")
+    for i in range(3):
+        await runtime.send("front", Num(n=i))
+        assert (await within(runtime.receive("front"))).n == 2 * i + 1
+    assert (await within(runtime.call("front", Num(n=10)))).n == 21
