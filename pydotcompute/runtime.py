@@ -26,7 +26,7 @@ from .errors import (
 )
 from .ring._checks import check_kernel_id, check_timeout, id_list
 from .ring._context import check_max_count
-from .ring._driver import Scheduler, scheduler_for
+from .ring._driver import Scheduler
 from .ring._options import KernelOptions
 from .ring._outbox import EMPTY
 from .ring._spec import RingKernelSpec, _registry, spec_for
@@ -85,7 +85,7 @@ class RingKernelRuntime:
         self._thread = ""  # name of the thread whose loop this runtime runs on
         self._ident = -1  # and its id
         self._loop_running: Callable[[], bool] = bool
-        # The loop's runnable parked host bodies, run inline before a caller waits.
+        # Runnable parked host bodies, run inline before a caller waits.
         self._sched: Scheduler | None = None
         self._closed = False
         self._device = device
@@ -145,7 +145,7 @@ class RingKernelRuntime:
             self._loop = loop
             self._ident = get_ident()
             self._loop_running = loop.is_running
-            self._sched = scheduler_for(loop)
+            self._sched = Scheduler(loop)
             self._thread = threading.current_thread().name
             return loop
         if self._loop is not None and self._loop.is_closed():
@@ -286,7 +286,9 @@ class RingKernelRuntime:
 
     def _make_kernel(self, spec: RingKernelSpec, loop: asyncio.AbstractEventLoop) -> Any:
         if spec.kind == "host":
-            return HostKernel(spec, loop)
+            if self._sched is None:
+                self._sched = Scheduler(loop)
+            return HostKernel(spec, loop, self._sched)
         if spec.kind == "device":
             from .backends.device import resolve_device
             from .backends.device._kernel import DeviceKernel

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelFailedError, OperationTimeoutError
 from ..ring._context import KernelContext, TerminationRequested
-from ..ring._driver import CANCEL_GRACE_S, BodyDriver
+from ..ring._driver import CANCEL_GRACE_S, BodyDriver, Scheduler
 from ..ring._inbox import Inbox
 from ..ring._options import RestartPolicy
 from ..ring._outbox import Outbox
@@ -97,7 +97,12 @@ class HostKernel(KernelBase):
     backend = "host"
     device = "cpu"
 
-    def __init__(self, spec: RingKernelSpec, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        spec: RingKernelSpec,
+        loop: asyncio.AbstractEventLoop,
+        sched: Scheduler | None = None,
+    ) -> None:
         opts = spec.options
         self.kernel_id = spec.kernel_id
         self.spec = spec
@@ -110,6 +115,7 @@ class HostKernel(KernelBase):
         self.accepting = False
         self.error: BaseException | None = None
         self._loop = loop
+        self._sched = sched if sched is not None else Scheduler(loop)  # the runtime's
         self._task: asyncio.Task[None] | None = None
         self._driver: BodyDriver | None = None
         self._ctx: KernelContext[Any, Any] | None = None
@@ -128,7 +134,7 @@ class HostKernel(KernelBase):
         coro = self.spec.func(ctx)  # type: ignore[misc]
         if not asyncio.iscoroutine(coro):
             coro = _awaiting(coro)
-        driver = BodyDriver(coro, self.inbox, self.kernel_id)
+        driver = BodyDriver(coro, self.inbox, self._sched, self.kernel_id)
         ctx._driver = self._driver = driver
         self._task = driver.task = self._loop.create_task(
             self._run(ctx, driver), name=f"ring kernel {self.kernel_id}", context=driver.context

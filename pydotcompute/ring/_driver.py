@@ -5,7 +5,7 @@ that sits between the task and the body's coroutine. When the body waits in ``ct
 with an empty inbox it *parks*: it yields :data:`PARK` to the driver instead of awaiting a
 future, and its task waits on the driver's park future.
 
-A message sent to a parked body is queued and the body is marked *runnable* with its loop's
+A message sent to a parked body is queued and the body is marked *runnable* with its runtime's
 :class:`Scheduler`. Runnable bodies are then run inline, in the caller's own call, the way an
 eager task factory starts a task: as soon as a host caller would otherwise wait
 (``runtime.receive``, ``runtime.call``, a blocked ``send``), or else at the next turn of the
@@ -27,7 +27,8 @@ What keeps this correct:
 * **Re-entrancy.** A running body is not parked, so a message sent to it from its own run (to
   itself, or by a kernel it sent to) is queued. Runs never nest: a caller already inside a
   flush (a body waiting on another kernel's reply) waits through its task instead.
-* **Fairness.** At most :data:`INLINE_BUDGET` inline runs per turn of the event loop; past it
+* **Fairness.** At most :data:`INLINE_BUDGET` inline runs per turn of the event loop (per
+  runtime); past it
   the rest wait for the loop's next turn, so other tasks get theirs. Runnable bodies run in the
   order they became runnable.
 * **Cancellation.** Cancelling the task (``terminate``'s deadline, ``asyncio.timeout`` in the
@@ -42,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import types
-import weakref
 from asyncio import tasks as _tasks
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
@@ -61,7 +61,6 @@ __all__ = [
     "CancellationIgnoredError",
     "Scheduler",
     "park",
-    "scheduler_for",
     "timeout_waker",
 ]
 
@@ -88,9 +87,9 @@ class CancellationIgnoredError(KernelStateError):
 
 
 class Scheduler:
-    """The runnable parked bodies of one event loop, run inline in the order they became so."""
+    """The runnable parked bodies of one runtime, run inline in the order they became so."""
 
-    __slots__ = ("__weakref__", "armed", "current", "flushing", "left", "loop", "runnable")
+    __slots__ = ("armed", "current", "flushing", "left", "loop", "runnable")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -136,19 +135,6 @@ class Scheduler:
             self.loop.call_soon(self._on_turn)
 
 
-_schedulers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Scheduler] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def scheduler_for(loop: asyncio.AbstractEventLoop) -> Scheduler:
-    """The scheduler of ``loop`` (one per loop, shared by its runtimes)."""
-    s = _schedulers.get(loop)
-    if s is None:
-        s = _schedulers[loop] = Scheduler(loop)
-    return s
-
-
 class BodyDriver:
     """Runs a body's coroutine for its task, and inline while it is parked with messages."""
 
@@ -169,12 +155,14 @@ class BodyDriver:
         "timer",
     )
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], inbox: Inbox, kernel_id: str) -> None:
+    def __init__(
+        self, coro: Coroutine[Any, Any, Any], inbox: Inbox, sched: Scheduler, kernel_id: str
+    ) -> None:
         self._coro = coro
         self.inbox = inbox
         self.kernel_id = kernel_id
-        self.loop = inbox._loop
-        self.sched = scheduler_for(self.loop)
+        self.loop = sched.loop
+        self.sched = sched
         self.context = contextvars.copy_context()
         self.task: asyncio.Task[Any] | None = None
         self.park_fut: asyncio.Future[None] = self.loop.create_future()
