@@ -102,6 +102,10 @@ class Scheduler:
     def mark(self, d: BodyDriver) -> None:
         """``d``'s body is parked and has messages: run it soon."""
         d.runnable = True
+        timer = d.timer
+        if timer is not None:  # its receive(timeout=...) is answered: the timer must not fire
+            timer.cancel()
+            d.timer = None
         self.runnable.append(d)
         if not self.armed:
             self.armed = True
