@@ -128,6 +128,11 @@ class RingKernelRuntime:
             if loop is not self._loop or loop is None:
                 self._other_loop(loop)
 
+    def _on_loop_or_idle(self) -> None:
+        """For synchronous verbs: refuse another thread (or loop) while this loop runs."""
+        if self._loop is not None and self._loop.is_running():
+            self._on_loop()
+
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
         """The runtime's loop, checked to be the running one and the runtime not shut down."""
         loop = _get_running_loop()
@@ -153,6 +158,13 @@ class RingKernelRuntime:
                 "the event loop this RingKernelRuntime ran on is closed (its asyncio.run() "
                 "returned), and its kernels ended with it; create a new RingKernelRuntime() "
                 "on the running loop"
+            )
+        if loop is None and get_ident() != self._ident:
+            raise KernelStateError(
+                f"this RingKernelRuntime runs on the event loop of thread {self._thread!r} and "
+                f"was called from another thread ({threading.current_thread().name!r}); hand "
+                "the call to its loop: asyncio.run_coroutine_threadsafe(runtime.send(...), "
+                "runtime.loop), or runtime.loop.call_soon_threadsafe(...) for a plain call"
             )
         if loop is None:
             raise KernelStateError(
@@ -690,14 +702,21 @@ class RingKernelRuntime:
         are discarded); the id can be launched again. Long sessions that launch many
         uniquely named kernels call this to keep the runtime from growing.
 
+        Once the runtime's event loop has closed, every kernel can be forgotten (they ended
+        with it). ``forget`` is synchronous: call it on the runtime's thread.
+
         Raises
         ------
         KernelStateError
-            The kernel is still alive (terminate it first).
+            The kernel is still alive (terminate it first), or the call came from another
+            thread while the runtime's loop runs.
         """
-        self._on_loop()
+        loop = self._loop
+        gone = loop is not None and loop.is_closed()  # its kernels ended with their loop
+        if not gone:
+            self._on_loop_or_idle()
         k = self._kernel(kernel_id, "forget")
-        if not k.ended():
+        if not gone and not k.ended():
             raise KernelStateError(
                 f"cannot forget ring kernel {kernel_id!r}: it is {k.state.value} and may still "
                 f"run; await runtime.terminate({kernel_id!r}) first"

@@ -295,3 +295,26 @@ async def test_forget_keeps_a_registered_kernel_registered(runtime: RingKernelRu
     await runtime.terminate("reg")
     runtime.forget("reg")
     assert runtime.state("reg") is KernelState.CREATED
+
+
+def test_forget_after_the_loop_closed_and_from_sync_code() -> None:
+    rt = RingKernelRuntime()
+
+    async def first() -> None:
+        await rt.launch("live", func=echo)
+        await rt.activate("live")
+        await rt.launch("done", func=echo)
+        await rt.terminate("done")
+
+    asyncio.run(first())  # returns with "live" still ACTIVE: it ended with the loop
+    rt.forget("done")
+    rt.forget("live")
+    assert rt.kernels == ()
+
+
+async def test_forget_from_another_thread_is_refused(runtime: RingKernelRuntime) -> None:
+    await runtime.launch("e", func=echo)
+    await runtime.terminate("e")
+    with pytest.raises(KernelStateError, match=r"was called from another thread \('asyncio_\d+'\)"):
+        await within(asyncio.to_thread(runtime.forget, "e"))
+    assert runtime.kernels == ("e",)
