@@ -114,7 +114,7 @@ class RingKernelRuntime:
 
     @property
     def kernels(self) -> tuple[str, ...]:
-        """Ids of the kernels launched in this runtime (terminated ones included)."""
+        """Ids of the kernels launched in this runtime (ended ones included, until forgotten)."""
         return tuple(self._kernels)
 
     def _on_loop(self) -> None:
