@@ -241,9 +241,7 @@ class BodyDriver:
             kind, value = handoff
             if kind is _RETURN or kind is _RAISE:
                 return handoff  # the body already ended: that is its outcome
-            if kind is _SEND:
-                self.inbox.requeue_front(value)  # handed over but never taken: keep it
-            elif kind is _YIELD and isinstance(value, asyncio.Future):
+            if kind is _YIELD and isinstance(value, asyncio.Future):
                 value.cancel()  # the body was waiting on it, as a task would cancel it
         return _THROW, exc
 
