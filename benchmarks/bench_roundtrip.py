@@ -2,7 +2,8 @@
 
 20,000 sequential messages after 2,000 of warm-up, per round; ours and the floor alternate
 for several rounds in one process, and the median of the rounds' percentiles is reported.
-Target: p50 at or below the floor, p99 at most 1.5x the floor.
+Target: p50 at most half the floor (the echo body runs inline in ``receive``, with no trip
+through the event loop), p99 at most 1.5x the floor.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ async def measure() -> list[Result]:
     p50, p99, f50, f99 = map(median, (ours_p50, ours_p99, floor_p50, floor_p99))
     base = "2 asyncio.Queue ping-pong"
     return [
-        Result("round trip p50", p50, f50, "us", base, "<= floor", p50 <= f50),
+        Result("round trip p50", p50, f50, "us", base, "<= 0.5x floor", p50 <= 0.5 * f50),
         Result("round trip p99", p99, f99, "us", base, "<= 1.5x floor", p99 <= 1.5 * f99),
     ]
 

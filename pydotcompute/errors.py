@@ -137,7 +137,16 @@ class KernelFailedError(PyDotComputeError, RuntimeError):
 
 
 class QueueFullError(PyDotComputeError):
-    """A mailbox is full and the kernel's backpressure policy refused the message."""
+    """A mailbox is full and the kernel's backpressure policy refused the message.
+
+    Attributes
+    ----------
+    queued:
+        For ``send_many``: how many messages of the batch were queued before it was refused
+        (they stay queued; resend ``msgs[queued:]``). 0 for a single ``send``.
+    """
+
+    queued: int = 0
 
 
 class OperationTimeoutError(PyDotComputeError, TimeoutError):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Iterable
+from asyncio import _get_running_loop
+from collections.abc import Callable, Iterable
 from operator import attrgetter
+from threading import get_ident
 from typing import Any
 
 import numpy as np
@@ -19,13 +22,17 @@ from .errors import (
     MessageTypeError,
     OperationTimeoutError,
     PyDotComputeError,
+    QueueFullError,
     ReceiveTimeoutError,
 )
+from .ring._checks import check_kernel_id, check_timeout, id_list
 from .ring._context import check_max_count
+from .ring._driver import Scheduler
 from .ring._options import KernelOptions
 from .ring._outbox import EMPTY
 from .ring._spec import RingKernelSpec, _registry, spec_for
 from .ring._state import KernelState
+from .ring._waiters import expire
 from .telemetry import KernelTelemetry, RuntimeSnapshot
 
 __all__ = ["RingKernelRuntime"]
@@ -45,9 +52,18 @@ class RingKernelRuntime:
             await runtime.send("summer", ComputeRequest(values=[1, 2, 3]))
             reply = await runtime.receive("summer")
 
-    A runtime belongs to the event loop it is first used on. It is not thread-safe: from
+    A runtime belongs to the event loop it is first used on. It is not thread-safe: every verb
+    called from another loop or thread raises ``KernelStateError`` and changes nothing; from
     another thread, hand coroutines to that loop with
     :func:`asyncio.run_coroutine_threadsafe` (see :attr:`loop`).
+
+    Every verb checks its arguments before it acts: a kernel id is a non-empty ``str``, and a
+    ``timeout`` is ``None`` or ``math.inf`` (no limit), ``0`` (do not wait) or a number of
+    seconds; anything else raises ``InvalidArgumentError`` and nothing changes.
+
+    Host kernels' bodies run inline: a body waiting in ``ctx.receive`` that has been sent a
+    message runs in the caller's own call as soon as the caller would wait (``receive``,
+    ``call``), or at the next turn of the event loop, with no task switch through the loop.
 
     Parameters
     ----------
@@ -67,6 +83,11 @@ class RingKernelRuntime:
             )
         self._kernels: dict[str, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = ""  # name of the thread whose loop this runtime runs on
+        self._ident = -1  # and its id
+        self._loop_running: Callable[[], bool] = bool
+        # Runnable parked host bodies, run inline before a caller waits.
+        self._sched: Scheduler | None = None
         self._closed = False
         self._device = device
         self._target = resolve_device(device) if device == "cuda" else None
@@ -97,46 +118,115 @@ class RingKernelRuntime:
 
     @property
     def kernels(self) -> tuple[str, ...]:
-        """Ids of the kernels launched in this runtime (terminated ones included)."""
+        """Ids of the kernels launched in this runtime (ended ones included, until forgotten)."""
         return tuple(self._kernels)
 
+    def _on_loop(self) -> None:
+        """Refuse a call made from another event loop (or thread), or after the loop closed.
+
+        In this runtime's thread, with its loop running, the running loop can only be that
+        one: two cheap checks instead of asking asyncio (which calls getpid()).
+        """
+        if get_ident() != self._ident or not self._loop_running():
+            loop = _get_running_loop()
+            if loop is not self._loop or loop is None:
+                self._other_loop(loop)
+
+    def _on_loop_or_idle(self) -> None:
+        """For synchronous verbs: refuse another thread (or loop) while this loop runs."""
+        if self._loop is not None and self._loop.is_running():
+            self._on_loop()
+
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
-        loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
-        elif self._loop is not loop:
-            raise PyDotComputeError(
-                "this RingKernelRuntime runs on another event loop; use it from the loop it "
-                "was first used on, or create one runtime per loop"
-            )
+        """The runtime's loop, checked to be the running one and the runtime not shut down."""
+        loop = _get_running_loop()
+        if loop is not self._loop or loop is None:
+            loop = self._other_loop(loop)
         if self._closed:
             raise KernelStateError(
                 "this RingKernelRuntime was shut down; create a new RingKernelRuntime()"
             )
         return loop
 
+    def _other_loop(self, loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop:
+        """Bind to ``loop`` on first use; otherwise say why this call cannot run here."""
+        if loop is not None and self._loop is None:
+            self._loop = loop
+            self._ident = get_ident()
+            self._loop_running = loop.is_running
+            self._sched = Scheduler(loop)
+            self._thread = threading.current_thread().name
+            return loop
+        if self._loop is not None and self._loop.is_closed():
+            raise KernelStateError(
+                "the event loop this RingKernelRuntime ran on is closed (its asyncio.run() "
+                "returned), and its kernels ended with it; create a new RingKernelRuntime() "
+                "on the running loop"
+            )
+        if loop is None and get_ident() != self._ident:
+            raise KernelStateError(
+                f"this RingKernelRuntime runs on the event loop of thread {self._thread!r} and "
+                f"was called from another thread ({threading.current_thread().name!r}); hand "
+                "the call to its loop: asyncio.run_coroutine_threadsafe(runtime.send(...), "
+                "runtime.loop), or runtime.loop.call_soon_threadsafe(...) for a plain call"
+            )
+        if loop is None:
+            raise KernelStateError(
+                "RingKernelRuntime verbs are coroutines of its event loop and no loop is "
+                "running here; await them on that loop (or use asyncio.run_coroutine_threadsafe"
+                "(coro, runtime.loop) from another thread)"
+            )
+        here = threading.current_thread().name
+        where = (
+            f"another event loop in another thread ({here!r})"
+            if here != self._thread
+            else "another event loop in the same thread"
+        )
+        raise KernelStateError(
+            f"this RingKernelRuntime runs on the event loop of thread {self._thread!r} and was "
+            f"called from {where}; use it from the loop it was first used on (from another "
+            "thread: asyncio.run_coroutine_threadsafe(runtime.send(...), runtime.loop)), or "
+            "create one runtime per loop"
+        )
+
     # ---------------------------------------------------------------- lookups and errors
-    def _kernel(self, kernel_id: str) -> Any:
-        k = self._kernels.get(kernel_id)
+    def _flush(self) -> None:
+        """Run parked host bodies that have messages, before this caller waits."""
+        s = self._sched
+        if s is not None and s.runnable and not s.flushing:
+            s.flush()
+
+    def _get(self, kernel_id: str) -> Any:
+        """The kernel launched under ``kernel_id``, or ``None``."""
+        try:
+            return self._kernels.get(kernel_id)
+        except TypeError:  # unhashable: certainly not a kernel id
+            return None
+
+    def _kernel(self, kernel_id: str, verb: str) -> Any:
+        """The kernel launched under ``kernel_id``, checked as ``verb``'s argument."""
+        k = self._get(kernel_id)
         if k is None:
-            raise self._missing(kernel_id)
+            raise self._missing(kernel_id, verb)
         return k
 
-    def _missing(self, kernel_id: str) -> PyDotComputeError:
+    def _missing(self, kernel_id: str, verb: str = "") -> PyDotComputeError:
+        if verb:
+            check_kernel_id(kernel_id, verb)
         if kernel_id in _registry:
             return KernelStateError(
                 f"ring kernel {kernel_id!r} is CREATED (registered, not launched); "
                 f"call await runtime.launch({kernel_id!r}) first"
             )
-        known = ", ".join(sorted(set(self._kernels) | set(_registry))) or "none"
+        known = id_list(set(self._kernels) | set(_registry))
         return KernelNotFoundError(
             f"no ring kernel {kernel_id!r} in this runtime (known: {known}); check the id or "
             "register it with @ring_kernel"
         )
 
-    def _refused(self, kernel_id: str, k: Any) -> PyDotComputeError:
+    def _refused(self, kernel_id: str, k: Any, verb: str) -> PyDotComputeError:
         if k is None:
-            return self._missing(kernel_id)
+            return self._missing(kernel_id, verb)
         if k.state is KernelState.FAILED and k.error is not None:
             return KernelFailedError.caused_by(kernel_id, k.error, "The message was not queued.")
         return KernelStateError(
@@ -150,6 +240,16 @@ class RingKernelRuntime:
             f"ring kernel {k.kernel_id!r} takes {t.__name__} messages, got "
             f"{_a(type(msg).__name__)}; send {_a(t.__name__)}"
         )
+
+    @staticmethod
+    def _no_reply(k: Any, msg: Any, timeout: float) -> Any:
+        def make() -> BaseException:
+            return OperationTimeoutError(
+                f"no reply from ring kernel {k.kernel_id!r} to {type(msg).__name__} "
+                f"{msg.message_id} within {timeout} s"
+            )
+
+        return make
 
     @staticmethod
     def _receive_timeout(kernel_id: str, timeout: float | None) -> Any:
@@ -181,9 +281,13 @@ class RingKernelRuntime:
         KernelNotFoundError
             Nothing is registered under ``kernel_id`` and no ``func`` was given.
         KernelStateError
-            The kernel is already launched and not terminated.
+            The kernel is already launched and not terminated, or the runtime was shut down
+            or is used from another event loop.
+        InvalidArgumentError
+            ``kernel_id`` is not a non-empty ``str``.
         """
         loop = self._bind_loop()
+        check_kernel_id(kernel_id, "launch")
         spec = spec_for(kernel_id, func, _registry.get(kernel_id)).with_options(**options)
         old = self._kernels.get(kernel_id)
         if old is not None and old.state is not KernelState.TERMINATED:
@@ -198,7 +302,9 @@ class RingKernelRuntime:
 
     def _make_kernel(self, spec: RingKernelSpec, loop: asyncio.AbstractEventLoop) -> Any:
         if spec.kind == "host":
-            return HostKernel(spec, loop)
+            if self._sched is None:
+                self._sched = Scheduler(loop)
+            return HostKernel(spec, loop, self._sched)
         if spec.kind == "device":
             from .backends.device import resolve_device
             from .backends.device._kernel import DeviceKernel
@@ -213,11 +319,13 @@ class RingKernelRuntime:
 
     async def activate(self, kernel_id: str) -> None:
         """Let a launched (or deactivated) kernel take messages."""
-        await self._kernel(kernel_id).activate()
+        self._on_loop()
+        await self._kernel(kernel_id, "activate").activate()
 
     async def deactivate(self, kernel_id: str) -> None:
         """Park an active kernel; sends keep queueing and nothing is lost."""
-        await self._kernel(kernel_id).deactivate()
+        self._on_loop()
+        await self._kernel(kernel_id, "deactivate").deactivate()
 
     async def terminate(
         self,
@@ -231,9 +339,16 @@ class RingKernelRuntime:
         ``should_terminate`` turns true and a blocked ``receive`` wakes; the body gets
         ``timeout`` seconds to finish, then it is cancelled. With ``drain=True`` the body
         first takes what is still queued (``should_terminate`` turns true once the inbox is
-        empty). Replies already in the outbox stay receivable.
+        empty). Replies already in the outbox stay receivable. ``timeout=None`` (or
+        ``math.inf``) waits for the body without limit.
+
+        A body that ignores the cancellation (catches ``CancelledError`` and goes on) is
+        closed after a short grace period: the result says ``graceful=False`` and telemetry
+        counts the error. ``terminate`` never hangs on such a body.
         """
-        return await self._kernel(kernel_id).terminate(timeout, drain)
+        self._on_loop()
+        timeout = check_timeout(timeout, "terminate")
+        return await self._kernel(kernel_id, "terminate").terminate(timeout, drain)
 
     async def relaunch(
         self,
@@ -248,16 +363,23 @@ class RingKernelRuntime:
         the same id and state, messages waiting in the inbox are kept, and telemetry keeps its
         history with the redeploy counted. Without ``func`` the current body restarts.
         """
-        k = self._kernel(kernel_id)
+        self._on_loop()
+        timeout = check_timeout(timeout, "relaunch")
+        k = self._kernel(kernel_id, "relaunch")
         spec = None
         if func is not None:
             spec = spec_for(kernel_id, func, k.spec)
         return await k.relaunch(spec, timeout)
 
     async def shutdown(self, *, timeout: float | None = _DEFAULT_TERMINATE_TIMEOUT) -> None:
-        """Terminate every kernel that is still alive (run by leaving ``async with``)."""
+        """Terminate every kernel that is still alive (run by leaving ``async with``).
+
+        ``timeout`` applies to each kernel, as in :meth:`terminate`.
+        """
+        timeout = check_timeout(timeout, "shutdown")
         if self._closed:
             return
+        self._on_loop()
         live = [
             k
             for k in self._kernels.values()
@@ -289,15 +411,29 @@ class RingKernelRuntime:
             ``QueueFullError``) when ``block`` waited ``timeout`` seconds.
         KernelStateError, KernelFailedError
             The kernel does not take messages now.
+        InvalidArgumentError
+            ``timeout`` or ``kernel_id`` is not valid (nothing is queued).
         """
-        k = self._kernels.get(kernel_id)
+        try:  # on asyncio's loops: running, and in this thread (one C call)
+            here = self._loop._thread_id == get_ident()  # type: ignore[union-attr]
+        except AttributeError:  # not bound yet, or another loop class (uvloop)
+            here = False
+        if not here:
+            self._on_loop()
+        if timeout is not None:
+            timeout = check_timeout(timeout, "send")
+        try:
+            k = self._kernels.get(kernel_id)
+        except TypeError:  # unhashable: refused below with the reason
+            k = None
         if k is None or not k.accepting:
-            raise self._refused(kernel_id, k)
+            raise self._refused(kernel_id, k, "send")
         t = k.input_type
         if t is not None and type(msg) is not t and not isinstance(msg, t):
             raise self._wrong_type(k, msg)
         r = k.inbox.put_nowait(msg)
         if r is None:
+            self._flush()  # the kernel may make room right here
             return await k.inbox.put_wait(msg, timeout)
         return r
 
@@ -310,15 +446,40 @@ class RingKernelRuntime:
         for space as needed (``timeout`` applies to each wait). ``msgs`` may also be a numpy
         structured array of the input type's fixed layout (``fixed_layout(In).dtype``): a
         device kernel copies it into its inbox ring in one copy per ring chunk.
+
+        Raises
+        ------
+        QueueFullError
+            Under ``reject``, the batch did not fit: the messages before the first one that
+            did not fit stay queued (the kernel may already be handling them), the rest are
+            not; ``err.queued`` says how many were queued, so a retry sends
+            ``msgs[err.queued:]``.
+        MessageTypeError
+            ``msgs`` is not iterable, or one of them is not of the input type (then none is
+            queued).
         """
-        k = self._kernels.get(kernel_id)
+        self._on_loop()
+        timeout = check_timeout(timeout, "send_many")
+        k = self._get(kernel_id)
         if k is None or not k.accepting:
-            raise self._refused(kernel_id, k)
+            raise self._refused(kernel_id, k, "send_many")
         if isinstance(msgs, np.ndarray):
             if hasattr(k.inbox, "put_array"):
                 return int(await k.inbox.put_array(msgs, timeout))
             msgs = _layout_for(k, k.input_type, "send_many").from_array(msgs)
-        items = msgs if isinstance(msgs, list) else list(msgs)
+        if isinstance(msgs, list):
+            items = msgs
+        else:
+            try:
+                items = list(msgs)
+            except TypeError:
+                if hasattr(msgs, "__iter__"):
+                    raise  # an iterable that failed while iterating: its own error
+                raise MessageTypeError(
+                    f"send_many({kernel_id!r}, msgs=...): expected an iterable of messages (a "
+                    f"list, a generator) or a numpy structured array, got a "
+                    f"{type(msgs).__name__}; to send one message use send()"
+                ) from None
         if not items:
             return 0
         t = k.input_type
@@ -329,17 +490,21 @@ class RingKernelRuntime:
         priorities = _priorities(items, t)
         inbox = k.inbox
         before = inbox.received
-        taken = inbox.put_many_nowait(items, priorities)
-        while taken < len(items):
-            if not k.accepting:
-                raise self._refused(kernel_id, k)
-            await inbox.put_wait(items[taken], timeout)
-            taken += 1
-            if taken < len(items):
-                rest = items[taken:]
-                taken += inbox.put_many_nowait(
-                    rest, None if priorities is None else priorities[taken:]
-                )
+        try:
+            taken = inbox.put_many_nowait(items, priorities)
+            while taken < len(items):
+                if not k.accepting:
+                    raise self._refused(kernel_id, k, "send_many")
+                self._flush()
+                await inbox.put_wait(items[taken], timeout)
+                taken += 1
+                if taken < len(items):
+                    rest = items[taken:]
+                    taken += inbox.put_many_nowait(
+                        rest, None if priorities is None else priorities[taken:]
+                    )
+        except QueueFullError as exc:
+            raise _partial(exc, inbox.received - before, len(items)) from None
         return inbox.received - before
 
     async def receive(self, kernel_id: str, *, timeout: float | None = None) -> Any:
@@ -355,21 +520,46 @@ class RingKernelRuntime:
         KernelStateError
             The kernel is terminated and its outbox is empty.
         """
-        k = self._kernels.get(kernel_id)
+        try:  # on asyncio's loops: running, and in this thread (one C call)
+            here = self._loop._thread_id == get_ident()  # type: ignore[union-attr]
+        except AttributeError:  # not bound yet, or another loop class (uvloop)
+            here = False
+        if not here:
+            self._on_loop()
+        if timeout is not None:
+            timeout = check_timeout(timeout, "receive")
+        try:
+            k = self._kernels.get(kernel_id)
+        except TypeError:  # unhashable: refused below with the reason
+            k = None
         if k is None:
-            raise self._missing(kernel_id)
+            raise self._missing(kernel_id, "receive")
         ob = k.outbox
         msg = ob.pop_nowait()
         if msg is not EMPTY:
             return msg
-        fut = ob.wait(
-            timeout, None if timeout is None else self._receive_timeout(kernel_id, timeout)
-        )
+        s = self._sched
+        if s is not None and s.runnable and not s.flushing:
+            s.flush()  # run parked bodies that have messages, here, instead of waiting
+            msg = ob.pop_nowait()
+            if msg is not EMPTY:
+                return msg
+        fut = ob.wait(None, None)
+        if timeout is None:
+            try:
+                return await fut
+            except asyncio.CancelledError:
+                ob.abandon(fut)
+                raise
+        # One timer handle, cancelled on success: a timeout that does not fire costs little.
+        handle = k._loop.call_later(timeout, expire, fut, self._receive_timeout(kernel_id, timeout))
         try:
             return await fut
         except asyncio.CancelledError:
             ob.abandon(fut)
             raise
+        finally:
+            handle.cancel()
 
     async def receive_many(
         self,
@@ -384,15 +574,18 @@ class RingKernelRuntime:
         With ``as_array=True`` the replies come as one numpy structured array of the output
         type's fixed layout instead of a list (a device kernel's ring is copied out once).
         """
+        self._on_loop()
+        timeout = check_timeout(timeout, "receive_many")
         if max_count is not None:
             check_max_count(max_count)
-        k = self._kernel(kernel_id)
+        k = self._kernel(kernel_id, "receive_many")
         ob = k.outbox
         if as_array:
             if not hasattr(ob, "pop_array"):
                 layout = _layout_for(k, k.options.output_type, "receive_many(as_array=True)")
                 got = await self.receive_many(kernel_id, max_count, timeout=timeout)
                 return layout.to_array(got)
+            self._flush()
             if not len(ob):
                 fut = ob.wait(timeout, self._receive_timeout(kernel_id, timeout))
                 try:
@@ -401,6 +594,7 @@ class RingKernelRuntime:
                     ob.abandon(fut)
                     raise
             return ob.pop_array(max_count or len(ob))
+        self._flush()
         if len(ob):
             return ob.pop_many(max_count or len(ob))
         fut = ob.wait(timeout, self._receive_timeout(kernel_id, timeout))
@@ -423,51 +617,115 @@ class RingKernelRuntime:
         Raises
         ------
         OperationTimeoutError
-            No reply within ``timeout`` seconds (the send counts against it).
+            No reply within ``timeout`` seconds (the send counts against it);
+            ``SendTimeoutError`` (also an ``OperationTimeoutError``) when a ``block`` inbox
+            stayed full for all of it.
         KernelFailedError
             The kernel failed while handling the request.
         """
-        k = self._kernel(kernel_id)
+        try:  # on asyncio's loops: running, and in this thread (one C call)
+            here = self._loop._thread_id == get_ident()  # type: ignore[union-attr]
+        except AttributeError:  # not bound yet, or another loop class (uvloop)
+            here = False
+        if not here:
+            self._on_loop()
+        if timeout is not None:
+            timeout = check_timeout(timeout, "call")
         try:
-            mid = msg.message_id
-        except AttributeError:
+            k = self._kernels.get(kernel_id)
+        except TypeError:  # unhashable: refused below with the reason
+            k = None
+        if k is None:
+            raise self._missing(kernel_id, "call")
+        if not hasattr(type(msg), "message_id") and not hasattr(msg, "message_id"):
             raise MessageTypeError(
                 f"call() needs a @message instance (with a message_id), got "
                 f"{_a(type(msg).__name__)}; use send() and receive() for other objects"
-            ) from None
+            )
+        if not k.accepting:
+            raise self._refused(kernel_id, k, "call")
+        t = k.input_type
+        if t is not None and type(msg) is not t and not isinstance(msg, t):
+            raise self._wrong_type(k, msg)
         ob = k.outbox
-        fut = ob.expect(mid)
+        key = ob.expect_reply_to(msg)
         try:
-            async with asyncio.timeout(timeout):
-                await self.send(kernel_id, msg)
+            loop = k._loop
+            deadline = None if timeout is None else loop.time() + timeout
+            queued = k.inbox.put_nowait(msg)
+            if queued is None:  # full, under block: a full inbox counts against the timeout
+                self._flush()
+                queued = await k.inbox.put_wait(msg, timeout)
+            if not queued:
+                raise QueueFullError(
+                    f"the request to ring kernel {kernel_id!r} was dropped: its inbox is full "
+                    f"({k.inbox.capacity} messages) and its backpressure is 'drop_newest', so "
+                    "no reply will come; receive faster, raise queue_size, or use 'block'"
+                )
+            s = self._sched
+            if s is not None and s.runnable and not s.flushing:
+                s.flush()  # an idle host kernel replies here: no suspension
+            reply = ob.arrived(key)
+            if reply is not EMPTY:
+                return reply
+            fut = ob.reply_future(key)
+            if timeout is None or deadline is None:
                 return await fut
-        except OperationTimeoutError:
-            raise
-        except TimeoutError:
-            raise OperationTimeoutError(
-                f"no reply from ring kernel {kernel_id!r} to {type(msg).__name__} "
-                f"{mid} within {timeout} s"
-            ) from None
+            # One timer handle, cancelled on success (no asyncio.timeout per call).
+            handle = loop.call_at(deadline, expire, fut, self._no_reply(k, msg, timeout))
+            try:
+                return await fut
+            finally:
+                handle.cancel()
         finally:
-            ob.forget(mid)
+            ob.forget(key)
 
     # ---------------------------------------------------------------- state and telemetry
     def state(self, kernel_id: str) -> KernelState:
         """The lifecycle state of a kernel (``CREATED`` if registered but not launched)."""
-        k = self._kernels.get(kernel_id)
+        k = self._get(kernel_id)
         if k is not None:
             return k.state
+        check_kernel_id(kernel_id, "state")
         if kernel_id in _registry:
             return KernelState.CREATED
         raise self._missing(kernel_id)
 
     def options(self, kernel_id: str) -> KernelOptions:
         """The options a launched kernel runs with (queue sizes, message types, policies)."""
-        return self._kernel(kernel_id).options
+        return self._kernel(kernel_id, "options").options
 
     def telemetry(self, kernel_id: str) -> KernelTelemetry:
         """A frozen telemetry snapshot of one kernel."""
-        return self._kernel(kernel_id).telemetry()
+        return self._kernel(kernel_id, "telemetry").telemetry()
+
+    def forget(self, kernel_id: str) -> None:
+        """Drop a kernel that has ended (``TERMINATED``, or a host kernel ``FAILED``).
+
+        Its id, telemetry and anything left in its mailboxes go (replies nobody received
+        are discarded); the id can be launched again. Long sessions that launch many
+        uniquely named kernels call this to keep the runtime from growing.
+
+        Once the runtime's event loop has closed, every kernel can be forgotten (they ended
+        with it). ``forget`` is synchronous: call it on the runtime's thread.
+
+        Raises
+        ------
+        KernelStateError
+            The kernel is still alive (terminate it first), or the call came from another
+            thread while the runtime's loop runs.
+        """
+        loop = self._loop
+        gone = loop is not None and loop.is_closed()  # its kernels ended with their loop
+        if not gone:
+            self._on_loop_or_idle()
+        k = self._kernel(kernel_id, "forget")
+        if not gone and not k.ended():
+            raise KernelStateError(
+                f"cannot forget ring kernel {kernel_id!r}: it is {k.state.value} and may still "
+                f"run; await runtime.terminate({kernel_id!r}) first"
+            )
+        del self._kernels[kernel_id]
 
     def get_telemetry(self, kernel_id: str) -> KernelTelemetry:
         """Return :meth:`telemetry` of one kernel (the earlier port's name, kept as an alias).
@@ -512,6 +770,16 @@ def _layout_for(k: Any, t: type | None, verb: str) -> Any:
             "message type with a fixed layout; pass a list of messages instead"
         )
     return layout
+
+
+def _partial(exc: QueueFullError, queued: int, total: int) -> QueueFullError:
+    """The error of a batch that only partly fitted: how many were queued, and what to do."""
+    err = QueueFullError(
+        f"{exc} ({queued} of the {total} messages of this send_many were queued, the first "
+        f"{queued}; they stay queued: resend msgs[{queued}:])"
+    )
+    err.queued = queued
+    return err
 
 
 def _priorities(items: list[Any], t: type | None) -> list[int] | None:

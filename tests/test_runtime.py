@@ -10,11 +10,13 @@ import pytest
 from pydotcompute import (
     InvalidArgumentError,
     KernelContext,
+    KernelFailedError,
     KernelNotFoundError,
     KernelState,
     KernelStateError,
     MessageTypeError,
     OperationTimeoutError,
+    QueueFullError,
     ReceiveTimeoutError,
     RingKernelRuntime,
     message,
@@ -201,21 +203,6 @@ async def test_leaving_the_context_terminates_every_kernel() -> None:
             await rt.launch("c", func=echo)
 
 
-async def test_runtime_refuses_another_event_loop() -> None:
-    rt = RingKernelRuntime()
-    await rt.launch("x", func=echo)
-
-    def other_loop() -> None:
-        async def use() -> None:
-            await rt.launch("y", func=echo)
-
-        asyncio.run(use())
-
-    with pytest.raises(Exception, match="runs on another event loop"):
-        await asyncio.to_thread(other_loop)
-    await within(rt.shutdown())
-
-
 async def test_relaunch_keeps_queued_messages_and_history(runtime: RingKernelRuntime) -> None:
     await runtime.launch("d", func=doubler)
     await runtime.activate("d")
@@ -283,3 +270,51 @@ async def test_receive_many_refuses_a_bad_max_count(runtime: RingKernelRuntime) 
     await runtime.activate("bad")
     await until(lambda: bool(seen))
     assert "max_count=-3" in str(seen[0])
+
+
+async def test_call_finds_replies_that_carry_an_explicit_correlation_id(
+    runtime: RingKernelRuntime,
+) -> None:
+    held: list[Num] = []
+
+    async def late(ctx: KernelContext[Num, Out]) -> None:
+        # Holds the first request, answers the second, then the first: replies carry the
+        # requests' message ids explicitly (as a decoded or forwarded reply would).
+        while not ctx.should_terminate:
+            m = await ctx.receive()
+            held.append(m)
+            if len(held) == 2:
+                for req in reversed(held):
+                    await ctx.send(Out(value=req.value * 10, correlation_id=req.message_id))
+                held.clear()
+
+    await runtime.launch("l", func=late)
+    await runtime.activate("l")
+    first = asyncio.create_task(runtime.call("l", Num(value=1), timeout=2))
+    await asyncio.sleep(0)
+    second = await within(runtime.call("l", Num(value=2), timeout=2))
+    assert second.value == 20 and (await within(first)).value == 10
+    assert runtime.telemetry("l").outbox_depth == 0
+
+
+async def test_call_says_when_its_request_was_dropped(runtime: RingKernelRuntime) -> None:
+    await runtime.launch("d", func=doubler, queue_size=1, backpressure="drop_newest")
+    await runtime.send("d", Num(value=1))  # fills the inbox while LAUNCHED
+    with pytest.raises(QueueFullError, match=r"request to ring kernel 'd' was dropped.*no reply"):
+        await within(runtime.call("d", Num(value=2), timeout=1))
+
+
+async def test_call_raises_when_the_kernel_fails_while_handling_it(
+    runtime: RingKernelRuntime,
+) -> None:
+    async def failing(ctx: KernelContext[Num, Out]) -> None:
+        m = await ctx.receive()
+        await asyncio.sleep(0)  # fails later, from its task, while the caller waits
+        raise ValueError(f"cannot handle {m.value}")
+
+    await runtime.launch("f", func=failing)
+    await runtime.activate("f")
+    with pytest.raises(KernelFailedError, match=r"'f' failed: ValueError: cannot handle 5"):
+        await within(runtime.call("f", Num(value=5), timeout=2))
+    with pytest.raises(KernelFailedError, match="cannot handle 5"):
+        await within(runtime.call("f", Num(value=6)))

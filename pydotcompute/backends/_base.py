@@ -33,6 +33,10 @@ class KernelBase:
             self._run_state = state  # the running state a restart or relaunch returns to
         self.metrics.event(state.value)
 
+    def ended(self) -> bool:
+        """True once nothing of the kernel runs any more (it may be forgotten)."""
+        return self.state is S.TERMINATED
+
     def _release(self) -> None:
         """Let go of the backend's resources once the inbox is closed (a hook)."""
 

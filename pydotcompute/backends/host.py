@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelFailedError, OperationTimeoutError
 from ..ring._context import KernelContext, TerminationRequested
+from ..ring._driver import CANCEL_GRACE_S, BodyDriver, Scheduler
 from ..ring._inbox import Inbox
 from ..ring._options import RestartPolicy
 from ..ring._outbox import Outbox
@@ -25,7 +26,11 @@ __all__ = ["HostKernel", "LaunchResult", "TerminateResult"]
 log = logging.getLogger("pydotcompute")
 
 S = KernelState
-_CANCEL_GRACE_S = 1.0  # how long a cancelled body gets to unwind before we give up on it
+
+
+async def _awaiting(aw: Any) -> Any:
+    """A coroutine awaiting ``aw`` (a body that returned another awaitable)."""
+    return await aw
 
 
 class LaunchResult:
@@ -92,7 +97,12 @@ class HostKernel(KernelBase):
     backend = "host"
     device = "cpu"
 
-    def __init__(self, spec: RingKernelSpec, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        spec: RingKernelSpec,
+        loop: asyncio.AbstractEventLoop,
+        sched: Scheduler | None = None,
+    ) -> None:
         opts = spec.options
         self.kernel_id = spec.kernel_id
         self.spec = spec
@@ -105,7 +115,9 @@ class HostKernel(KernelBase):
         self.accepting = False
         self.error: BaseException | None = None
         self._loop = loop
+        self._sched = sched if sched is not None else Scheduler(loop)  # the runtime's
         self._task: asyncio.Task[None] | None = None
+        self._driver: BodyDriver | None = None
         self._ctx: KernelContext[Any, Any] | None = None
         self._run_state = S.LAUNCHED  # the running state a restart or relaunch returns to
         self._restart_times: deque[float] = deque()
@@ -119,7 +131,14 @@ class HostKernel(KernelBase):
     def _start_body(self) -> None:
         ctx: KernelContext[Any, Any] = KernelContext(self)
         self._ctx = ctx
-        self._task = self._loop.create_task(self._run(ctx), name=f"ring kernel {self.kernel_id}")
+        coro = self.spec.func(ctx)  # type: ignore[misc]
+        if not asyncio.iscoroutine(coro):
+            coro = _awaiting(coro)
+        driver = BodyDriver(coro, self.inbox, self._sched, self.kernel_id)
+        ctx._driver = self._driver = driver
+        self._task = driver.task = self._loop.create_task(
+            self._run(ctx, driver), name=f"ring kernel {self.kernel_id}", context=driver.context
+        )
 
     async def launch(self) -> LaunchResult:
         """Allocate the mailboxes' loop state and start the body, parked until activated."""
@@ -191,14 +210,18 @@ class HostKernel(KernelBase):
         if done:
             return True
         task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=_CANCEL_GRACE_S)
-        if not done:
+        done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+        if not done and self._driver is not None:
+            # It caught CancelledError and went on: close its coroutine, so terminate (and
+            # asyncio.run at exit) never hang on it. The failure is counted in telemetry.
             log.warning(
                 "ring kernel %r ignored cancellation for %.1f s after its terminate deadline; "
-                "it is left running detached",
+                "its body is closed",
                 self.kernel_id,
-                _CANCEL_GRACE_S,
+                CANCEL_GRACE_S,
             )
+            self._driver.kill()
+            await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
         return False
 
     async def terminate(
@@ -246,10 +269,16 @@ class HostKernel(KernelBase):
             self._set_state(target)
             return self.launch_result()
 
+    def ended(self) -> bool:
+        """True once terminated, or failed with its body no longer running."""
+        if self.state is S.FAILED:
+            return self._task is None or self._task.done()
+        return self.state is S.TERMINATED
+
     # ---------------------------------------------------------------- body and supervision
-    async def _run(self, ctx: KernelContext[Any, Any]) -> None:
+    async def _run(self, ctx: KernelContext[Any, Any], driver: BodyDriver) -> None:
         try:
-            await self.spec.func(ctx)  # type: ignore[misc]
+            await driver
         except TerminationRequested:
             self._flush_completed(ctx)
         except asyncio.CancelledError:

@@ -14,9 +14,12 @@ from ..errors import (
     ReceiveTimeoutError,
 )
 from ..telemetry import LAT_MASK
+from ._checks import check_timeout
+from ._driver import park, timeout_waker
 
 if TYPE_CHECKING:
     from ..backends.host import HostKernel
+    from ._driver import BodyDriver
 
 __all__ = ["KernelContext", "TerminationRequested"]
 
@@ -50,6 +53,7 @@ class KernelContext(Generic[InT, OutT]):
 
     __slots__ = (
         "_draining",
+        "_driver",
         "_inbox",
         "_kernel",
         "_last",
@@ -74,6 +78,7 @@ class KernelContext(Generic[InT, OutT]):
         self._last: Any = None  # the message being handled, for stamping replies
         self._stopping = False
         self._draining = False
+        self._driver: BodyDriver | None = None  # set by the kernel that runs the body
 
     def __repr__(self) -> str:
         return f"<KernelContext {self.kernel_id!r} state={self._kernel.state.value}>"
@@ -99,7 +104,11 @@ class KernelContext(Generic[InT, OutT]):
             The kernel is being terminated (ends the body cleanly).
         ReceiveTimeoutError
             No message arrived within ``timeout`` seconds.
+        InvalidArgumentError
+            ``timeout`` is not ``None`` or a number of seconds >= 0.
         """
+        if timeout is not None:
+            timeout = check_timeout(timeout, "ctx.receive")
         pending = self._pending
         if pending:  # the previous message is done (inlined KernelMetrics.completed)
             m = self._metrics
@@ -110,16 +119,29 @@ class KernelContext(Generic[InT, OutT]):
             self._pending = 0
         inbox = self._inbox
         if inbox._size and inbox.open:
-            entry = inbox.pop()
+            # Inbox.pop, inlined: the highest priority level's oldest entry.
+            levels = inbox._levels
+            bucket = inbox._buckets[-levels[0]]
+            entry = bucket.popleft()
+            inbox._size -= 1
+            if not bucket:
+                del levels[0]
+            if inbox._putters:
+                inbox._admit_putters()
         else:
             if self._stopping:
                 raise TerminationRequested(self.kernel_id)
-            fut = inbox.wait(timeout, None if timeout is None else self._receive_timeout(timeout))
-            try:
-                entry = await fut
-            except asyncio.CancelledError:
-                inbox.abandon(fut)
-                raise
+            d = self._driver
+            if d is not None and d.sched.current is d:
+                # Park: the next message marks this body runnable, and it is run inline.
+                inbox.parked = d
+                if timeout is not None:
+                    d.timer = d.loop.call_later(
+                        timeout, timeout_waker, d, self._receive_timeout(timeout)
+                    )
+                entry = await park()
+            else:
+                entry = await self._wait_entry(timeout)
         self._pending = entry[1]
         self._pending_n = 1
         msg = entry[2]
@@ -135,6 +157,8 @@ class KernelContext(Generic[InT, OutT]):
         request); use ``msg.reply(...)`` to correlate individual replies.
         """
         check_max_count(max_count)
+        if timeout is not None:
+            timeout = check_timeout(timeout, "ctx.receive_many")
         if self._pending:
             self._metrics.completed(self._pending, self._pending_n)
             self._pending = 0
@@ -144,12 +168,16 @@ class KernelContext(Generic[InT, OutT]):
         else:
             if self._stopping:
                 raise TerminationRequested(self.kernel_id)
-            fut = inbox.wait(timeout, self._receive_timeout(timeout))
-            try:
-                _, oldest, first = await fut
-            except asyncio.CancelledError:
-                inbox.abandon(fut)
-                raise
+            d = self._driver
+            if d is not None and d.sched.current is d:
+                inbox.parked = d
+                if timeout is not None:
+                    d.timer = d.loop.call_later(
+                        timeout, timeout_waker, d, self._receive_timeout(timeout)
+                    )
+                _, oldest, first = await park()
+            else:
+                _, oldest, first = await self._wait_entry(timeout)
             msgs = [first]
             if inbox._size and inbox.open and max_count > 1:
                 more, more_oldest = inbox.pop_many(max_count - 1)
@@ -159,6 +187,16 @@ class KernelContext(Generic[InT, OutT]):
         self._pending_n = len(msgs)
         self._last = None
         return msgs
+
+    async def _wait_entry(self, timeout: float | None) -> Any:
+        """Wait for an entry from another task than the body's (``create_task(ctx.receive())``)."""
+        inbox = self._inbox
+        fut = inbox.wait(timeout, self._receive_timeout(timeout))
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            inbox.abandon(fut)
+            raise
 
     async def send(self, msg: OutT, *, timeout: float | None = None) -> None:
         """Send a reply to the kernel's outbox; waits while the outbox is full.
@@ -190,10 +228,14 @@ class KernelContext(Generic[InT, OutT]):
             if d is not None and "correlation_id" in d and d["correlation_id"] is None:
                 d["correlation_id"] = last  # resolved to last.message_id when read
         if not self._outbox.put_nowait(msg):
+            if timeout is not None:
+                timeout = check_timeout(timeout, "ctx.send")
             await self._outbox.put_wait(msg, timeout, self._send_timeout(timeout))
 
     async def send_many(self, msgs: Iterable[OutT], *, timeout: float | None = None) -> None:
         """Send several replies in order; waits while the outbox is full."""
+        if timeout is not None:
+            timeout = check_timeout(timeout, "ctx.send_many")
         items = msgs if isinstance(msgs, list) else list(msgs)
         out_type = self._output_type
         if out_type is not None and set(map(type, items)) - {out_type}:
@@ -219,6 +261,8 @@ class KernelContext(Generic[InT, OutT]):
         OperationTimeoutError
             It was not activated within ``timeout`` seconds.
         """
+        if timeout is not None:
+            timeout = check_timeout(timeout, "ctx.wait_active")
         await self._kernel.wait_active(self, timeout)
 
     def _type_error(self, msg: Any) -> MessageTypeError:

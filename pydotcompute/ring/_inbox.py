@@ -1,8 +1,9 @@
 """The inbox of a host ring kernel: priority order, backpressure, and an activation gate.
 
-Built for the hot path: a message sent to a waiting receiver is handed to it directly (no
-re-check, no extra wake-up), a receive with messages queued returns without suspending, and
-nothing polls.
+Built for the hot path: a message for a body parked in ``receive`` is queued and the body
+marked runnable, to be run inline by the next caller that would wait (see :mod:`._driver`);
+a message for any other waiting receiver is handed to it directly (no re-check, no extra
+wake-up); a receive with messages queued returns without suspending; and nothing polls.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from collections.abc import Callable
 from itertools import repeat
 from operator import itemgetter
 from time import perf_counter_ns
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import QueueFullError, SendTimeoutError
 from ._options import Backpressure
 from ._waiters import expire, expire_later
+
+if TYPE_CHECKING:
+    from ._driver import BodyDriver
 
 __all__ = ["Entry", "Inbox", "priority_of", "reject_error"]
 
@@ -62,6 +66,7 @@ class Inbox:
         "dropped",
         "kernel_id",
         "open",
+        "parked",
         "policy",
         "received",
         "rejected",
@@ -81,6 +86,7 @@ class Inbox:
         self._getters: deque[asyncio.Future[Entry]] = deque()
         self._putters: deque[tuple[asyncio.Future[bool], Any]] = deque()
         self.open = False
+        self.parked: BodyDriver | None = None  # the body, when parked in receive
         self.received = 0
         self.dropped = 0
         self.rejected = 0
@@ -104,7 +110,16 @@ class Inbox:
                 g.set_result((0, perf_counter_ns(), msg))
                 return True
             getters.appendleft(g)
-        self._enqueue(msg, priority_of(msg), perf_counter_ns())
+        p = getattr(msg, "priority", _DEFAULT_PRIORITY)
+        bucket = self._buckets.get(p) if type(p) is int else None
+        if not bucket:  # a new priority level (or an odd one): the general path
+            self._enqueue(msg, priority_of(msg), perf_counter_ns())
+            return True
+        # The common case: more of a priority already queued.
+        self.received += 1
+        seq = self._seq = self._seq + 1
+        bucket.append((seq, perf_counter_ns(), msg))
+        self._size += 1
         return True
 
     def _enqueue(self, msg: Any, p: int, ts: int) -> None:
@@ -120,10 +135,14 @@ class Inbox:
         bucket = self._buckets.get(p)
         if bucket is None:
             bucket = self._buckets[p] = deque()
+        if not bucket:
             insort(self._levels, -p)
         seq = self._seq = self._seq + 1
         bucket.append((seq, ts, msg))
         self._size += 1
+        d = self.parked
+        if d is not None and not d.runnable and self.open:
+            d.sched.mark(d)  # the parked body runs inline soon and takes it
 
     def _full(self, msg: Any) -> bool | None:
         policy = self.policy
@@ -141,7 +160,8 @@ class Inbox:
 
     def _evict_oldest(self) -> None:
         """Drop the message that arrived first, whatever its priority."""
-        oldest_p = min(self._buckets, key=lambda p: self._buckets[p][0][0])
+        buckets = self._buckets
+        oldest_p = min((-q for q in self._levels), key=lambda p: buckets[p][0][0])
         bucket = self._buckets[oldest_p]
         bucket.popleft()
         self._size -= 1
@@ -151,6 +171,11 @@ class Inbox:
 
     async def put_wait(self, msg: Any, timeout: float | None) -> bool:
         """Wait for space and queue ``msg`` (``block`` policy)."""
+        if not self._putters and self._size < self.capacity:
+            # Space was made since the caller looked (a body ran inline meanwhile).
+            r = self.put_nowait(msg)
+            if r is not None:
+                return r
         fut: asyncio.Future[bool] = self._loop.create_future()
         item = (fut, msg)
         self._putters.append(item)
@@ -191,6 +216,10 @@ class Inbox:
             p = _DEFAULT_PRIORITY if priorities is None else priorities[0]
             self._enqueue(msgs[0], p, perf_counter_ns())
             done = 1
+        return self._put_many(msgs, priorities, done)
+
+    def _put_many(self, msgs: list[Any], priorities: list[int] | None, done: int) -> int:
+        n = len(msgs)
         rest = n - done
         if rest and rest <= self.capacity - self._size and not (self._getters and self.open):
             ts = perf_counter_ns()
@@ -225,6 +254,7 @@ class Inbox:
         bucket = self._buckets.get(p)
         if bucket is None:
             bucket = self._buckets[p] = deque()
+        if not bucket:
             insort(self._levels, -p)
         n = len(msgs)
         first = self._seq + 1
@@ -232,16 +262,19 @@ class Inbox:
         bucket.extend(zip(range(first, first + n), repeat(ts, n), msgs))
         self._size += n
         self.received += n
+        d = self.parked
+        if d is not None and not d.runnable and self.open:
+            d.sched.mark(d)
 
     # ---------------------------------------------------------------- consumer side
     def pop(self) -> Entry:
         """Take the next entry (highest priority, oldest first); the inbox must not be empty."""
-        p = -self._levels[0]
-        bucket = self._buckets[p]
+        levels = self._levels
+        bucket = self._buckets[-levels[0]]
         entry = bucket.popleft()
         self._size -= 1
         if not bucket:
-            self._remove_level(p)
+            del levels[0]
         if self._putters:
             self._admit_putters()
         return entry
@@ -273,8 +306,8 @@ class Inbox:
         return list(map(_message_of, out)), oldest
 
     def _remove_level(self, p: int) -> None:
+        """Bucket ``p`` became empty (it is kept for the next message of that priority)."""
         self._levels.remove(-p)
-        del self._buckets[p]
 
     def _admit_putters(self) -> None:
         putters = self._putters
@@ -301,14 +334,16 @@ class Inbox:
     def abandon(self, fut: asyncio.Future[Entry]) -> None:
         """A receiver was cancelled: keep a message that was already handed to it."""
         if fut.done() and not fut.cancelled() and fut.exception() is None:
-            self._requeue_front(fut.result())
+            self.requeue_front(fut.result())
 
-    def _requeue_front(self, entry: Entry) -> None:
+    def requeue_front(self, entry: Entry) -> None:
+        """Put back an entry handed to a receiver that never took it (it was cancelled)."""
         _, ts, msg = entry
         p = priority_of(msg)
         bucket = self._buckets.get(p)
         if bucket is None:
             bucket = self._buckets[p] = deque()
+        if not bucket:
             insort(self._levels, -p)
         bucket.appendleft((0, ts, msg))
         self._size += 1
@@ -317,6 +352,9 @@ class Inbox:
         """Open or close the gate; opening hands queued messages to waiting receivers."""
         self.open = open_
         if open_:
+            d = self.parked
+            if d is not None and self._size and not d.runnable:
+                d.sched.mark(d)
             getters = self._getters
             while getters and self._size:
                 g = getters.popleft()
@@ -325,6 +363,9 @@ class Inbox:
 
     def wake_getters(self, make_error: Callable[[], BaseException]) -> None:
         """Raise ``make_error()`` in every waiting receiver."""
+        d = self.parked
+        if d is not None:
+            d.throw(make_error())
         while self._getters:
             g = self._getters.popleft()
             if not g.done():

@@ -11,12 +11,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ._receivers import Receivers
+from ._receivers import _EMPTY, Receivers
 from ._waiters import expire
 
 __all__ = ["EMPTY", "Outbox"]
 
-EMPTY: Any = object()  # returned by Outbox.pop_nowait when nothing is queued
+EMPTY: Any = _EMPTY  # returned by Outbox.pop_nowait when nothing is queued
 
 
 class Outbox(Receivers):
@@ -26,18 +26,63 @@ class Outbox(Receivers):
     caller, so other replies stay receivable in order.
     """
 
-    __slots__ = ("_putters", "capacity", "kernel_id", "sent")
+    __slots__ = ("_putters", "_requests", "capacity", "kernel_id", "sent")
 
     def __init__(self, kernel_id: str, capacity: int, loop: asyncio.AbstractEventLoop) -> None:
         self._init_receivers(loop)
         self.kernel_id = kernel_id
         self.capacity = capacity
         self._putters: deque[asyncio.Future[None]] = deque()
+        self._requests: dict[int, Any] = {}  # id(request) -> request, for pending calls
         self.sent = 0
 
     def __len__(self) -> int:
         return len(self._q)
 
+    # ---------------------------------------------------------------- calls
+    # A reply stamped by ctx.send (or made with request.reply()) holds the request itself as
+    # its correlation id until somebody reads it: pending calls are keyed by the request's
+    # identity, so neither side has to generate the request's message_id.
+
+    def expect_reply_to(self, request: Any) -> Any:
+        """Expect the reply to ``request`` (a ``call``); return the key to take it by."""
+        key = id(request)  # unique while the call holds the request
+        self._requests[key] = request
+        self._expect[key] = None
+        return key
+
+    def forget(self, correlation_id: Any) -> None:
+        """Stop waiting for a correlated reply (a later one is queued normally)."""
+        self._expect.pop(correlation_id, None)
+        self._requests.pop(correlation_id, None)
+
+    def _deliver_expected(self, msg: Any) -> bool:
+        """Hand ``msg`` to the ``call`` expecting it, if any (or keep it aside for it)."""
+        d = getattr(msg, "__dict__", None)
+        raw = d.get("correlation_id") if d is not None else getattr(msg, "correlation_id", None)
+        if raw is None:
+            return False
+        key: int | None = id(raw)
+        if self._requests.get(key) is not raw:  # type: ignore[arg-type]
+            key = self._key_of(msg)  # an explicit correlation id (a UUID)
+            if key is None:
+                return False
+        elif self._expect.get(key, 0) is None:
+            self._expect[key] = (msg,)  # the common case: the caller takes it with arrived()
+            return True
+        return self._hand_to_call(key, msg)
+
+    def _key_of(self, msg: Any) -> int | None:
+        """The pending call whose request's ``message_id`` is ``msg``'s correlation id."""
+        cid = getattr(msg, "correlation_id", None)
+        if cid is None:
+            return None
+        for key, request in self._requests.items():
+            if getattr(request, "message_id", None) == cid:
+                return key
+        return None
+
+    # ---------------------------------------------------------------- replies
     def put_nowait(self, msg: Any) -> bool:
         """Deliver or queue ``msg``; False when the outbox is full (the kernel must wait)."""
         if self._expect and self._deliver_expected(msg):

@@ -16,6 +16,8 @@ from ._waiters import expire_later
 
 __all__ = ["Receivers"]
 
+_EMPTY: Any = object()  # "no reply yet" (the same object as the outbox's EMPTY)
+
 
 class Receivers:
     """Waiting receivers of an outbox and the host-side queue of replies not yet taken."""
@@ -26,7 +28,8 @@ class Receivers:
         self._loop = loop
         self._q: deque[Any] = deque()
         self._getters: deque[asyncio.Future[Any]] = deque()
-        self._expect: dict[Any, asyncio.Future[Any]] = {}
+        # correlation id -> None (expected), (reply,) (came, not yet taken) or a Future
+        self._expect: dict[Any, Any] = {}
         self._error: Callable[[], BaseException] | None = None
 
     def _waiting(self) -> None:
@@ -54,11 +57,38 @@ class Receivers:
         if fut.done() and not fut.cancelled() and fut.exception() is None:
             self._q.appendleft(fut.result())
 
-    def expect(self, correlation_id: Any) -> asyncio.Future[Any]:
-        """Return a future resolved by the reply correlated with ``correlation_id``."""
+    def expect_reply_to(self, request: Any) -> Any:
+        """Expect the reply to ``request`` (a ``call``); return the key to take it by."""
+        key = request.message_id
+        self.expect(key)
+        return key
+
+    def expect(self, correlation_id: Any) -> None:
+        """Keep the reply correlated with ``correlation_id`` aside for a ``call``.
+
+        Take it with :meth:`arrived`, or wait for it with :meth:`reply_future`; a reply that
+        comes while nobody waits is kept (no future is made unless the caller has to wait).
+        """
+        self._expect[correlation_id] = None
+        self._waiting()
+
+    def arrived(self, correlation_id: Any) -> Any:
+        """The expected reply if it came already (no longer expected then), else ``EMPTY``."""
+        slot = self._expect.get(correlation_id)
+        if type(slot) is tuple:
+            del self._expect[correlation_id]
+            return slot[0]
+        return _EMPTY
+
+    def reply_future(self, correlation_id: Any) -> asyncio.Future[Any]:
+        """A future resolved by the expected reply (after :meth:`arrived` found none).
+
+        Raises the outbox's error at once when it is closed (the kernel failed or ended).
+        """
+        if self._error is not None:
+            raise self._error()
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._expect[correlation_id] = fut
-        self._waiting()
         return fut
 
     def forget(self, correlation_id: Any) -> None:
@@ -66,12 +96,23 @@ class Receivers:
         self._expect.pop(correlation_id, None)
 
     def _deliver_expected(self, msg: Any) -> bool:
-        """Hand ``msg`` to the ``call`` waiting for it, if any."""
+        """Hand ``msg`` to the ``call`` expecting it, if any (or keep it aside for it)."""
         cid = getattr(msg, "correlation_id", None)
-        fut = self._expect.pop(cid, None) if cid is not None else None
-        if fut is None or fut.done():
+        if cid is None:
             return False
-        fut.set_result(msg)
+        return self._hand_to_call(cid, msg)
+
+    def _hand_to_call(self, key: Any, msg: Any) -> bool:
+        """Resolve the expectation ``key`` with ``msg``; False if nobody expects it."""
+        expect = self._expect
+        slot = expect.get(key, _EMPTY)
+        if slot is None:
+            expect[key] = (msg,)  # nobody waits yet: the caller takes it with arrived()
+            return True
+        if slot is _EMPTY or type(slot) is tuple or slot.done():
+            return False
+        del expect[key]
+        slot.set_result(msg)
         return True
 
     def fail(self, make_error: Callable[[], BaseException]) -> None:
@@ -81,10 +122,13 @@ class Receivers:
             g = self._getters.popleft()
             if not g.done():
                 g.set_exception(make_error())
-        for fut in self._expect.values():
-            if not fut.done():
-                fut.set_exception(make_error())
-        self._expect.clear()
+        for cid, slot in list(self._expect.items()):
+            if isinstance(slot, asyncio.Future):
+                if not slot.done():
+                    slot.set_exception(make_error())
+                del self._expect[cid]
+            elif slot is None:
+                del self._expect[cid]  # its caller finds the error in reply_future()
 
     def reopen(self) -> None:
         """Accept receivers again (after a restart or relaunch)."""
