@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterable
 from operator import attrgetter
@@ -21,10 +22,13 @@ from .errors import (
     ReceiveTimeoutError,
 )
 from .ring._context import check_max_count
-from .ring._options import KernelOptions
+from .ring._dead_letters import DeadLetter, DeadLetterQueue
+from .ring._options import Backpressure, KernelOptions
 from .ring._outbox import EMPTY
+from .ring._routing import Router
 from .ring._spec import RingKernelSpec, _registry, spec_for
 from .ring._state import KernelState
+from .ring._topics import TopicReceiver
 from .telemetry import KernelTelemetry, RuntimeSnapshot
 
 __all__ = ["RingKernelRuntime"]
@@ -55,9 +59,21 @@ class RingKernelRuntime:
         device), ``"cuda"`` (raises ``BackendUnavailableError`` without a GPU) or
         ``"emulated"`` (the host C++ build of the same kernel source). Host kernels always
         run on asyncio.
+    dead_letter_capacity:
+        How many dead letters :meth:`dead_letters` keeps (the oldest are forgotten first;
+        the counts in telemetry keep growing).
+    unheard_topics:
+        What :meth:`publish` does with a message for a topic that has no subscriber:
+        ``"ignore"`` (it returns 0) or ``"dead_letter"`` (it is also kept as a dead letter).
     """
 
-    def __init__(self, device: str = "auto") -> None:
+    def __init__(
+        self,
+        device: str = "auto",
+        *,
+        dead_letter_capacity: int = 1024,
+        unheard_topics: str = "ignore",
+    ) -> None:
         from .backends.device import DEVICES, resolve_device
 
         if device not in DEVICES:
@@ -69,6 +85,8 @@ class RingKernelRuntime:
         self._closed = False
         self._device = device
         self._target = resolve_device(device) if device == "cuda" else None
+        self._dead = DeadLetterQueue(dead_letter_capacity)
+        self._routing = Router(self._kernels, self._dead, unheard_topics)
 
     def __repr__(self) -> str:
         states = ", ".join(f"{k}={v.state.value}" for k, v in self._kernels.items())
@@ -187,9 +205,11 @@ class RingKernelRuntime:
                 f"ring kernel {kernel_id!r} is already launched ({old.state.value}); "
                 "terminate it first, or use relaunch() to replace its body"
             )
+        self._routing.check_launch(spec)
         kernel = self._make_kernel(spec, loop)
         result: LaunchResult = await kernel.launch()
         self._kernels[kernel_id] = kernel
+        self._routing.attach(kernel)
         return result
 
     def _make_kernel(self, spec: RingKernelSpec, loop: asyncio.AbstractEventLoop) -> Any:
@@ -414,7 +434,10 @@ class RingKernelRuntime:
         """Send ``msg`` and wait for the reply whose ``correlation_id`` is its ``message_id``.
 
         Other replies stay receivable in order. Replies made with ``request.reply(...)`` or
-        sent by ``ctx.send`` while handling the request are correlated automatically.
+        sent by ``ctx.send`` while handling the request are correlated automatically, and a
+        body that echoes the request object itself answers the call too. When the kernel's
+        output is linked, the reply is the one the end of its links (a kernel with no link
+        of its own) sends for the request's message: the correlation is carried along.
 
         Raises
         ------
@@ -431,6 +454,8 @@ class RingKernelRuntime:
                 f"call() needs a @message instance (with a message_id), got a "
                 f"{type(msg).__name__}; use send() and receive() for other objects"
             ) from None
+        if k.route is not None:
+            return await self._call_linked(kernel_id, msg, timeout)
         ob = k.outbox
         fut = ob.expect(mid)
         try:
@@ -446,6 +471,23 @@ class RingKernelRuntime:
             ) from None
         finally:
             ob.forget(mid)
+
+    async def _call_linked(self, kernel_id: str, msg: Any, timeout: float | None) -> Any:
+        """``call`` a kernel whose output is linked: the reply comes from the links' end."""
+        call = self._routing.start_call(msg, self._bind_loop())
+        try:
+            async with asyncio.timeout(timeout):
+                await self.send(kernel_id, msg)
+                return await call.future
+        except OperationTimeoutError:
+            raise
+        except TimeoutError:
+            raise OperationTimeoutError(
+                f"no reply through the links of ring kernel {kernel_id!r} to "
+                f"{type(msg).__name__} {msg.message_id} within {timeout} s"
+            ) from None
+        finally:
+            self._routing.end_call(call)
 
     # ---------------------------------------------------------------- state and telemetry
     def state(self, kernel_id: str) -> KernelState:
@@ -463,7 +505,17 @@ class RingKernelRuntime:
 
     def telemetry(self, kernel_id: str) -> KernelTelemetry:
         """A frozen telemetry snapshot of one kernel."""
-        return self._kernel(kernel_id).telemetry()
+        return self._routed(self._kernel(kernel_id).telemetry())
+
+    def _routed(self, t: KernelTelemetry) -> KernelTelemetry:
+        """Add what the routing table knows: dead letters, links and subscriptions."""
+        kid = t.kernel_id
+        return dataclasses.replace(
+            t,
+            dead_letters=self._dead.by_kernel.get(kid, 0),
+            outputs_to=self._routing.links.get(kid, ()),
+            subscribes_to=self._routing.subscriptions(kid),
+        )
 
     def snapshot(self) -> RuntimeSnapshot:
         """A frozen snapshot of every kernel's telemetry (``as_dict()`` gives plain data).
@@ -475,12 +527,125 @@ class RingKernelRuntime:
 
         return RuntimeSnapshot(
             timestamp=time.time(),
-            kernels={kid: k.telemetry() for kid, k in self._kernels.items()},
+            kernels={kid: self._routed(k.telemetry()) for kid, k in self._kernels.items()},
             device={
                 **device_snapshot(),
                 "device_kernels": {"requested": self._device, "run_on": self._target},
             },
+            dead_letters=self._dead.total,
+            topics={
+                topic: [s if isinstance(s, str) else "<host>" for s in subs]
+                for topic, subs in self._routing.topics.items()
+            },
         )
+
+    # ---------------------------------------------------------------- links and topics
+    async def link(self, source: str, target: str | Iterable[str]) -> None:
+        """Link ``source``'s output to ``target``'s input (one id, or several: fan-out).
+
+        What ``source`` sends then goes straight into the target's inbox instead of its own
+        outbox; several sources may link to one target (fan-in). The target's input type is
+        checked against ``source``'s output type once, here; the target's backpressure
+        applies to ``source`` (``block`` slows it, ``reject`` raises in its body, drops
+        become dead letters). A kernel may be linked before it is launched (registered ids
+        are known); messages for a target that is not running become dead letters.
+
+        Raises
+        ------
+        KernelNotFoundError
+            Either id is neither registered nor launched.
+        MessageTypeError
+            ``source`` sends messages of a type the target does not take.
+        """
+        self._bind_loop()
+        targets = (target,) if isinstance(target, str) else tuple(target)
+        self._routing.link(source, targets)
+
+    async def unlink(self, source: str, target: str | None = None) -> None:
+        """Remove the link ``source -> target`` (every link of ``source`` without target).
+
+        What ``source`` sends afterwards goes to its outbox again. Messages already in the
+        target's inbox stay there.
+        """
+        self._bind_loop()
+        self._routing.unlink(source, target)
+
+    def links(self) -> dict[str, tuple[str, ...]]:
+        """The links of this runtime: source kernel id -> target kernel ids."""
+        return dict(self._routing.links)
+
+    async def subscribe(self, kernel_id: str, topic: str) -> None:
+        """Subscribe a kernel to a topic: each :meth:`publish` puts a copy in its inbox."""
+        self._bind_loop()
+        self._routing.subscribe(kernel_id, topic)
+
+    async def unsubscribe(self, kernel_id: str, topic: str) -> None:
+        """Remove a kernel's subscription to a topic."""
+        self._bind_loop()
+        self._routing.unsubscribe(kernel_id, topic)
+
+    def topics(self) -> dict[str, tuple[str, ...]]:
+        """Topics with subscribers: topic -> kernel ids (``"<host>"`` for a receiver)."""
+        return {
+            t: tuple(s if isinstance(s, str) else "<host>" for s in subs)
+            for t, subs in self._routing.topics.items()
+        }
+
+    async def publish(self, topic: str, msg: Any, *, timeout: float | None = None) -> int:
+        """Give every subscriber of ``topic`` its own (shallow) copy of ``msg``.
+
+        Returns how many subscribers queued it (0 without subscribers: with
+        ``unheard_topics="dead_letter"`` it is also kept as a dead letter). Each subscriber's
+        backpressure applies; a subscriber that is not running gets a dead letter instead.
+
+        Raises
+        ------
+        MessageTypeError
+            A subscribed kernel takes another type (nothing was delivered).
+        QueueFullError
+            A ``reject`` subscriber was full (raised after the others got their copy).
+        """
+        self._bind_loop()
+        return await self._routing.publish(topic, msg, timeout, None)
+
+    def topic_receiver(
+        self, topic: str, *, capacity: int = 1024, backpressure: str = "drop_oldest"
+    ) -> TopicReceiver:
+        """Subscribe the host to a topic: a receiver a notebook cell can await or iterate.
+
+        ``capacity`` bounds its queue; with the default ``drop_oldest`` a receiver nobody
+        reads never slows the publishers (what it drops becomes a dead letter).
+        ``receiver.close()`` unsubscribes.
+        """
+        try:
+            loop = self._loop or asyncio.get_running_loop()
+        except RuntimeError:
+            raise KernelStateError(
+                "topic_receiver() needs the runtime's event loop: call it from async code "
+                "(a notebook cell, or after the first await on this runtime)"
+            ) from None
+        if type(capacity) is not int or capacity < 1:
+            raise PyDotComputeError(f"capacity={capacity!r} must be an int >= 1")
+        try:
+            policy = Backpressure(backpressure)
+        except ValueError:
+            raise PyDotComputeError(
+                f"backpressure={backpressure!r} is not one of "
+                f"{', '.join(repr(b.value) for b in Backpressure)}"
+            ) from None
+        routing = self._routing
+        rx = TopicReceiver(topic, capacity, policy, loop, lambda r: routing.unsubscribe(r, topic))
+        rx.inbox.on_drop = self._dead.hook(None, topic)
+        routing.subscribe(rx, topic)
+        return rx
+
+    def dead_letters(self, kernel_id: str | None = None) -> list[DeadLetter]:
+        """Messages that could not be delivered, oldest first, with reason and time.
+
+        Only the last ``dead_letter_capacity`` are kept; ``kernel_id`` keeps those meant for
+        one kernel. ``snapshot().dead_letters`` and each kernel's telemetry count them all.
+        """
+        return self._dead.letters(kernel_id)
 
 
 def _layout_for(k: Any, t: type | None, verb: str) -> Any:

@@ -69,6 +69,9 @@ class Receivers:
         """Hand ``msg`` to the ``call`` waiting for it, if any."""
         cid = getattr(msg, "correlation_id", None)
         fut = self._expect.pop(cid, None) if cid is not None else None
+        if fut is None:
+            # An echo: the body sent the request object itself back.
+            fut = self._expect.pop(getattr(msg, "message_id", None), None)
         if fut is None or fut.done():
             return False
         fut.set_result(msg)
