@@ -304,9 +304,13 @@ class Router:
             self._forward(k, fwd), name=f"ring kernel {k.kernel_id} link forwarder"
         )
 
+    def _current(self, k: Any) -> bool:
+        """Whether ``k`` is still the kernel running under its id (not a terminated one)."""
+        return self.kernels.get(k.kernel_id) is k
+
     async def _forward(self, k: Any, fwd: _Forwarder) -> None:
         ob = k.outbox
-        while k.route is not None and self.kernels.get(k.kernel_id) is k:
+        while k.route is not None and self._current(k):
             if len(ob):
                 batch = ob.pop_many(len(ob))
             else:

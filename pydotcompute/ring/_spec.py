@@ -282,8 +282,8 @@ def ring_kernel(
             restart=restart,  # type: ignore[arg-type]
             max_restarts=max_restarts,
             within=within,
-            outputs_to=outputs_to or (),
-            subscribes_to=subscribes_to or (),
+            outputs_to=outputs_to or (),  # type: ignore[arg-type]
+            subscribes_to=subscribes_to or (),  # type: ignore[arg-type]
         )
         spec = RingKernelSpec(kid, func, options)
         _register(spec, replace)
