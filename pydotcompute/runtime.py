@@ -647,6 +647,46 @@ class RingKernelRuntime:
         """
         return self._dead.letters(kernel_id)
 
+    # ---------------------------------------------------------------- device kernel state
+    async def read_state(self, kernel_id: str) -> Any:
+        """A device kernel's ``State`` as a numpy record (a copy of its fixed layout).
+
+        An active kernel is parked for the copy and resumed (its lifecycle state does not
+        change); a terminated one gives the state its loop had when it exited.
+
+        Raises
+        ------
+        KernelStateError
+            The kernel is a host kernel, or a device kernel without state (no
+            ``state_type``, or parallel mode).
+        """
+        return await self._device_kernel(kernel_id, "read_state").read_state()
+
+    async def write_state(self, kernel_id: str, value: Any) -> None:
+        """Set a parked (LAUNCHED or DEACTIVATED) device kernel's ``State``.
+
+        ``value`` is a ``State`` message or a numpy record of its fixed layout; the loop
+        starts from it when activated. ``relaunch`` keeps the state when the new source
+        declares the same ``State`` layout.
+
+        Raises
+        ------
+        KernelStateError
+            The kernel is active (deactivate it first), a host kernel, or has no state.
+        MessageTypeError
+            ``value`` is neither a ``State`` nor a record of its layout.
+        """
+        await self._device_kernel(kernel_id, "write_state").write_state(value)
+
+    def _device_kernel(self, kernel_id: str, verb: str) -> Any:
+        k = self._kernel(kernel_id)
+        if k.backend != "device":
+            raise KernelStateError(
+                f"{verb}: ring kernel {kernel_id!r} is a host kernel, whose state lives in "
+                "its body's variables; read_state/write_state apply to device ring kernels"
+            )
+        return k
+
 
 def _layout_for(k: Any, t: type | None, verb: str) -> Any:
     """The fixed layout used to convert arrays for a host kernel's batch verbs."""
