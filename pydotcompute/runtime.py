@@ -268,7 +268,9 @@ class RingKernelRuntime:
         spec = None
         if func is not None:
             spec = spec_for(kernel_id, func, k.spec)
-        return await k.relaunch(spec, timeout)
+        result: LaunchResult = await k.relaunch(spec, timeout)
+        self._routing.resume(k)
+        return result
 
     async def shutdown(self, *, timeout: float | None = _DEFAULT_TERMINATE_TIMEOUT) -> None:
         """Terminate every kernel that is still alive (run by leaving ``async with``)."""

@@ -288,6 +288,10 @@ class Router:
         if kid in self.links:
             self._rebuild(kid)
 
+    def resume(self, kernel: Any) -> None:
+        """After a relaunch: a linked device kernel's forwarder runs again if it had ended."""
+        self._forward_device(kernel)
+
     def _forward_device(self, k: Any) -> None:
         """Start (or let stop) the forwarder of a device kernel whose output is linked."""
         if k.backend != "device":

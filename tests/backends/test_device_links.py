@@ -15,6 +15,7 @@ from pydotcompute import (
     fixed_layout,
     ring_kernel,
 )
+from pydotcompute.backends.device._compile import find_cxx
 from tests.backends.device_kernels import SEQUENTIAL, Done, Job, Tally, declare, declare_parallel
 from tests.conftest import until, within
 
@@ -178,3 +179,22 @@ async def test_state_verbs_refuse_kernels_without_state(druntime: RingKernelRunt
     await within(druntime.launch("host", func=feed))
     with pytest.raises(KernelStateError, match="'host' is a host kernel"):
         await druntime.read_state("host")
+
+
+async def test_linked_device_kernel_forwards_again_after_a_failure_and_relaunch() -> None:
+    # Emulated only: a trap on CUDA poisons the context.
+    if find_cxx() is None:
+        pytest.skip("the emulated device needs a C++ compiler")
+    trap = "if (msg.n == 2) { __trap(); }\nout.n = msg.n;"
+    spec = ring_kernel(kernel_id="trapper", input_type=Job, output_type=Done, cuda=trap)
+    async with RingKernelRuntime(device="emulated") as rt:
+        await start(rt, ("trapper", None), ("collector", collect))
+        await within(rt.link("trapper", "collector"))
+        for n in range(3):
+            await within(rt.send("trapper", job(n)))
+        got = [int((await within(rt.receive("collector"), WAIT)).n) for _ in range(2)]
+        assert got == [0, 1]
+        await within(until(lambda: rt.state("trapper").value == "FAILED", WAIT), WAIT)
+        await within(rt.relaunch("trapper", spec), WAIT)  # back to ACTIVE
+        await within(rt.send("trapper", job(5)))
+        assert int((await within(rt.receive("collector"), WAIT)).n) == 5
