@@ -476,7 +476,7 @@ class RingKernelRuntime:
 
     async def _call_linked(self, kernel_id: str, msg: Any, timeout: float | None) -> Any:
         """``call`` a kernel whose output is linked: the reply comes from the links' end."""
-        call = self._routing.start_call(msg, self._bind_loop())
+        call = self._routing.pending.start(msg, self._bind_loop())
         try:
             async with asyncio.timeout(timeout):
                 await self.send(kernel_id, msg)
@@ -489,7 +489,7 @@ class RingKernelRuntime:
                 f"{type(msg).__name__} {msg.message_id} within {timeout} s"
             ) from None
         finally:
-            self._routing.end_call(call)
+            self._routing.pending.end(call)
 
     # ---------------------------------------------------------------- state and telemetry
     def state(self, kernel_id: str) -> KernelState:

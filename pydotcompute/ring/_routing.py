@@ -6,14 +6,14 @@ the targets' inboxes through their public put API (``put_nowait``, then ``put_wa
 cannot be delivered (target terminated, failed, unknown) becomes a dead letter; drops are
 turned into dead letters by the inbox's ``on_drop`` hook. Nothing here is backend-specific
 except where a kernel's output leaves it: a host kernel's ``ctx.send`` calls its route; a
-device kernel's replies are read from its outbox ring by a *forwarder* task on the host and
-handed to the same route. A device-to-device link will be a route of its own kind that the
-device backend serves in device memory (see ``docs/articles/concepts/links-and-topics.md``).
+device kernel's replies are read from its outbox ring by a *forwarder* task on the host
+(``_forwarder.py``) and handed to the same route. ``call`` through links is ``_calls.py``. A
+device-to-device link will be a route of its own kind that the device backend serves in device
+memory (see ``docs/articles/concepts/links-and-topics.md``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from collections.abc import Iterable
 from typing import Any
@@ -26,7 +26,9 @@ from ..errors import (
     QueueFullError,
     SendTimeoutError,
 )
+from ._calls import PendingCalls
 from ._dead_letters import DeadLetterQueue, DeadLetterReason
+from ._forwarder import Forwarders
 from ._inbox import priority_of
 from ._spec import RingKernelSpec, _registry
 from ._state import KernelState
@@ -40,26 +42,6 @@ _UNHEARD = ("ignore", "dead_letter")
 
 def _name(t: type | None) -> str:
     return "any object" if t is None else t.__name__
-
-
-class _Call:
-    """A ``call`` through links: the ids of its conversation and the replies it waits for."""
-
-    __slots__ = ("expects", "future", "ids")
-
-    def __init__(self, future: asyncio.Future[Any]) -> None:
-        self.future = future
-        self.ids: list[Any] = []
-        self.expects: list[tuple[Any, Any]] = []
-
-    def settle(self, fut: asyncio.Future[Any]) -> None:
-        if self.future.done() or fut.cancelled():
-            return
-        exc = fut.exception()
-        if exc is not None:
-            self.future.set_exception(exc)
-        else:
-            self.future.set_result(fut.result())
 
 
 class Route:
@@ -98,7 +80,7 @@ class Route:
         """Deliver ``msg`` to every target, waiting where a ``block`` inbox is full."""
         router = self._router
         if router.calls:
-            router.track(msg, self.targets)
+            router.pending.track(msg, self.targets)
         checks = self._checks
         for tid in self.targets:
             t = checks.get(tid)
@@ -125,22 +107,12 @@ class Route:
         """Deliver a device kernel's reply: a ``reject`` refusal becomes a dead letter."""
         router = self._router
         if router.calls:
-            router.track(msg, self.targets)
+            router.pending.track(msg, self.targets)
         for tid in self.targets:
             try:
                 await router.deliver(tid, msg, None, self.source)
             except QueueFullError:
                 router.dead.add(msg, R.REJECTED, tid, self.source)
-
-
-class _Forwarder:
-    """The host task that moves a linked device kernel's replies into its route."""
-
-    __slots__ = ("task", "waiting")
-
-    def __init__(self) -> None:
-        self.task: asyncio.Task[None] | None = None
-        self.waiting = False
 
 
 class Router:
@@ -159,8 +131,9 @@ class Router:
         self.links: dict[str, tuple[str, ...]] = {}
         self.routes: dict[str, Route] = {}
         self.topics: dict[str, list[str | TopicReceiver]] = {}
-        self.calls: dict[Any, _Call] = {}
-        self._forwarders: dict[str, _Forwarder] = {}
+        self.pending = PendingCalls(kernels)
+        self.calls = self.pending.by_id  # empty while no call is pending
+        self._forwarders = Forwarders(kernels)
 
     # ---------------------------------------------------------------- what kernels take
     def _types(self, kernel_id: str, role: str) -> tuple[type | None, type | None]:
@@ -247,7 +220,7 @@ class Router:
         k = self.kernels.get(source)
         if k is not None:
             k.route = route
-            self._forward_device(k)
+            self._forwarders.update(k)
 
     def check_launch(self, spec: RingKernelSpec) -> None:
         """Refuse to launch a kernel whose types no longer fit its links (or declared ones)."""
@@ -290,55 +263,7 @@ class Router:
 
     def resume(self, kernel: Any) -> None:
         """After a relaunch: a linked device kernel's forwarder runs again if it had ended."""
-        self._forward_device(kernel)
-
-    def _forward_device(self, k: Any) -> None:
-        """Start (or let stop) the forwarder of a device kernel whose output is linked."""
-        if k.backend != "device":
-            return
-        fwd = self._forwarders.get(k.kernel_id)
-        if k.route is None:
-            if fwd is not None and fwd.waiting and fwd.task is not None:
-                fwd.task.cancel()  # waiting for a reply: nothing is in flight
-            return
-        if fwd is not None and fwd.task is not None and not fwd.task.done():
-            return
-        fwd = self._forwarders[k.kernel_id] = _Forwarder()
-        fwd.task = asyncio.get_running_loop().create_task(
-            self._forward(k, fwd), name=f"ring kernel {k.kernel_id} link forwarder"
-        )
-
-    def _current(self, k: Any) -> bool:
-        """Whether ``k`` is still the kernel running under its id (not a terminated one)."""
-        return self.kernels.get(k.kernel_id) is k
-
-    async def _forward(self, k: Any, fwd: _Forwarder) -> None:
-        ob = k.outbox
-        while k.route is not None and self._current(k):
-            if len(ob):
-                batch = ob.pop_many(len(ob))
-            else:
-                try:
-                    fut = ob.wait(None, None)
-                except PyDotComputeError:
-                    return  # the kernel ended: nothing more will come
-                fwd.waiting = True
-                try:
-                    batch = [await fut]
-                except PyDotComputeError:
-                    return
-                except asyncio.CancelledError:
-                    ob.abandon(fut)
-                    raise
-                finally:
-                    fwd.waiting = False
-            for i, m in enumerate(batch):
-                route = k.route
-                if route is None:  # unlinked meanwhile: the rest stays receivable
-                    for rest in reversed(batch[i:]):
-                        ob.unget(rest)
-                    return
-                await route.forward(m)
+        self._forwarders.update(kernel)
 
     # ---------------------------------------------------------------- delivery
     async def deliver(
@@ -391,7 +316,7 @@ class Router:
         if t is not None and not isinstance(msg, t):
             raise self.wrong_type(sender, target, t, msg)
         if self.calls:
-            self.track(msg, (target,))
+            self.pending.track(msg, (target,))
         return await self.deliver(target, msg, timeout, sender)
 
     # ---------------------------------------------------------------- topics
@@ -444,7 +369,7 @@ class Router:
         if len(subs) > 1:
             getattr(msg, "message_id", None)  # every copy keeps the same id
         if self.calls:
-            self.track(msg, [s for s in subs if isinstance(s, str)])
+            self.pending.track(msg, [s for s in subs if isinstance(s, str)])
         queued = 0
         refused: list[QueueFullError] = []
         for i, s in enumerate(list(subs)):
@@ -461,48 +386,6 @@ class Router:
         if refused:
             raise refused[0]
         return queued
-
-    # ---------------------------------------------------------------- calls through links
-    def start_call(self, msg: Any, loop: asyncio.AbstractEventLoop) -> _Call:
-        """Register a ``call`` whose reply comes from the end of the head's links."""
-        call = _Call(loop.create_future())
-        mid = msg.message_id
-        self.calls[mid] = call
-        call.ids.append(mid)
-        return call
-
-    def end_call(self, call: _Call) -> None:
-        """Forget a finished ``call``: its ids and the replies it waited for."""
-        for i in call.ids:
-            if self.calls.get(i) is call:
-                del self.calls[i]
-        for outbox, i in call.expects:
-            outbox.forget(i)
-        if not call.future.done():
-            call.future.cancel()
-
-    def track(self, msg: Any, targets: Iterable[str]) -> None:
-        """Carry a call's correlation along a link: ``msg`` answers a pending call's chain.
-
-        A kernel with no link of its own (the tail) answers the call with its reply to
-        ``msg`` (or with ``msg`` itself, echoed).
-        """
-        cid = getattr(msg, "correlation_id", None)
-        call = self.calls.get(cid) if cid is not None else None
-        if call is None:
-            call = self.calls.get(getattr(msg, "message_id", None))
-            if call is None:
-                return
-        mid = msg.message_id
-        if mid not in self.calls:
-            self.calls[mid] = call
-            call.ids.append(mid)
-        for tid in targets:
-            k = self.kernels.get(tid)
-            if k is not None and k.route is None:
-                fut = k.outbox.expect(mid)
-                call.expects.append((k.outbox, mid))
-                fut.add_done_callback(call.settle)
 
 
 def _check_topic(topic: object) -> None:
