@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Iterable
 from operator import attrgetter
@@ -11,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ._runtime_routing import RoutingVerbs
 from .backends.host import HostKernel, LaunchResult, TerminateResult
 from .errors import (
     KernelFailedError,
@@ -22,13 +22,12 @@ from .errors import (
     ReceiveTimeoutError,
 )
 from .ring._context import check_max_count
-from .ring._dead_letters import DeadLetter, DeadLetterQueue
-from .ring._options import Backpressure, KernelOptions
+from .ring._dead_letters import DeadLetterQueue
+from .ring._options import KernelOptions
 from .ring._outbox import EMPTY
 from .ring._routing import Router
 from .ring._spec import RingKernelSpec, _registry, spec_for
 from .ring._state import KernelState
-from .ring._topics import TopicReceiver
 from .telemetry import KernelTelemetry, RuntimeSnapshot
 
 __all__ = ["RingKernelRuntime"]
@@ -37,7 +36,7 @@ _priority = attrgetter("priority")
 _DEFAULT_TERMINATE_TIMEOUT = 5.0
 
 
-class RingKernelRuntime:
+class RingKernelRuntime(RoutingVerbs):
     """Owns running ring kernels and routes every verb to their backend.
 
     Use it as an async context manager; leaving the context terminates every kernel::
@@ -474,23 +473,6 @@ class RingKernelRuntime:
         finally:
             ob.forget(mid)
 
-    async def _call_linked(self, kernel_id: str, msg: Any, timeout: float | None) -> Any:
-        """``call`` a kernel whose output is linked: the reply comes from the links' end."""
-        call = self._routing.pending.start(msg, self._bind_loop())
-        try:
-            async with asyncio.timeout(timeout):
-                await self.send(kernel_id, msg)
-                return await call.future
-        except OperationTimeoutError:
-            raise
-        except TimeoutError:
-            raise OperationTimeoutError(
-                f"no reply through the links of ring kernel {kernel_id!r} to "
-                f"{type(msg).__name__} {msg.message_id} within {timeout} s"
-            ) from None
-        finally:
-            self._routing.pending.end(call)
-
     # ---------------------------------------------------------------- state and telemetry
     def state(self, kernel_id: str) -> KernelState:
         """The lifecycle state of a kernel (``CREATED`` if registered but not launched)."""
@@ -508,16 +490,6 @@ class RingKernelRuntime:
     def telemetry(self, kernel_id: str) -> KernelTelemetry:
         """A frozen telemetry snapshot of one kernel."""
         return self._routed(self._kernel(kernel_id).telemetry())
-
-    def _routed(self, t: KernelTelemetry) -> KernelTelemetry:
-        """Add what the routing table knows: dead letters, links and subscriptions."""
-        kid = t.kernel_id
-        return dataclasses.replace(
-            t,
-            dead_letters=self._dead.by_kernel.get(kid, 0),
-            outputs_to=self._routing.links.get(kid, ()),
-            subscribes_to=self._routing.subscriptions(kid),
-        )
 
     def snapshot(self) -> RuntimeSnapshot:
         """A frozen snapshot of every kernel's telemetry (``as_dict()`` gives plain data).
@@ -540,154 +512,6 @@ class RingKernelRuntime:
                 for topic, subs in self._routing.topics.items()
             },
         )
-
-    # ---------------------------------------------------------------- links and topics
-    async def link(self, source: str, target: str | Iterable[str]) -> None:
-        """Link ``source``'s output to ``target``'s input (one id, or several: fan-out).
-
-        What ``source`` sends then goes straight into the target's inbox instead of its own
-        outbox; several sources may link to one target (fan-in). The target's input type is
-        checked against ``source``'s output type once, here; the target's backpressure
-        applies to ``source`` (``block`` slows it, ``reject`` raises in its body, drops
-        become dead letters). A kernel may be linked before it is launched (registered ids
-        are known); messages for a target that is not running become dead letters.
-
-        Raises
-        ------
-        KernelNotFoundError
-            Either id is neither registered nor launched.
-        MessageTypeError
-            ``source`` sends messages of a type the target does not take.
-        """
-        self._bind_loop()
-        targets = (target,) if isinstance(target, str) else tuple(target)
-        self._routing.link(source, targets)
-
-    async def unlink(self, source: str, target: str | None = None) -> None:
-        """Remove the link ``source -> target`` (every link of ``source`` without target).
-
-        What ``source`` sends afterwards goes to its outbox again. Messages already in the
-        target's inbox stay there.
-        """
-        self._bind_loop()
-        self._routing.unlink(source, target)
-
-    def links(self) -> dict[str, tuple[str, ...]]:
-        """The links of this runtime: source kernel id -> target kernel ids."""
-        return dict(self._routing.links)
-
-    async def subscribe(self, kernel_id: str, topic: str) -> None:
-        """Subscribe a kernel to a topic: each :meth:`publish` puts a copy in its inbox."""
-        self._bind_loop()
-        self._routing.subscribe(kernel_id, topic)
-
-    async def unsubscribe(self, kernel_id: str, topic: str) -> None:
-        """Remove a kernel's subscription to a topic."""
-        self._bind_loop()
-        self._routing.unsubscribe(kernel_id, topic)
-
-    def topics(self) -> dict[str, tuple[str, ...]]:
-        """Topics with subscribers: topic -> kernel ids (``"<host>"`` for a receiver)."""
-        return {
-            t: tuple(s if isinstance(s, str) else "<host>" for s in subs)
-            for t, subs in self._routing.topics.items()
-        }
-
-    async def publish(self, topic: str, msg: Any, *, timeout: float | None = None) -> int:
-        """Give every subscriber of ``topic`` its own (shallow) copy of ``msg``.
-
-        Returns how many subscribers queued it (0 without subscribers: with
-        ``unheard_topics="dead_letter"`` it is also kept as a dead letter). Each subscriber's
-        backpressure applies; a subscriber that is not running gets a dead letter instead.
-
-        Raises
-        ------
-        MessageTypeError
-            A subscribed kernel takes another type (nothing was delivered).
-        QueueFullError
-            A ``reject`` subscriber was full (raised after the others got their copy).
-        """
-        self._bind_loop()
-        return await self._routing.publish(topic, msg, timeout, None)
-
-    def topic_receiver(
-        self, topic: str, *, capacity: int = 1024, backpressure: str = "drop_oldest"
-    ) -> TopicReceiver:
-        """Subscribe the host to a topic: a receiver a notebook cell can await or iterate.
-
-        ``capacity`` bounds its queue; with the default ``drop_oldest`` a receiver nobody
-        reads never slows the publishers (what it drops becomes a dead letter).
-        ``receiver.close()`` unsubscribes.
-        """
-        try:
-            loop = self._loop or asyncio.get_running_loop()
-        except RuntimeError:
-            raise KernelStateError(
-                "topic_receiver() needs the runtime's event loop: call it from async code "
-                "(a notebook cell, or after the first await on this runtime)"
-            ) from None
-        if type(capacity) is not int or capacity < 1:
-            raise PyDotComputeError(f"capacity={capacity!r} must be an int >= 1")
-        try:
-            policy = Backpressure(backpressure)
-        except ValueError:
-            raise PyDotComputeError(
-                f"backpressure={backpressure!r} is not one of "
-                f"{', '.join(repr(b.value) for b in Backpressure)}"
-            ) from None
-        routing = self._routing
-        rx = TopicReceiver(topic, capacity, policy, loop, lambda r: routing.unsubscribe(r, topic))
-        rx.inbox.on_drop = self._dead.hook(None, topic)
-        routing.subscribe(rx, topic)
-        return rx
-
-    def dead_letters(self, kernel_id: str | None = None) -> list[DeadLetter]:
-        """Messages that could not be delivered, oldest first, with reason and time.
-
-        Only the last ``dead_letter_capacity`` are kept; ``kernel_id`` keeps those meant for
-        one kernel. ``snapshot().dead_letters`` and each kernel's telemetry count them all.
-        """
-        return self._dead.letters(kernel_id)
-
-    # ---------------------------------------------------------------- device kernel state
-    async def read_state(self, kernel_id: str) -> Any:
-        """A device kernel's ``State`` as a numpy record (a copy of its fixed layout).
-
-        An active kernel is parked for the copy and resumed (its lifecycle state does not
-        change); a terminated one gives the state its loop had when it exited.
-
-        Raises
-        ------
-        KernelStateError
-            The kernel is a host kernel, or a device kernel without state (no
-            ``state_type``, or parallel mode).
-        """
-        return await self._device_kernel(kernel_id, "read_state").read_state()
-
-    async def write_state(self, kernel_id: str, value: Any) -> None:
-        """Set a parked (LAUNCHED or DEACTIVATED) device kernel's ``State``.
-
-        ``value`` is a ``State`` message or a numpy record of its fixed layout; the loop
-        starts from it when activated. ``relaunch`` keeps the state when the new source
-        declares the same ``State`` layout.
-
-        Raises
-        ------
-        KernelStateError
-            The kernel is active (deactivate it first), a host kernel, or has no state.
-        MessageTypeError
-            ``value`` is neither a ``State`` nor a record of its layout.
-        """
-        await self._device_kernel(kernel_id, "write_state").write_state(value)
-
-    def _device_kernel(self, kernel_id: str, verb: str) -> Any:
-        k = self._kernel(kernel_id)
-        if k.backend != "device":
-            raise KernelStateError(
-                f"{verb}: ring kernel {kernel_id!r} is a host kernel, whose state lives in "
-                "its body's variables; read_state/write_state apply to device ring kernels"
-            )
-        return k
 
 
 def _layout_for(k: Any, t: type | None, verb: str) -> Any:
