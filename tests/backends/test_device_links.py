@@ -198,3 +198,15 @@ async def test_linked_device_kernel_forwards_again_after_a_failure_and_relaunch(
         await within(rt.relaunch("trapper", spec), WAIT)  # back to ACTIVE
         await within(rt.send("trapper", job(5)))
         assert int((await within(rt.receive("collector"), WAIT)).n) == 5
+
+
+async def test_device_kernel_declares_outputs_to_and_subscribes_to(
+    druntime: RingKernelRuntime,
+) -> None:
+    ring_kernel(kernel_id="collector")(collect)
+    declare("worker", outputs_to="collector", subscribes_to=["jobs"])
+    await start(druntime, ("collector", None), ("worker", None))
+    assert await within(druntime.publish("jobs", job(4))) == 1
+    assert int((await within(druntime.receive("collector"), WAIT)).n) == 4
+    t = druntime.telemetry("worker")
+    assert (t.outputs_to, t.subscribes_to) == (("collector",), ("jobs",))
