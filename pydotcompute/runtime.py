@@ -284,6 +284,7 @@ class RingKernelRuntime(RoutingVerbs):
             *(k.terminate(timeout, False, if_alive=True) for k in live), return_exceptions=True
         )
         self._closed = True
+        self._routing.close()
         errors = [r for r in results if isinstance(r, BaseException)]
         if len(errors) == 1:
             raise errors[0]

@@ -341,6 +341,13 @@ class Router:
         if not subs:
             del self.topics[topic]
 
+    def close(self) -> None:
+        """Close every host topic receiver (the runtime shut down): waiting receives end."""
+        for subs in list(self.topics.values()):
+            for s in list(subs):
+                if isinstance(s, TopicReceiver):
+                    s.close()
+
     def subscriptions(self, kernel_id: str) -> tuple[str, ...]:
         """The topics a kernel is subscribed to."""
         return tuple(t for t, subs in self.topics.items() if kernel_id in subs)

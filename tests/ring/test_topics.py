@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -177,3 +178,17 @@ async def test_publish_to_a_terminated_subscriber_is_a_dead_letter(
     assert await within(runtime.publish("t", Alert(level=1))) == 0
     await within(until(lambda: len(runtime.dead_letters()) == 1))
     assert runtime.dead_letters()[0].reason is DeadLetterReason.TERMINATED
+
+
+async def test_shutdown_closes_host_receivers() -> None:
+    rt = RingKernelRuntime()
+    async with rt:
+        rx = rt.topic_receiver("t")
+        await within(rt.publish("t", Alert(level=1)))
+        waiting = asyncio.ensure_future(rx.receive())
+        assert (await within(waiting)).level == 1
+        waiting = asyncio.ensure_future(rx.receive())
+        await asyncio.sleep(0)
+    with pytest.raises(KernelStateError, match="the receiver of topic 't' is closed"):
+        await within(waiting)
+    assert rx.closed
