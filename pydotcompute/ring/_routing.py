@@ -77,7 +77,11 @@ class Route:
         return k.inbox.put_nowait(msg) is not None
 
     async def send(self, msg: Any, timeout: float | None = None) -> None:
-        """Deliver ``msg`` to every target, waiting where a ``block`` inbox is full."""
+        """Deliver ``msg`` to every target, waiting where a ``block`` inbox is full.
+
+        A target's ``QueueFullError`` (``reject``, or a ``block`` wait past ``timeout``) is
+        raised once the other targets got the message.
+        """
         router = self._router
         if router.calls:
             router.pending.track(msg, self.targets)
@@ -86,8 +90,14 @@ class Route:
             t = checks.get(tid)
             if t is not None and not isinstance(msg, t):
                 raise router.wrong_type(self.source, tid, t, msg)
+        refused: list[QueueFullError] = []
         for tid in self.targets:
-            await router.deliver(tid, msg, timeout, self.source)
+            try:
+                await router.deliver(tid, msg, timeout, self.source)
+            except QueueFullError as e:  # the other targets still get theirs
+                refused.append(e)
+        if refused:
+            raise refused[0]
 
     async def send_many(self, msgs: list[Any], timeout: float | None = None) -> None:
         """Deliver ``msgs`` in order to every target (one bulk put when they all fit)."""

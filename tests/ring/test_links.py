@@ -246,6 +246,30 @@ async def test_drops_downstream_are_counted_and_become_dead_letters(
     assert sorted(d.message.value for d in letters) == sorted({0.0, 1.0, 2.0} - {kept})
 
 
+async def test_fan_out_serves_every_target_before_raising_a_reject(
+    runtime: RingKernelRuntime,
+) -> None:
+    caught: list[BaseException] = []
+
+    async def careful(ctx: KernelContext[Reading, Scored]) -> None:
+        while not ctx.should_terminate:
+            r = await ctx.receive()
+            try:
+                await ctx.send(Scored(value=r.value, z=0.0))
+            except QueueFullError as e:
+                caught.append(e)
+
+    await start(runtime, ("c", careful, {}))
+    await within(runtime.launch("strict", func=detect, queue_size=1, backpressure="reject"))
+    await within(runtime.launch("easy", func=detect))
+    await within(runtime.link("c", ["strict", "easy"]))
+    for v in (1.0, 2.0):
+        await within(runtime.send("c", Reading(value=v)))
+    await within(until(lambda: caught))
+    assert "inbox of ring kernel 'strict' is full" in str(caught[0])
+    assert runtime.telemetry("easy").inbox_depth == 2
+
+
 # ---------------------------------------------------------------- lifecycle
 
 
