@@ -90,6 +90,20 @@ async def test_link_and_unlink_at_run_time(runtime: RingKernelRuntime) -> None:
         await runtime.unlink("n", "d")
 
 
+async def test_registered_kernels_can_be_linked_before_launch(runtime: RingKernelRuntime) -> None:
+    ring_kernel(kernel_id="n")(normalize)
+    ring_kernel(kernel_id="d")(detect)
+    await within(runtime.link("n", "d"))
+    await within(runtime.launch("n"))
+    await within(runtime.activate("n"))
+    await within(runtime.send("n", Reading(value=2.0)))  # d is not launched yet
+    await within(until(lambda: len(runtime.dead_letters()) == 1))
+    assert runtime.dead_letters()[0].reason is DeadLetterReason.NOT_LAUNCHED
+    await start(runtime, ("d", None, {}))
+    await within(runtime.send("n", Reading(value=4.0)))
+    assert (await within(runtime.receive("d"))).text == "z=2.0"
+
+
 async def test_link_type_mismatch_names_both_types_and_changes_nothing(
     runtime: RingKernelRuntime,
 ) -> None:
