@@ -30,13 +30,6 @@ _SNAPSHOT_REUSE_S = 0.5  # one collection reads all instruments from one snapsho
 _SNAPSHOT_TIMEOUT_S = 5.0  # waiting for the runtime's loop to take a snapshot
 
 
-def _dead_letters(t: KernelTelemetry) -> float | None:
-    value = getattr(t, "dead_letters", None)
-    if value is None:
-        value = t.extra.get("dead_letters")
-    return None if value is None else float(value)
-
-
 def _seconds(us: float | None) -> float | None:
     return None if us is None else us / 1e6
 
@@ -63,7 +56,7 @@ INSTRUMENTS: tuple[_Instrument, ...] = (
     _Instrument("messages.rejected", "counter", "{message}", "sends refused by backpressure",
                 lambda t: t.rejected),
     _Instrument("messages.dead_letters", "counter", "{message}",
-                "undeliverable messages kept as dead letters", _dead_letters),
+                "undeliverable messages kept as dead letters", lambda t: t.dead_letters),
     _Instrument("errors", "counter", "{error}", "failures of the kernel's body",
                 lambda t: t.errors),
     _Instrument("restarts", "counter", "{restart}", "restarts by the supervision policy",

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import _display
+from ._runtime_routing import RoutingVerbs
 from .backends.host import HostKernel, LaunchResult, TerminateResult
 from .errors import (
     KernelFailedError,
@@ -27,9 +28,11 @@ from .errors import (
 )
 from .ring._checks import check_kernel_id, check_timeout, id_list
 from .ring._context import check_max_count
+from .ring._dead_letters import DeadLetterQueue
 from .ring._driver import Scheduler
 from .ring._options import KernelOptions
 from .ring._outbox import EMPTY
+from .ring._routing import Router
 from .ring._spec import RingKernelSpec, _registry, spec_for
 from .ring._state import KernelState
 from .ring._waiters import expire
@@ -41,7 +44,7 @@ _priority = attrgetter("priority")
 _DEFAULT_TERMINATE_TIMEOUT = 5.0
 
 
-class RingKernelRuntime:
+class RingKernelRuntime(RoutingVerbs):
     """Owns running ring kernels and routes every verb to their backend.
 
     Use it as an async context manager; leaving the context terminates every kernel::
@@ -72,9 +75,21 @@ class RingKernelRuntime:
         device), ``"cuda"`` (raises ``BackendUnavailableError`` without a GPU) or
         ``"emulated"`` (the host C++ build of the same kernel source). Host kernels always
         run on asyncio.
+    dead_letter_capacity:
+        How many dead letters :meth:`dead_letters` keeps (the oldest are forgotten first;
+        the counts in telemetry keep growing).
+    unheard_topics:
+        What :meth:`publish` does with a message for a topic that has no subscriber:
+        ``"ignore"`` (it returns 0) or ``"dead_letter"`` (it is also kept as a dead letter).
     """
 
-    def __init__(self, device: str = "auto") -> None:
+    def __init__(
+        self,
+        device: str = "auto",
+        *,
+        dead_letter_capacity: int = 1024,
+        unheard_topics: str = "ignore",
+    ) -> None:
         from .backends.device import DEVICES, resolve_device
 
         if device not in DEVICES:
@@ -91,6 +106,8 @@ class RingKernelRuntime:
         self._closed = False
         self._device = device
         self._target = resolve_device(device) if device == "cuda" else None
+        self._dead = DeadLetterQueue(dead_letter_capacity)
+        self._routing = Router(self._kernels, self._dead, unheard_topics)
 
     def __repr__(self) -> str:
         return _display.runtime_repr(self, self._device)
@@ -295,9 +312,11 @@ class RingKernelRuntime:
                 f"ring kernel {kernel_id!r} is already launched ({old.state.value}); "
                 "terminate it first, or use relaunch() to replace its body"
             )
+        self._routing.check_launch(spec)
         kernel = self._make_kernel(spec, loop)
         result: LaunchResult = await kernel.launch()
         self._kernels[kernel_id] = kernel
+        self._routing.attach(kernel)
         return result
 
     def _make_kernel(self, spec: RingKernelSpec, loop: asyncio.AbstractEventLoop) -> Any:
@@ -369,7 +388,9 @@ class RingKernelRuntime:
         spec = None
         if func is not None:
             spec = spec_for(kernel_id, func, k.spec)
-        return await k.relaunch(spec, timeout)
+        result: LaunchResult = await k.relaunch(spec, timeout)
+        self._routing.resume(k)
+        return result
 
     async def shutdown(self, *, timeout: float | None = _DEFAULT_TERMINATE_TIMEOUT) -> None:
         """Terminate every kernel that is still alive (run by leaving ``async with``).
@@ -389,6 +410,7 @@ class RingKernelRuntime:
             *(k.terminate(timeout, False, if_alive=True) for k in live), return_exceptions=True
         )
         self._closed = True
+        self._routing.close()
         errors = [r for r in results if isinstance(r, BaseException)]
         if len(errors) == 1:
             raise errors[0]
@@ -612,7 +634,10 @@ class RingKernelRuntime:
         """Send ``msg`` and wait for the reply whose ``correlation_id`` is its ``message_id``.
 
         Other replies stay receivable in order. Replies made with ``request.reply(...)`` or
-        sent by ``ctx.send`` while handling the request are correlated automatically.
+        sent by ``ctx.send`` while handling the request are correlated automatically, and a
+        body that echoes the request object itself answers the call too. When the kernel's
+        output is linked, the reply is the one the end of its links (a kernel with no link
+        of its own) sends for the request's message: the correlation is carried along.
 
         Raises
         ------
@@ -647,6 +672,8 @@ class RingKernelRuntime:
         t = k.input_type
         if t is not None and type(msg) is not t and not isinstance(msg, t):
             raise self._wrong_type(k, msg)
+        if k.route is not None:
+            return await self._call_linked(kernel_id, msg, timeout)
         ob = k.outbox
         key = ob.expect_reply_to(msg)
         try:
@@ -697,7 +724,7 @@ class RingKernelRuntime:
 
     def telemetry(self, kernel_id: str) -> KernelTelemetry:
         """A frozen telemetry snapshot of one kernel."""
-        return self._kernel(kernel_id, "telemetry").telemetry()
+        return self._routed(self._kernel(kernel_id, "telemetry").telemetry())
 
     def forget(self, kernel_id: str) -> None:
         """Drop a kernel that has ended (``TERMINATED``, or a host kernel ``FAILED``).
@@ -745,10 +772,15 @@ class RingKernelRuntime:
 
         return RuntimeSnapshot(
             timestamp=time.time(),
-            kernels={kid: k.telemetry() for kid, k in self._kernels.items()},
+            kernels={kid: self._routed(k.telemetry()) for kid, k in self._kernels.items()},
             device={
                 **device_snapshot(),
                 "device_kernels": {"requested": self._device, "run_on": self._target},
+            },
+            dead_letters=self._dead.total,
+            topics={
+                topic: [s if isinstance(s, str) else "<host>" for s in subs]
+                for topic, subs in self._routing.topics.items()
             },
         )
 

@@ -36,7 +36,9 @@ class KernelTelemetry:
     Throughput is measured between snapshots: the first snapshot reports the average since
     launch, later ones the rate over up to the last 5 s of snapshots (``window_s``).
     Host kernels measure latency from the moment a message enters the inbox to the moment the
-    body is done with it (its next ``send`` or ``receive``).
+    body is done with it (its next ``send`` or ``receive``). ``dead_letters`` counts messages
+    meant for this kernel that became dead letters; ``outputs_to`` lists the kernels its output
+    is linked to and ``subscribes_to`` the topics it is subscribed to.
     """
 
     kernel_id: str
@@ -64,6 +66,9 @@ class KernelTelemetry:
     uptime_s: float
     events: tuple[tuple[float, str], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    dead_letters: int = 0
+    outputs_to: tuple[str, ...] = ()
+    subscribes_to: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return _display.telemetry_repr(self)
@@ -85,16 +90,25 @@ class KernelTelemetry:
         """Return the snapshot as plain data (dicts, lists, str, numbers, None)."""
         out = dataclasses.asdict(self)
         out["events"] = [list(e) for e in self.events]
+        out["outputs_to"] = list(self.outputs_to)
+        out["subscribes_to"] = list(self.subscribes_to)
         return out
 
 
 @dataclass(frozen=True)
 class RuntimeSnapshot:
-    """A frozen snapshot of every kernel of a runtime, taken at one moment."""
+    """A frozen snapshot of every kernel of a runtime, taken at one moment.
+
+    ``dead_letters`` is the runtime's total of dead letters (each kernel's share is in its
+    telemetry); ``topics`` maps each topic to its subscribers (kernel ids, ``"<host>"`` for a
+    host topic receiver).
+    """
 
     timestamp: float
     kernels: dict[str, KernelTelemetry]
     device: dict[str, Any] = field(default_factory=dict)
+    dead_letters: int = 0
+    topics: dict[str, list[str]] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return _display.snapshot_repr(self)
@@ -109,6 +123,8 @@ class RuntimeSnapshot:
             "timestamp": self.timestamp,
             "kernels": {k: t.as_dict() for k, t in self.kernels.items()},
             "device": dict(self.device),
+            "dead_letters": self.dead_letters,
+            "topics": {k: list(v) for k, v in self.topics.items()},
         }
 
     def table(self) -> str:

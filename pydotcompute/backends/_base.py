@@ -25,6 +25,8 @@ class KernelBase:
     inbox: Any
     outbox: Any
     _run_state: KernelState
+    route: Any = None  # a ring._routing.Route while the kernel's output is linked
+    router: Any = None  # the runtime's ring._routing.Router (send_to, publish)
 
     def _set_state(self, state: KernelState) -> None:
         self.state = state

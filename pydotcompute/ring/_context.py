@@ -227,6 +227,11 @@ class KernelContext(Generic[InT, OutT]):
             d = getattr(msg, "__dict__", None)
             if d is not None and "correlation_id" in d and d["correlation_id"] is None:
                 d["correlation_id"] = last  # resolved to last.message_id when read
+        route = self._kernel.route
+        if route is not None:  # linked: straight into the targets' inboxes
+            if not route.offer(msg):
+                await route.send(msg, timeout)
+            return
         if not self._outbox.put_nowait(msg):
             if timeout is not None:
                 timeout = check_timeout(timeout, "ctx.send")
@@ -245,11 +250,51 @@ class KernelContext(Generic[InT, OutT]):
         if self._pending:
             self._metrics.completed(self._pending, self._pending_n)
             self._pending = 0
+        route = self._kernel.route
+        if route is not None:  # linked: straight into the targets' inboxes
+            await route.send_many(items, timeout)
+            return
         outbox = self._outbox
         done = outbox.put_many_nowait(items)
         for m in items[done:]:
             if not outbox.put_nowait(m):
                 await outbox.put_wait(m, timeout, self._send_timeout(timeout))
+
+    async def send_to(self, kernel_id: str, msg: Any, *, timeout: float | None = None) -> bool:
+        """Send a message to any kernel's inbox by id (its backpressure applies).
+
+        Returns ``True`` once queued, ``False`` when it was not: dropped by the target's
+        ``drop_newest`` policy, or the target is terminated, failed or unknown; such a
+        message is kept as a dead letter (``runtime.dead_letters()``). A fresh message is
+        correlated with the one being handled, as by :meth:`send`.
+
+        Raises
+        ------
+        MessageTypeError
+            The target takes another message type.
+        QueueFullError
+            The target's inbox is full and its backpressure is ``reject``;
+            ``SendTimeoutError`` when ``block`` waited ``timeout`` seconds.
+        """
+        self._stamp(msg)
+        return bool(await self._kernel.router.send_to(self.kernel_id, kernel_id, msg, timeout))
+
+    async def publish(self, topic: str, msg: Any, *, timeout: float | None = None) -> int:
+        """Publish a message to a topic: every subscriber gets its own copy.
+
+        Returns how many subscribers queued it. Each subscriber's backpressure applies; a
+        ``reject`` subscriber's ``QueueFullError`` is raised after the others got theirs.
+        """
+        self._stamp(msg)
+        return await self._kernel.router.publish(topic, msg, timeout, self.kernel_id)
+
+    def _stamp(self, msg: Any) -> None:
+        """Correlate a fresh message with the one being handled (as ``send`` does)."""
+        last = self._last
+        if last is not None and msg is not last:
+            d = getattr(msg, "__dict__", None)
+            if d is not None and "correlation_id" in d and d["correlation_id"] is None:
+                d["correlation_id"] = last
 
     async def wait_active(self, *, timeout: float | None = None) -> None:
         """Wait until the kernel is activated.

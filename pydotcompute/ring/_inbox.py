@@ -65,6 +65,7 @@ class Inbox:
         "capacity",
         "dropped",
         "kernel_id",
+        "on_drop",
         "open",
         "parked",
         "policy",
@@ -90,6 +91,9 @@ class Inbox:
         self.received = 0
         self.dropped = 0
         self.rejected = 0
+        # Called with (message, "drop_oldest" | "drop_newest" | "discarded") for every message
+        # the inbox lets go of undelivered: the runtime turns them into dead letters.
+        self.on_drop: Callable[[Any, str], None] | None = None
 
     def __len__(self) -> int:
         return self._size
@@ -153,6 +157,8 @@ class Inbox:
             raise reject_error(self.kernel_id, self.capacity)
         if policy is Backpressure.DROP_NEWEST:
             self.dropped += 1
+            if self.on_drop is not None:
+                self.on_drop(msg, "drop_newest")
             return False
         self._evict_oldest()
         self._enqueue(msg, priority_of(msg), perf_counter_ns())
@@ -163,11 +169,13 @@ class Inbox:
         buckets = self._buckets
         oldest_p = min((-q for q in self._levels), key=lambda p: buckets[p][0][0])
         bucket = self._buckets[oldest_p]
-        bucket.popleft()
+        entry = bucket.popleft()
         self._size -= 1
         self.dropped += 1
         if not bucket:
             self._remove_level(oldest_p)
+        if self.on_drop is not None:
+            self.on_drop(entry[2], "drop_oldest")
 
     async def put_wait(self, msg: Any, timeout: float | None) -> bool:
         """Wait for space and queue ``msg`` (``block`` policy)."""
@@ -381,6 +389,10 @@ class Inbox:
             if not fut.done():
                 fut.set_exception(make_error())
         discarded = self._size
+        if self.on_drop is not None:
+            for neg in self._levels:
+                for entry in self._buckets[-neg]:
+                    self.on_drop(entry[2], "discarded")
         self._buckets.clear()
         self._levels.clear()
         self._size = 0

@@ -50,13 +50,30 @@ def _enum(cls: type[enum.Enum], value: Any, name: str) -> Any:
         raise KernelRegistrationError(f"{name}={value!r} is not one of {choices}") from None
 
 
+def _names(value: Any, name: str, what: str) -> tuple[str, ...]:
+    """A str or a sequence of non-empty str as a tuple without repeats."""
+    items = (value,) if isinstance(value, str) else value
+    try:
+        names = tuple(items)
+    except TypeError:
+        names = (items,)
+    for n in names:
+        if not isinstance(n, str) or not n:
+            raise KernelRegistrationError(
+                f"{name}={value!r}: each {what} must be a non-empty str; pass a {what} or a "
+                f"list of them"
+            )
+    return tuple(dict.fromkeys(names))
+
+
 @dataclass(frozen=True)
 class KernelOptions:
     """Options of one ring kernel, validated at construction.
 
     ``queue_size`` sets both mailboxes unless ``input_queue_size`` / ``output_queue_size``
     are given. ``input_type`` / ``output_type`` (classes, or ``None`` for anything) are
-    checked on every send.
+    checked on every send. ``outputs_to`` (kernel ids) links the kernel's output to those
+    kernels when it is launched; ``subscribes_to`` (topics) subscribes it to those topics.
     """
 
     queue_size: int = 1024
@@ -68,9 +85,13 @@ class KernelOptions:
     restart: RestartPolicy = RestartPolicy.NEVER
     max_restarts: int = 3
     within: float = 5.0
+    outputs_to: tuple[str, ...] = ()
+    subscribes_to: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        set_(self, "outputs_to", _names(self.outputs_to, "outputs_to", "kernel id"))
+        set_(self, "subscribes_to", _names(self.subscribes_to, "subscribes_to", "topic"))
         set_(self, "backpressure", _enum(Backpressure, self.backpressure, "backpressure"))
         set_(self, "restart", _enum(RestartPolicy, self.restart, "restart"))
         for name in ("queue_size", "input_queue_size", "output_queue_size", "max_restarts"):

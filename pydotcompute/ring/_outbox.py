@@ -58,6 +58,8 @@ class Outbox(Receivers):
 
     def _deliver_expected(self, msg: Any) -> bool:
         """Hand ``msg`` to the ``call`` expecting it, if any (or keep it aside for it)."""
+        if self._requests.get(id(msg)) is msg:  # an echo: the request itself came back
+            return self._hand_to_call(id(msg), msg)
         d = getattr(msg, "__dict__", None)
         raw = d.get("correlation_id") if d is not None else getattr(msg, "correlation_id", None)
         if raw is None:

@@ -97,10 +97,13 @@ class Receivers:
 
     def _deliver_expected(self, msg: Any) -> bool:
         """Hand ``msg`` to the ``call`` expecting it, if any (or keep it aside for it)."""
-        cid = getattr(msg, "correlation_id", None)
-        if cid is None:
+        if not self._expect:
             return False
-        return self._hand_to_call(cid, msg)
+        cid = getattr(msg, "correlation_id", None)
+        if cid is not None and self._hand_to_call(cid, msg):
+            return True
+        # An echo: the body sent the request object itself back (keyed by its message_id).
+        return self._hand_to_call(getattr(msg, "message_id", None), msg)
 
     def _hand_to_call(self, key: Any, msg: Any) -> bool:
         """Resolve the expectation ``key`` with ``msg``; False if nobody expects it."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import sys
 import typing
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from ..errors import KernelNotFoundError, KernelRegistrationError
@@ -163,6 +163,8 @@ def ring_kernel(
     restart: str = "never",
     max_restarts: int = 3,
     within: float = 5.0,
+    outputs_to: str | Sequence[str] | None = None,
+    subscribes_to: str | Sequence[str] | None = None,
     replace: bool = False,
     cuda: str | None = None,
     cuda_prelude: str | None = None,
@@ -202,6 +204,13 @@ def ring_kernel(
     max_restarts, within:
         Restart intensity: more than ``max_restarts`` restarts within ``within`` seconds leave
         the kernel ``FAILED``.
+    outputs_to:
+        Kernel id(s) this kernel's output is linked to when it is launched (see
+        :meth:`RingKernelRuntime.link`): what it sends goes into their inboxes, not its
+        outbox.
+    subscribes_to:
+        Topic(s) the kernel is subscribed to when it is launched (see
+        :meth:`RingKernelRuntime.subscribe`).
     replace:
         Replace a kernel registered under the same id by another function.
     cuda:
@@ -243,6 +252,8 @@ def ring_kernel(
                 restart=restart,
                 max_restarts=max_restarts,
                 within=within,
+                outputs_to=outputs_to or (),
+                subscribes_to=subscribes_to or (),
             ),
         )
     device_only = {"cuda_prelude": cuda_prelude, "state_type": state_type, "block_size": block_size}
@@ -271,6 +282,8 @@ def ring_kernel(
             restart=restart,  # type: ignore[arg-type]
             max_restarts=max_restarts,
             within=within,
+            outputs_to=outputs_to or (),  # type: ignore[arg-type]
+            subscribes_to=subscribes_to or (),  # type: ignore[arg-type]
         )
         spec = RingKernelSpec(kid, func, options)
         _register(spec, replace)

@@ -64,14 +64,12 @@ def test_kernel_plots_give_each_kernel_columns_and_lines() -> None:
 def test_latency_drops_and_dead_letters_are_plotted_when_telemetry_has_them() -> None:
     plots = KernelPlots(history=50, interval=0.5)
     plots.update(snapshot(telemetry("a"), t=100.0))  # no message yet: no latency
-    with_dead = telemetry(
-        "a", latency_p50_us=12.5, latency_p99_us=80.0, dropped=3, extra={"dead_letters": 2}
-    )
+    with_dead = telemetry("a", latency_p50_us=12.5, latency_p99_us=80.0, dropped=3, dead_letters=2)
     plots.update(snapshot(with_dead, t=101.0))
     data = plots.source.data
     assert math.isnan(data["p50_0"][0]) and data["p50_0"][1] == 12.5
     assert data["p99_0"][1] == 80.0
     assert data["dropped_0"] == [0.0, 3.0]
-    assert math.isnan(data["dead_0"][0]) and data["dead_0"][1] == 2.0
+    assert data["dead_0"] == [0.0, 2.0]
     assert plots.latency.title.text == "latency (p50 solid, p99 dashed)"
     assert plots.drops.title.text == "dropped messages (dead letters dashed)"

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydotcompute import KernelTelemetry, RuntimeSnapshot
+from pydotcompute import RuntimeSnapshot
 
 from ._series import TimeSeries, local_ms
 
-__all__ = ["KernelPlots", "PLOT_HEIGHT", "PLOT_WIDTH", "dead_letters", "palette_colour"]
+__all__ = ["KernelPlots", "PLOT_HEIGHT", "PLOT_WIDTH", "palette_colour"]
 
 NAN = float("nan")
-
-
-def dead_letters(t: KernelTelemetry) -> int | None:
-    """The kernel's dead-letter count, when its telemetry has one (``None`` otherwise)."""
-    value = getattr(t, "dead_letters", None)
-    if value is None:
-        value = t.extra.get("dead_letters")
-    return None if value is None else int(value)
 
 
 def _us(value: float | None) -> float:
@@ -132,8 +124,7 @@ class KernelPlots:
             values[f"p50_{n}"] = _us(t.latency_p50_us)
             values[f"p99_{n}"] = _us(t.latency_p99_us)
             values[f"dropped_{n}"] = float(t.dropped)
-            dead = dead_letters(t)
-            values[f"dead_{n}"] = NAN if dead is None else float(dead)
+            values[f"dead_{n}"] = float(t.dead_letters)
         if not values:
             return False
         for col in self.series.columns:

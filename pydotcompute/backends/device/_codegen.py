@@ -18,7 +18,7 @@ from ._memory import control_c_source
 
 __all__ = ["GENERATOR_VERSION", "GeneratedSource", "generate"]
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 KERNEL_SYMBOL = "pdc_ring_kernel"
 SPIN_NS = 50_000  # an idle loop polls without sleeping this long, then backs off
 MAX_NAP_NS = 100_000  # longest __nanosleep of an idle or parked loop
@@ -323,7 +323,13 @@ _REPLY = """\
 _SEQUENTIAL = (
     _HEAD
     + """\
-    {State} state = {State}();  // zeroed at launch, kept across messages
+    // The state lives in the loop while it is active and in its slot (after the outbox ring)
+    // while it is parked: loaded on activation, stored back on parking and exit, so the host
+    // can read and write it while parked and a relaunch can carry it over.
+    {State}* state_slot = reinterpret_cast<{State}*>(
+        (outbox_addr + (out_mask + 1ull) * sizeof({Out}) + 63ull) & ~63ull);
+    {State} state = pdc_read_slot(state_slot);  // zero at the first launch
+    bool was_active = false;
     unsigned long long head = pdc_load_acquire(&ctl->in_head);
     unsigned long long out_tail = pdc_load_acquire(&ctl->out_tail);
     unsigned long long out_head = pdc_load_acquire(&ctl->out_head);
@@ -337,6 +343,14 @@ _SEQUENTIAL = (
             break;
         }}
         const bool active = cmd == PDC_CMD_ACTIVE;
+        if (active != was_active) {{
+            was_active = active;
+            if (active) {{
+                state = pdc_read_slot(state_slot);  // the host may have written it
+            }} else {{
+                *state_slot = state;  // published by the status store below
+            }}
+        }}
         pdc_set_status(ctl, status, active ? PDC_STATUS_ACTIVE : PDC_STATUS_PARKED);
         const unsigned long long tail = active ? pdc_load_acquire(&ctl->in_tail) : head;
         if (tail == head) {{
@@ -384,6 +398,9 @@ _SEQUENTIAL = (
             c.full_waits += 1;
             pdc_idle(ctl, backoff, c);
         }}
+    }}
+    if (was_active) {{
+        *state_slot = state;
     }}
     pdc_publish(ctl, c);
     pdc_store_release(&ctl->status, PDC_STATUS_EXITED);

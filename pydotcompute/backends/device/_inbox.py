@@ -69,6 +69,9 @@ class DeviceInbox:
         self.received = 0
         self.dropped = 0
         self.rejected = 0
+        # Called with (message, "drop_oldest" | "drop_newest" | "discarded") for every message
+        # the inbox lets go of undelivered: the runtime turns them into dead letters.
+        self.on_drop: Callable[[Any, str], None] | None = None
         self._tail = 0
         self._ctl: Any = None
         self._slots: Any = None
@@ -163,13 +166,18 @@ class DeviceInbox:
             raise reject_error(self.kernel_id, self.capacity)
         self.dropped += 1
         if policy is Backpressure.DROP_NEWEST or not self._staged:
-            return False  # drop_oldest with nothing staged: the ring's messages are committed
+            # drop_oldest with nothing staged: the ring's messages are committed
+            if self.on_drop is not None:
+                self.on_drop(msg, str(policy))
+            return False
         oldest = min(self._buckets, key=lambda p: self._buckets[p][0][0])
         bucket = self._buckets[oldest]
-        bucket.popleft()
+        evicted = bucket.popleft()[2]
         self._staged -= 1
         if not bucket:
             self._remove_level(oldest)
+        if self.on_drop is not None:
+            self.on_drop(evicted, "drop_oldest")
         self.received += 1
         self._stage(msg, priority_of(msg), perf_counter_ns())
         return True
@@ -371,6 +379,9 @@ class DeviceInbox:
         """Refuse waiting senders and discard what is queued; return how many."""
         self.refuse_waiters(make_error)
         discarded = len(self)
-        self.take_staged()
+        left = self.take_back() + self.take_staged()
+        if self.on_drop is not None:
+            for msg in left:
+                self.on_drop(msg, "discarded")
         self.detach()
         return discarded

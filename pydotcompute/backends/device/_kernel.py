@@ -26,6 +26,7 @@ from ...errors import (
     DeviceFaultError,
     KernelFailedError,
     KernelStateError,
+    MessageTypeError,
     OperationTimeoutError,
 )
 from ...ring._spec import RingKernelSpec
@@ -43,6 +44,7 @@ from ._memory import (
     CMD_TERMINATE,
     CONTROL_BYTES,
     STATUS_NAMES,
+    STATUS_PARKED,
     STATUS_STARTING,
     WORD,
     MailboxLayout,
@@ -104,6 +106,8 @@ class DeviceKernel(KernelBase):
         self._counters_before = dict.fromkeys(_COUNTERS, 0)
         self._threads = 1
         self._stuck: list[Any] = []  # launchers that never exited: their memory is kept
+        self._state_slot: np.ndarray | None = None  # the State slot in the mailbox memory
+        self._last_state: bytes | None = None  # the state the last loop stored on exit
 
     def __repr__(self) -> str:
         return f"<DeviceKernel {self.kernel_id!r} {self.device} {self.state.value}>"
@@ -134,17 +138,33 @@ class DeviceKernel(KernelBase):
         return gen, build
 
     async def _start(
-        self, spec: RingKernelSpec, built: tuple[GeneratedSource, Build] | None = None
+        self,
+        spec: RingKernelSpec,
+        built: tuple[GeneratedSource, Build] | None = None,
+        state: bytes | None = None,
     ) -> LaunchResult:
-        """Build (unless ``built`` is given), allocate the rings and start the loop."""
+        """Build (unless ``built`` is given), allocate the rings and start the loop.
+
+        ``state`` is the bytes of a ``State`` to start with (a relaunch keeping its state).
+        """
         d: DeviceDefinition = spec.device
         gen, build = built if built is not None else await self._build(spec)
         in_c, out_c = self.inbox.codec, self.outbox.codec
+        state_l = _state_layout(d)
         layout = MailboxLayout.for_capacities(
-            in_c.itemsize, out_c.itemsize, self.inbox.window, self.outbox.capacity
+            in_c.itemsize,
+            out_c.itemsize,
+            self.inbox.window,
+            self.outbox.capacity,
+            0 if state_l is None else state_l.itemsize,
         )
         launcher = self._new_launcher(layout.size)
         mem = launcher.memory
+        self._state_slot = None
+        if state_l is not None:
+            self._state_slot = mem[layout.state_offset : layout.state_offset + state_l.itemsize]
+            if state is not None:
+                self._state_slot[:] = np.frombuffer(state, np.uint8)
         ctl = memoryview(mem[:CONTROL_BYTES]).cast("Q")
         in_end = layout.in_offset + layout.in_slots * in_c.itemsize
         out_end = layout.out_offset + layout.out_slots * out_c.itemsize
@@ -315,6 +335,9 @@ class DeviceKernel(KernelBase):
         if ctl is not None:
             for name in _COUNTERS:
                 self._counters_before[name] += ctl[WORD[name]]
+        if self._state_slot is not None:  # what the loop stored when it exited
+            self._last_state = self._state_slot.tobytes()
+            self._state_slot = None
         self.outbox.detach()
         self.inbox.detach()
         if self._launcher is not None and self._launcher not in self._stuck:
@@ -340,13 +363,14 @@ class DeviceKernel(KernelBase):
             back = self.inbox.take_back()
             self._stop_tracking()
             self.inbox.restage(back)
+            kept = self._kept_state(spec if spec is not None else self.spec)
             if spec is not None:
                 self.spec = spec
             self.error = None
             self.outbox.reopen()
             self.metrics.redeploys += 1
             self.metrics.event("redeployed")
-            await self._start(self.spec, built)
+            await self._start(self.spec, built, kept)
             self.metrics.launches += 1
             if target is S.ACTIVE:
                 self._ctl[WORD["command"]] = CMD_ACTIVE
@@ -478,3 +502,102 @@ class DeviceKernel(KernelBase):
             extra["context_usable"] = self.error.context_usable
             extra["cuda_error"] = self.error.cuda_error
         return self._telemetry(processed=dev["processed"], restarts=0, extra=extra)
+
+    # ---------------------------------------------------------------- state
+    def _kept_state(self, new: RingKernelSpec) -> bytes | None:
+        """The old loop's state, if ``new`` keeps its layout (else the new loop starts zeroed)."""
+        old_l, new_l = _state_layout(self.spec.device), _state_layout(new.device)
+        if old_l is None or new_l is None or old_l.dtype != new_l.dtype:
+            if old_l is not None:
+                self.metrics.event("state reset: the new State layout differs")
+            return None
+        return self._last_state
+
+    def _stateful(self, verb: str) -> Any:
+        layout = _state_layout(self.spec.device)
+        if layout is None:
+            d: DeviceDefinition = self.spec.device
+            why = "a parallel kernel is stateless" if d.mode == "parallel" else "no state_type"
+            raise KernelStateError(
+                f"{verb} of device ring kernel {self.kernel_id!r}: it has no state ({why}); "
+                "declare state_type= on a sequential kernel"
+            )
+        return layout
+
+    async def _parked(self) -> None:
+        """Wait until the loop has seen the park command (and stored its state)."""
+        ctl = self._ctl
+        parked = await self._poll_until(
+            lambda: ctl[WORD["status"]] == STATUS_PARKED, START_TIMEOUT_S
+        )
+        if not parked:
+            self._check_health()
+            if self.error is not None:
+                raise KernelFailedError.caused_by(self.kernel_id, self.error)
+            raise OperationTimeoutError(
+                f"device ring kernel {self.kernel_id!r} did not park within {START_TIMEOUT_S} "
+                "s (a handler that never returns?); its state cannot be read safely"
+            )
+
+    async def read_state(self) -> np.void:
+        """The kernel's ``State`` as a numpy record (a copy).
+
+        An active loop is parked for the copy and resumed; after ``terminate`` it is the
+        state the loop had when it exited.
+        """
+        layout = self._stateful("read_state")
+        async with self._lock:
+            slot = self._state_slot
+            if slot is None or self._launcher is None:
+                raw = self._last_state or bytes(layout.itemsize)
+                return np.frombuffer(raw, layout.dtype)[0].copy()
+            self._check_health()
+            active = self._ctl[WORD["command"]] == CMD_ACTIVE
+            self._ctl[WORD["command"]] = CMD_PARK
+            try:
+                await self._parked()
+                return np.frombuffer(slot.tobytes(), layout.dtype)[0].copy()
+            finally:
+                if active:
+                    self._ctl[WORD["command"]] = CMD_ACTIVE
+                    self._kick()
+
+    async def write_state(self, value: Any) -> None:
+        """Set the kernel's ``State`` while it is parked (LAUNCHED or DEACTIVATED).
+
+        ``value`` is a ``State`` message or a numpy record (or one-element array) of its
+        layout; the loop loads it when it is activated.
+        """
+        layout = self._stateful("write_state")
+        async with self._lock:
+            if self.state not in (S.LAUNCHED, S.DEACTIVATED) or self._state_slot is None:
+                raise KernelStateError(
+                    f"write_state of device ring kernel {self.kernel_id!r}: it is "
+                    f"{self.state.value}; the state can be written only while it is parked "
+                    f"(LAUNCHED or DEACTIVATED): await runtime.deactivate({self.kernel_id!r}) "
+                    "first"
+                )
+            raw = _state_bytes(self.kernel_id, layout, value)
+            self._check_health()
+            await self._parked()
+            self._state_slot[:] = np.frombuffer(raw, np.uint8)
+
+
+def _state_layout(d: DeviceDefinition) -> Any:
+    """The fixed layout of a sequential kernel's state (``None`` when it has none)."""
+    state_l = d.layouts[2]
+    return state_l if d.mode == "sequential" else None
+
+
+def _state_bytes(kernel_id: str, layout: Any, value: Any) -> bytes:
+    """The bytes of ``value`` in the state layout, or a clear error."""
+    if isinstance(value, layout.message_type):
+        return bytes(layout.to_array([value]).tobytes())
+    if isinstance(value, (np.void, np.ndarray)) and value.dtype == layout.dtype and value.size == 1:
+        return bytes(np.asarray(value).reshape(1).tobytes())
+    t = layout.message_type.__name__
+    got = value.dtype if isinstance(value, (np.void, np.ndarray)) else type(value).__name__
+    raise MessageTypeError(
+        f"write_state of device ring kernel {kernel_id!r}: expected a {t} or a numpy record "
+        f"of its layout (fixed_layout({t}).dtype), got {got}"
+    )

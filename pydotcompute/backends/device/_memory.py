@@ -9,7 +9,11 @@ emulated device) holds, in order:
   (device), the outbox ``tail`` (device), the outbox ``head`` (host). Each word has exactly
   one writer, so no atomic read-modify-write ever crosses PCIe.
 * the inbox ring: a power-of-two number of slots of the input message's fixed layout;
-* the outbox ring: the same for the output layout.
+* the outbox ring: the same for the output layout;
+* the state slot (sequential kernels): the kernel's ``State`` while the loop is parked. The
+  loop loads it when it turns active and stores it back when it parks or exits, so the host
+  can read and write it while the kernel is parked, and a relaunch can carry it over. The
+  device finds it after the outbox ring, on the next 64-byte boundary.
 
 Indices count messages since launch and never wrap (64 bits); a slot is ``index & mask``.
 """
@@ -85,13 +89,25 @@ class MailboxLayout:
     out_itemsize: int
     in_slots: int
     out_slots: int
+    state_itemsize: int = 0
 
     @classmethod
     def for_capacities(
-        cls, in_itemsize: int, out_itemsize: int, in_capacity: int, out_capacity: int
+        cls,
+        in_itemsize: int,
+        out_itemsize: int,
+        in_capacity: int,
+        out_capacity: int,
+        state_itemsize: int = 0,
     ) -> MailboxLayout:
         """The layout of rings holding ``in_capacity`` / ``out_capacity`` messages."""
-        return cls(in_itemsize, out_itemsize, ring_slots(in_capacity), ring_slots(out_capacity))
+        return cls(
+            in_itemsize,
+            out_itemsize,
+            ring_slots(in_capacity),
+            ring_slots(out_capacity),
+            state_itemsize,
+        )
 
     @property
     def in_offset(self) -> int:
@@ -104,9 +120,14 @@ class MailboxLayout:
         return _round_up(self.in_offset + self.in_slots * self.in_itemsize, LINE)
 
     @property
+    def state_offset(self) -> int:
+        """Byte offset of the state slot (the generated loop computes the same)."""
+        return _round_up(self.out_offset + self.out_slots * self.out_itemsize, LINE)
+
+    @property
     def size(self) -> int:
         """Total bytes of the allocation."""
-        return _round_up(self.out_offset + self.out_slots * self.out_itemsize, LINE)
+        return _round_up(self.state_offset + max(1, self.state_itemsize), LINE)
 
 
 def control_c_source() -> str:
