@@ -194,10 +194,15 @@ class KernelMetrics:
         self.events: list[tuple[float, str]] = []
 
     def completed(self, enqueued_ns: int, n: int = 1) -> None:
-        """Record ``n`` messages done, the oldest of which entered the inbox at ``enqueued_ns``."""
-        i = self.lat_n
-        self.lat[i & LAT_MASK] = perf_counter_ns() - enqueued_ns
-        self.lat_n = i + 1
+        """Record ``n`` messages done, the oldest of which entered the inbox at ``enqueued_ns``.
+
+        ``enqueued_ns <= 0`` means none of them was timed: they are counted, with no latency
+        sample (host inboxes time a sample of their messages, see ``LAT_EVERY``).
+        """
+        if enqueued_ns > 0:
+            i = self.lat_n
+            self.lat[i & LAT_MASK] = perf_counter_ns() - enqueued_ns
+            self.lat_n = i + 1
         self.processed += n
 
     def record_latency_ns(self, value: int) -> None:

@@ -73,7 +73,8 @@ class KernelContext(Generic[InT, OutT]):
         self._outbox = kernel.outbox
         self._metrics = kernel.metrics
         self._output_type = kernel.options.output_type
-        self._pending = 0  # enqueue time of the message(s) being handled, 0 if none
+        # Enqueue time of the message(s) being handled: > 0 if timed, -1 if not, 0 if none.
+        self._pending = 0
         self._pending_n = 0
         self._last: Any = None  # the message being handled, for stamping replies
         self._stopping = False
@@ -112,9 +113,10 @@ class KernelContext(Generic[InT, OutT]):
         pending = self._pending
         if pending:  # the previous message is done (inlined KernelMetrics.completed)
             m = self._metrics
-            i = m.lat_n
-            m.lat[i & LAT_MASK] = perf_counter_ns() - pending
-            m.lat_n = i + 1
+            if pending > 0:  # a timed one (see LAT_EVERY)
+                i = m.lat_n
+                m.lat[i & LAT_MASK] = perf_counter_ns() - pending
+                m.lat_n = i + 1
             m.processed += self._pending_n
             self._pending = 0
         inbox = self._inbox
@@ -142,7 +144,7 @@ class KernelContext(Generic[InT, OutT]):
                 entry = await park()
             else:
                 entry = await self._wait_entry(timeout)
-        self._pending = entry[1]
+        self._pending = entry[1] or -1  # -1: in hand, not timed
         self._pending_n = 1
         msg = entry[2]
         self._last = msg
@@ -182,8 +184,9 @@ class KernelContext(Generic[InT, OutT]):
             if inbox._size and inbox.open and max_count > 1:
                 more, more_oldest = inbox.pop_many(max_count - 1)
                 msgs += more
-                oldest = min(oldest, more_oldest)
-        self._pending = oldest
+                if more_oldest and (not oldest or more_oldest < oldest):
+                    oldest = more_oldest
+        self._pending = oldest or -1
         self._pending_n = len(msgs)
         self._last = None
         return msgs
@@ -217,9 +220,10 @@ class KernelContext(Generic[InT, OutT]):
         pending = self._pending
         if pending:  # the message being handled is done (inlined KernelMetrics.completed)
             m = self._metrics
-            i = m.lat_n
-            m.lat[i & LAT_MASK] = perf_counter_ns() - pending
-            m.lat_n = i + 1
+            if pending > 0:  # a timed one (see LAT_EVERY)
+                i = m.lat_n
+                m.lat[i & LAT_MASK] = perf_counter_ns() - pending
+                m.lat_n = i + 1
             m.processed += self._pending_n
             self._pending = 0
         last = self._last
@@ -232,7 +236,13 @@ class KernelContext(Generic[InT, OutT]):
             if not route.offer(msg):
                 await route.send(msg, timeout)
             return
-        if not self._outbox.put_nowait(msg):
+        ob = self._outbox
+        q = ob._q
+        if not ob._expect and not ob._getters and len(q) < ob.capacity:
+            q.append(msg)  # Outbox.put_nowait's common case, inlined: no call waits, no receiver
+            ob.sent += 1
+            return
+        if not ob.put_nowait(msg):
             if timeout is not None:
                 timeout = check_timeout(timeout, "ctx.send")
             await self._outbox.put_wait(msg, timeout, self._send_timeout(timeout))

@@ -12,7 +12,7 @@ import asyncio
 from bisect import insort
 from collections import deque
 from collections.abc import Callable
-from itertools import repeat
+from itertools import islice, repeat
 from operator import itemgetter
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
@@ -24,10 +24,15 @@ from ._waiters import expire, expire_later
 if TYPE_CHECKING:
     from ._driver import BodyDriver
 
-__all__ = ["Entry", "Inbox", "priority_of", "reject_error"]
+__all__ = ["LAT_EVERY", "Entry", "Inbox", "priority_of", "reject_error"]
 
-Entry = tuple[int, int, Any]  # (arrival sequence, enqueue time in ns, message)
+Entry = tuple[int, int, Any]  # (arrival sequence, enqueue time in ns or 0, message)
 _DEFAULT_PRIORITY = 128
+# Latency is sampled: the 1st message an inbox queues and every LAT_EVERY-th after it carry
+# their enqueue time (one clock read each); the others carry 0 and are counted, not timed.
+# Batches (send_many) carry one time for the whole batch. See KernelMetrics.
+LAT_EVERY = 8
+_LAT_PHASE = LAT_EVERY - 1  # received & _LAT_PHASE == 1 -> timed
 _message_of = itemgetter(2)
 
 
@@ -104,30 +109,25 @@ class Inbox:
         under ``block`` (the caller waits with :meth:`put_wait`). ``reject`` raises."""
         if self._size >= self.capacity:
             return self._full(msg)
-        getters = self._getters
-        if getters and self.open:
-            # Fast path: a waiting receiver means the inbox is empty; hand the message over
-            # (its priority does not matter then).
-            g = getters.popleft()
-            if not g.done():
-                self.received += 1
-                g.set_result((0, perf_counter_ns(), msg))
-                return True
-            getters.appendleft(g)
         p = getattr(msg, "priority", _DEFAULT_PRIORITY)
         bucket = self._buckets.get(p) if type(p) is int else None
-        if not bucket:  # a new priority level (or an odd one): the general path
-            self._enqueue(msg, priority_of(msg), perf_counter_ns())
+        if bucket:
+            # The common case: more of a priority already queued. (A queued message means no
+            # receiver waits while the gate is open: there is nobody to hand it to.)
+            n = self.received = self.received + 1
+            seq = self._seq = self._seq + 1
+            bucket.append((seq, perf_counter_ns() if n & _LAT_PHASE == 1 else 0, msg))
+            self._size += 1
             return True
-        # The common case: more of a priority already queued.
-        self.received += 1
-        seq = self._seq = self._seq + 1
-        bucket.append((seq, perf_counter_ns(), msg))
-        self._size += 1
+        # A new priority level (or an odd one), or a waiting receiver: the general path.
+        self._enqueue(msg, priority_of(msg), -1)
         return True
 
     def _enqueue(self, msg: Any, p: int, ts: int) -> None:
-        self.received += 1
+        """Queue one message; ``ts`` is its batch's enqueue time, or -1 (sampled here)."""
+        n = self.received = self.received + 1
+        if ts < 0:
+            ts = perf_counter_ns() if n & _LAT_PHASE == 1 else 0
         getters = self._getters
         if getters and self.open:
             # A waiting receiver means the inbox is empty: hand the message over.
@@ -161,7 +161,7 @@ class Inbox:
                 self.on_drop(msg, "drop_newest")
             return False
         self._evict_oldest()
-        self._enqueue(msg, priority_of(msg), perf_counter_ns())
+        self._enqueue(msg, priority_of(msg), -1)
         return True
 
     def _evict_oldest(self) -> None:
@@ -222,7 +222,7 @@ class Inbox:
             # A waiting receiver means the inbox is empty: hand it the first message; once
             # woken it takes the rest in bulk.
             p = _DEFAULT_PRIORITY if priorities is None else priorities[0]
-            self._enqueue(msgs[0], p, perf_counter_ns())
+            self._enqueue(msgs[0], p, -1)
             done = 1
         return self._put_many(msgs, priorities, done)
 
@@ -248,13 +248,13 @@ class Inbox:
                 if self._full_many(msgs[i], p) is None:
                     return i
             else:
-                self._enqueue(msgs[i], p, perf_counter_ns())
+                self._enqueue(msgs[i], p, -1)
         return n
 
     def _full_many(self, msg: Any, p: int) -> bool | None:
         if self.policy is Backpressure.DROP_OLDEST:
             self._evict_oldest()
-            self._enqueue(msg, p, perf_counter_ns())
+            self._enqueue(msg, p, -1)
             return True
         return self._full(msg)
 
@@ -290,17 +290,19 @@ class Inbox:
     def pop_many(self, max_count: int) -> tuple[list[Any], int]:
         """Take up to ``max_count`` messages in priority order.
 
-        Returns the messages and the enqueue time of the oldest of them.
+        Returns the messages and the enqueue time of the oldest timed one (0 if none is).
         """
         out: list[Entry] = []
         oldest = 0
         while self._size and len(out) < max_count:
             p = -self._levels[0]
             bucket = self._buckets[p]
-            head_ts = bucket[0][1]  # each bucket is FIFO: its head is its oldest
-            if not oldest or head_ts < oldest:
-                oldest = head_ts
             want = max_count - len(out)
+            head_ts = bucket[0][1]  # each bucket is FIFO: its head is its oldest
+            if not head_ts:  # untimed: the first timed one taken, if any
+                head_ts = next((e[1] for e in islice(bucket, want) if e[1]), 0)
+            if head_ts and (not oldest or head_ts < oldest):
+                oldest = head_ts
             if len(bucket) <= want:
                 out.extend(bucket)
                 self._size -= len(bucket)
@@ -322,7 +324,7 @@ class Inbox:
         while putters and self._size < self.capacity:
             fut, msg = putters.popleft()
             if not fut.done():
-                self._enqueue(msg, priority_of(msg), perf_counter_ns())
+                self._enqueue(msg, priority_of(msg), -1)
                 fut.set_result(True)
 
     def wait(
