@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LAT_EVERY", "Entry", "Inbox", "priority_of", "reject_error"]
 
-Entry = tuple[int, int, Any]  # (arrival sequence, enqueue time in ns or 0, message)
+Entry = tuple[int, int, Any]  # (arrival number, enqueue time in ns or 0, message)
 _DEFAULT_PRIORITY = 128
 # Latency is sampled: the 1st message an inbox queues and every LAT_EVERY-th after it carry
 # their enqueue time (one clock read each); the others carry 0 and are counted, not timed.
@@ -65,7 +65,6 @@ class Inbox:
         "_levels",
         "_loop",
         "_putters",
-        "_seq",
         "_size",
         "capacity",
         "dropped",
@@ -88,7 +87,6 @@ class Inbox:
         self._buckets: dict[int, deque[Entry]] = {}
         self._levels: list[int] = []  # negated priorities of non-empty buckets, ascending
         self._size = 0
-        self._seq = 0
         self._getters: deque[asyncio.Future[Entry]] = deque()
         self._putters: deque[tuple[asyncio.Future[bool], Any]] = deque()
         self.open = False
@@ -114,9 +112,8 @@ class Inbox:
         if bucket:
             # The common case: more of a priority already queued. (A queued message means no
             # receiver waits while the gate is open: there is nobody to hand it to.)
-            n = self.received = self.received + 1
-            seq = self._seq = self._seq + 1
-            bucket.append((seq, perf_counter_ns() if n & _LAT_PHASE == 1 else 0, msg))
+            n = self.received = self.received + 1  # also the arrival sequence
+            bucket.append((n, perf_counter_ns() if n & _LAT_PHASE == 1 else 0, msg))
             self._size += 1
             return True
         # A new priority level (or an odd one), or a waiting receiver: the general path.
@@ -141,8 +138,7 @@ class Inbox:
             bucket = self._buckets[p] = deque()
         if not bucket:
             insort(self._levels, -p)
-        seq = self._seq = self._seq + 1
-        bucket.append((seq, ts, msg))
+        bucket.append((n, ts, msg))
         self._size += 1
         d = self.parked
         if d is not None and not d.runnable and self.open:
@@ -265,8 +261,7 @@ class Inbox:
         if not bucket:
             insort(self._levels, -p)
         n = len(msgs)
-        first = self._seq + 1
-        self._seq += n
+        first = self.received + 1
         bucket.extend(zip(range(first, first + n), repeat(ts, n), msgs))
         self._size += n
         self.received += n
