@@ -49,10 +49,16 @@ class KernelContext(Generic[InT, OutT]):
 
     Annotating the body's parameter as ``KernelContext[Request, Response]`` also declares the
     kernel's input and output types when ``@ring_kernel`` does not give them.
+
+    Attributes
+    ----------
+    should_terminate:
+        True once the kernel is being terminated (with ``drain``, once the body took the last
+        queued message). Read it, do not set it; it is a plain attribute so that the body's
+        ``while not ctx.should_terminate`` costs one attribute read per message.
     """
 
     __slots__ = (
-        "_draining",
         "_driver",
         "_inbox",
         "_kernel",
@@ -64,6 +70,7 @@ class KernelContext(Generic[InT, OutT]):
         "_pending_n",
         "_stopping",
         "kernel_id",
+        "should_terminate",
     )
 
     def __init__(self, kernel: HostKernel) -> None:
@@ -78,16 +85,16 @@ class KernelContext(Generic[InT, OutT]):
         self._pending_n = 0
         self._last: Any = None  # the message being handled, for stamping replies
         self._stopping = False
-        self._draining = False
+        self.should_terminate = False
         self._driver: BodyDriver | None = None  # set by the kernel that runs the body
 
     def __repr__(self) -> str:
         return f"<KernelContext {self.kernel_id!r} state={self._kernel.state.value}>"
 
-    @property
-    def should_terminate(self) -> bool:
-        """True once the kernel is being terminated (with ``drain``, once the inbox is empty)."""
-        return self._stopping and (not self._draining or self._inbox._size == 0)
+    def _drained(self) -> None:
+        """A receive emptied the inbox: when terminating with ``drain``, the body may stop."""
+        if self._stopping and not self._inbox._size:
+            self.should_terminate = True
 
     @property
     def is_active(self) -> bool:
@@ -128,7 +135,11 @@ class KernelContext(Generic[InT, OutT]):
             inbox._size -= 1
             if not bucket:
                 del levels[0]
-            if inbox._putters:
+                if inbox._putters:
+                    inbox._admit_putters()
+                if self._stopping:
+                    self._drained()
+            elif inbox._putters:
                 inbox._admit_putters()
         else:
             if self._stopping:
@@ -144,6 +155,8 @@ class KernelContext(Generic[InT, OutT]):
                 entry = await park()
             else:
                 entry = await self._wait_entry(timeout)
+            if self._stopping:
+                self._drained()
         self._pending = entry[1] or -1  # -1: in hand, not timed
         self._pending_n = 1
         msg = entry[2]
@@ -186,6 +199,8 @@ class KernelContext(Generic[InT, OutT]):
                 msgs += more
                 if more_oldest and (not oldest or more_oldest < oldest):
                     oldest = more_oldest
+        if self._stopping:
+            self._drained()
         self._pending = oldest or -1
         self._pending_n = len(msgs)
         self._last = None

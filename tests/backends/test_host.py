@@ -299,6 +299,24 @@ async def test_terminate_with_drain_processes_the_queue_first(runtime: RingKerne
     assert await drain(runtime, "d", 5) == [0, 1, 2, 3, 4]
 
 
+async def test_should_terminate_turns_true_with_drain_once_the_last_message_is_taken(
+    runtime: RingKernelRuntime,
+) -> None:
+    seen: list[bool] = []
+
+    async def body(ctx: KernelContext[Job, Job]) -> None:
+        while not ctx.should_terminate:
+            m = await ctx.receive()
+            seen.append(ctx.should_terminate)
+            await ctx.send(m)
+
+    await runtime.launch("d", func=body)
+    await runtime.send_many("d", [Job(n=i) for i in range(3)])
+    result = await within(runtime.terminate("d", drain=True))
+    assert result.graceful and seen == [False, False, True]
+    assert await drain(runtime, "d", 3) == [0, 1, 2]
+
+
 async def test_terminate_without_drain_discards_and_refuses_sends(
     runtime: RingKernelRuntime,
 ) -> None:
