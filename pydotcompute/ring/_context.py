@@ -230,7 +230,7 @@ class KernelContext(Generic[InT, OutT]):
             The outbox stayed full for ``timeout`` seconds.
         """
         out_type = self._output_type
-        if out_type is not None and not isinstance(msg, out_type):
+        if out_type is not None and type(msg) is not out_type and not isinstance(msg, out_type):
             raise self._type_error(msg)
         pending = self._pending
         if pending:  # the message being handled is done (inlined KernelMetrics.completed)

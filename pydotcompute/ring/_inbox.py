@@ -12,7 +12,7 @@ import asyncio
 from bisect import insort
 from collections import deque
 from collections.abc import Callable
-from itertools import islice, repeat
+from itertools import cycle, islice
 from operator import itemgetter
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
@@ -29,10 +29,12 @@ __all__ = ["LAT_EVERY", "Entry", "Inbox", "priority_of", "reject_error"]
 Entry = tuple[int, int, Any]  # (arrival number, enqueue time in ns or 0, message)
 _DEFAULT_PRIORITY = 128
 # Latency is sampled: the 1st message an inbox queues and every LAT_EVERY-th after it carry
-# their enqueue time (one clock read each); the others carry 0 and are counted, not timed.
-# Batches (send_many) carry one time for the whole batch. See KernelMetrics.
+# their enqueue time (one clock read each); the others carry 0 and are counted, not timed
+# (so the body reads the clock when done only for those). A batch (send_many) reads the clock
+# once for its timed entries. See KernelMetrics.
 LAT_EVERY = 8
 _LAT_PHASE = LAT_EVERY - 1  # received & _LAT_PHASE == 1 -> timed
+_UNTIMED = (0,) * (LAT_EVERY - 1)
 _message_of = itemgetter(2)
 
 
@@ -236,7 +238,7 @@ class Inbox:
                     self._extend(prios[0], batch, ts)
                 else:
                     for msg, p in zip(batch, prios):
-                        self._enqueue(msg, p, ts)
+                        self._enqueue(msg, p, -1)
             return n
         for i in range(done, n):
             p = _DEFAULT_PRIORITY if priorities is None else priorities[i]
@@ -262,7 +264,9 @@ class Inbox:
             insort(self._levels, -p)
         n = len(msgs)
         first = self.received + 1
-        bucket.extend(zip(range(first, first + n), repeat(ts, n), msgs))
+        # The batch's time for the entries whose arrival number is timed (1, 9, 17, ...).
+        stamps = islice(cycle((ts, *_UNTIMED)), (first - 1) & _LAT_PHASE, None)
+        bucket.extend(zip(range(first, first + n), stamps, msgs))
         self._size += n
         self.received += n
         d = self.parked
