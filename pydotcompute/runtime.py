@@ -31,7 +31,7 @@ from .ring._checks import check_kernel_id, check_timeout, id_list
 from .ring._context import check_max_count
 from .ring._dead_letters import DeadLetterQueue
 from .ring._driver import Scheduler
-from .ring._inbox import _LAT_PHASE, Inbox
+from .ring._inbox import _LAT_PHASE, DEFAULT_PRIORITY, Inbox
 from .ring._options import KernelOptions
 from .ring._outbox import EMPTY, Outbox
 from .ring._routing import Router
@@ -458,8 +458,11 @@ class RingKernelRuntime(RoutingVerbs):
         ib = k.inbox
         if type(ib) is Inbox and ib._size < ib.capacity:
             # A host inbox's put_nowait, common case inlined: more of a priority already queued.
-            p = getattr(msg, "priority", 128)
-            bucket = ib._buckets.get(p) if type(p) is int else None
+            p = getattr(msg, "priority", DEFAULT_PRIORITY)
+            if p is DEFAULT_PRIORITY:
+                bucket = ib._default
+            else:
+                bucket = ib._buckets.get(p) if type(p) is int else None
             if bucket:
                 n = ib.received = ib.received + 1  # also the arrival sequence
                 bucket.append((n, perf_counter_ns() if n & _LAT_PHASE == 1 else 0, msg))

@@ -24,10 +24,10 @@ from ._waiters import expire, expire_later
 if TYPE_CHECKING:
     from ._driver import BodyDriver
 
-__all__ = ["LAT_EVERY", "Entry", "Inbox", "priority_of", "reject_error"]
+__all__ = ["DEFAULT_PRIORITY", "LAT_EVERY", "Entry", "Inbox", "priority_of", "reject_error"]
 
 Entry = tuple[int, int, Any]  # (arrival number, enqueue time in ns or 0, message)
-_DEFAULT_PRIORITY = 128
+DEFAULT_PRIORITY = 128
 # Latency is sampled: the 1st message an inbox queues and every LAT_EVERY-th after it carry
 # their enqueue time (one clock read each); the others carry 0 and are counted, not timed
 # (so the body reads the clock when done only for those). A batch (send_many) reads the clock
@@ -48,9 +48,9 @@ def reject_error(kernel_id: str, capacity: int) -> QueueFullError:
 
 def priority_of(msg: Any) -> int:
     """Priority of a message (128 for objects that are not messages)."""
-    p = getattr(msg, "priority", _DEFAULT_PRIORITY)
+    p = getattr(msg, "priority", DEFAULT_PRIORITY)
     if type(p) is not int or p < 0 or p > 255:
-        return _DEFAULT_PRIORITY
+        return DEFAULT_PRIORITY
     return p
 
 
@@ -63,6 +63,7 @@ class Inbox:
 
     __slots__ = (
         "_buckets",
+        "_default",
         "_getters",
         "_levels",
         "_loop",
@@ -87,6 +88,10 @@ class Inbox:
         self.policy = policy
         self._loop = loop
         self._buckets: dict[int, deque[Entry]] = {}
+        # The default priority's bucket, also found without a dict lookup (``p is 128``: small
+        # ints are shared objects, and any other value equal to 128 is taken as 128 anyway).
+        self._default: deque[Entry] = deque()
+        self._buckets[DEFAULT_PRIORITY] = self._default
         self._levels: list[int] = []  # negated priorities of non-empty buckets, ascending
         self._size = 0
         self._getters: deque[asyncio.Future[Entry]] = deque()
@@ -109,8 +114,11 @@ class Inbox:
         under ``block`` (the caller waits with :meth:`put_wait`). ``reject`` raises."""
         if self._size >= self.capacity:
             return self._full(msg)
-        p = getattr(msg, "priority", _DEFAULT_PRIORITY)
-        bucket = self._buckets.get(p) if type(p) is int else None
+        p = getattr(msg, "priority", DEFAULT_PRIORITY)
+        if p is DEFAULT_PRIORITY:
+            bucket = self._default
+        else:
+            bucket = self._buckets.get(p) if type(p) is int else None
         if bucket:
             # The common case: more of a priority already queued. (A queued message means no
             # receiver waits while the gate is open: there is nobody to hand it to.)
@@ -219,7 +227,7 @@ class Inbox:
         if n and self._getters and self.open:
             # A waiting receiver means the inbox is empty: hand it the first message; once
             # woken it takes the rest in bulk.
-            p = _DEFAULT_PRIORITY if priorities is None else priorities[0]
+            p = DEFAULT_PRIORITY if priorities is None else priorities[0]
             self._enqueue(msgs[0], p, -1)
             done = 1
         return self._put_many(msgs, priorities, done)
@@ -231,7 +239,7 @@ class Inbox:
             ts = perf_counter_ns()
             batch = msgs[done:] if done else msgs
             if priorities is None:
-                self._extend(_DEFAULT_PRIORITY, batch, ts)
+                self._extend(DEFAULT_PRIORITY, batch, ts)
             else:
                 prios = priorities[done:] if done else priorities
                 if min(prios) == max(prios):
@@ -241,7 +249,7 @@ class Inbox:
                         self._enqueue(msg, p, -1)
             return n
         for i in range(done, n):
-            p = _DEFAULT_PRIORITY if priorities is None else priorities[i]
+            p = DEFAULT_PRIORITY if priorities is None else priorities[i]
             if self._size >= self.capacity:
                 if self._full_many(msgs[i], p) is None:
                     return i
@@ -394,7 +402,8 @@ class Inbox:
             for neg in self._levels:
                 for entry in self._buckets[-neg]:
                     self.on_drop(entry[2], "discarded")
-        self._buckets.clear()
+        for bucket in self._buckets.values():
+            bucket.clear()
         self._levels.clear()
         self._size = 0
         return discarded

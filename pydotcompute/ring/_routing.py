@@ -30,7 +30,7 @@ from ..errors import (
 from ._calls import PendingCalls
 from ._dead_letters import DeadLetterQueue, DeadLetterReason
 from ._forwarder import Forwarders
-from ._inbox import _LAT_PHASE, Inbox, priority_of
+from ._inbox import _LAT_PHASE, DEFAULT_PRIORITY, Inbox, priority_of
 from ._spec import RingKernelSpec, _registry
 from ._state import KernelState
 from ._topics import TopicReceiver
@@ -78,8 +78,11 @@ class Route:
         ib = k.inbox
         if type(ib) is Inbox and ib._size < ib.capacity:
             # A host inbox's put_nowait, common case inlined: more of a priority already queued.
-            p = getattr(msg, "priority", 128)
-            bucket = ib._buckets.get(p) if type(p) is int else None
+            p = getattr(msg, "priority", DEFAULT_PRIORITY)
+            if p is DEFAULT_PRIORITY:
+                bucket = ib._default
+            else:
+                bucket = ib._buckets.get(p) if type(p) is int else None
             if bucket:
                 n = ib.received = ib.received + 1  # also the arrival sequence
                 bucket.append((n, perf_counter_ns() if n & _LAT_PHASE == 1 else 0, msg))
