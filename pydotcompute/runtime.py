@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from asyncio import _get_running_loop
+from collections import deque
 from collections.abc import Callable, Iterable
 from operator import attrgetter
 from threading import get_ident
@@ -31,7 +32,7 @@ from .ring._checks import check_kernel_id, check_timeout, id_list
 from .ring._context import check_max_count
 from .ring._dead_letters import DeadLetterQueue
 from .ring._driver import Scheduler
-from .ring._inbox import _LAT_PHASE, DEFAULT_PRIORITY, Inbox
+from .ring._inbox import _LAT_PHASE, DEFAULT_PRIORITY, Entry, Inbox
 from .ring._options import KernelOptions
 from .ring._outbox import EMPTY, Outbox
 from .ring._routing import Router
@@ -459,6 +460,7 @@ class RingKernelRuntime(RoutingVerbs):
         if type(ib) is Inbox and ib._size < ib.capacity:
             # A host inbox's put_nowait, common case inlined: more of a priority already queued.
             p = getattr(msg, "priority", DEFAULT_PRIORITY)
+            bucket: deque[Entry] | None
             if p is DEFAULT_PRIORITY:
                 bucket = ib._default
             else:

@@ -115,6 +115,7 @@ class Inbox:
         if self._size >= self.capacity:
             return self._full(msg)
         p = getattr(msg, "priority", DEFAULT_PRIORITY)
+        bucket: deque[Entry] | None
         if p is DEFAULT_PRIORITY:
             bucket = self._default
         else:

@@ -15,6 +15,7 @@ memory (see ``docs/articles/concepts/links-and-topics.md``).
 from __future__ import annotations
 
 import copy
+from collections import deque
 from collections.abc import Iterable
 from time import perf_counter_ns
 from typing import Any
@@ -30,7 +31,7 @@ from ..errors import (
 from ._calls import PendingCalls
 from ._dead_letters import DeadLetterQueue, DeadLetterReason
 from ._forwarder import Forwarders
-from ._inbox import _LAT_PHASE, DEFAULT_PRIORITY, Inbox, priority_of
+from ._inbox import _LAT_PHASE, DEFAULT_PRIORITY, Entry, Inbox, priority_of
 from ._spec import RingKernelSpec, _registry
 from ._state import KernelState
 from ._topics import TopicReceiver
@@ -79,6 +80,7 @@ class Route:
         if type(ib) is Inbox and ib._size < ib.capacity:
             # A host inbox's put_nowait, common case inlined: more of a priority already queued.
             p = getattr(msg, "priority", DEFAULT_PRIORITY)
+            bucket: deque[Entry] | None
             if p is DEFAULT_PRIORITY:
                 bucket = ib._default
             else:
