@@ -16,6 +16,7 @@ from ..errors import (
 from ..telemetry import LAT_MASK
 from ._checks import check_timeout
 from ._driver import park, timeout_waker
+from ._inbox import _NO_BUCKET
 
 if TYPE_CHECKING:
     from ..backends.host import HostKernel
@@ -129,12 +130,13 @@ class KernelContext(Generic[InT, OutT]):
         inbox = self._inbox
         if inbox._size and inbox.open:
             # Inbox.pop, inlined: the highest priority level's oldest entry.
-            levels = inbox._levels
-            bucket = inbox._buckets[-levels[0]]
+            bucket = inbox._top
             entry = bucket.popleft()
             inbox._size -= 1
             if not bucket:
+                levels = inbox._levels
                 del levels[0]
+                inbox._top = inbox._buckets[-levels[0]] if levels else _NO_BUCKET
                 if inbox._putters:
                     inbox._admit_putters()
                 if self._stopping:

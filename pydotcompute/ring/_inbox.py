@@ -35,6 +35,7 @@ DEFAULT_PRIORITY = 128
 LAT_EVERY = 8
 _LAT_PHASE = LAT_EVERY - 1  # received & _LAT_PHASE == 1 -> timed
 _UNTIMED = (0,) * (LAT_EVERY - 1)
+_NO_BUCKET: deque[Entry] = deque()  # Inbox._top while nothing is queued (never filled)
 _message_of = itemgetter(2)
 
 
@@ -69,6 +70,7 @@ class Inbox:
         "_loop",
         "_putters",
         "_size",
+        "_top",
         "capacity",
         "dropped",
         "kernel_id",
@@ -93,6 +95,8 @@ class Inbox:
         self._default: deque[Entry] = deque()
         self._buckets[DEFAULT_PRIORITY] = self._default
         self._levels: list[int] = []  # negated priorities of non-empty buckets, ascending
+        # The highest non-empty bucket (_levels[0]'s), or an empty deque when there is none.
+        self._top: deque[Entry] = _NO_BUCKET
         self._size = 0
         self._getters: deque[asyncio.Future[Entry]] = deque()
         self._putters: deque[tuple[asyncio.Future[bool], Any]] = deque()
@@ -149,6 +153,7 @@ class Inbox:
             bucket = self._buckets[p] = deque()
         if not bucket:
             insort(self._levels, -p)
+            self._top = self._buckets[-self._levels[0]]
         bucket.append((n, ts, msg))
         self._size += 1
         d = self.parked
@@ -271,6 +276,7 @@ class Inbox:
             bucket = self._buckets[p] = deque()
         if not bucket:
             insort(self._levels, -p)
+            self._top = self._buckets[-self._levels[0]]
         n = len(msgs)
         first = self.received + 1
         # The batch's time for the entries whose arrival number is timed (1, 9, 17, ...).
@@ -285,12 +291,13 @@ class Inbox:
     # ---------------------------------------------------------------- consumer side
     def pop(self) -> Entry:
         """Take the next entry (highest priority, oldest first); the inbox must not be empty."""
-        levels = self._levels
-        bucket = self._buckets[-levels[0]]
+        bucket = self._top
         entry = bucket.popleft()
         self._size -= 1
         if not bucket:
+            levels = self._levels
             del levels[0]
+            self._top = self._buckets[-levels[0]] if levels else _NO_BUCKET
         if self._putters:
             self._admit_putters()
         return entry
@@ -325,7 +332,9 @@ class Inbox:
 
     def _remove_level(self, p: int) -> None:
         """Bucket ``p`` became empty (it is kept for the next message of that priority)."""
-        self._levels.remove(-p)
+        levels = self._levels
+        levels.remove(-p)
+        self._top = self._buckets[-levels[0]] if levels else _NO_BUCKET
 
     def _admit_putters(self) -> None:
         putters = self._putters
@@ -363,6 +372,7 @@ class Inbox:
             bucket = self._buckets[p] = deque()
         if not bucket:
             insort(self._levels, -p)
+            self._top = self._buckets[-self._levels[0]]
         bucket.appendleft((0, ts, msg))
         self._size += 1
 
@@ -406,5 +416,6 @@ class Inbox:
         for bucket in self._buckets.values():
             bucket.clear()
         self._levels.clear()
+        self._top = _NO_BUCKET
         self._size = 0
         return discarded
