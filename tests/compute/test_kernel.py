@@ -228,9 +228,9 @@ def test_numba_errors_become_compile_errors() -> None:
 def test_kernel_object_keeps_the_function() -> None:
     assert isinstance(saxpy, Kernel) and saxpy.name == "saxpy" and saxpy.__doc__ is None
     assert saxpy.func.__name__ == "saxpy"
-    with pytest.raises(KernelArgumentError, match=r"expected \[grid, block\]"):
+    with pytest.raises(KernelArgumentError, match=r"expected \[blocks, threads\]"):
         saxpy["x"]
-    with pytest.raises(KernelArgumentError, match=r"block in 1\.\.1024"):
+    with pytest.raises(KernelArgumentError, match=r"1\.\.1024 threads per block \(got 2048\)"):
         saxpy[1, 2048]
     with pytest.raises(KernelArgumentError, match="power of two"):
         sum_squares[1, 100]
