@@ -140,7 +140,10 @@ class _Lower(ast.NodeTransformer):
         path = _path(node.func, self.roots)
         if path is None:
             return self.generic_visit(node)
-        self.generic_visit(node)  # arguments first (they may use cuda.* too)
+        # Arguments first (they may use cuda.* too); not node.func, which is the cuda.* name.
+        node.args = [self.visit(a) for a in node.args]
+        for k in node.keywords:
+            k.value = self.visit(k.value)
         args = node.args
         if path in (["grid"], ["gridsize"]):
             if len(args) != 1 or not (
@@ -201,7 +204,9 @@ def plan_cpu(tree: ast.FunctionDef, roots: frozenset[str], qualname: str) -> Cpu
             body.append(stmt)
             continue
         name, call = found
-        lower.generic_visit(call)  # the shape and dtype may use cuda.* constants
+        call.args = [lower.visit(a) for a in call.args]  # the shape and dtype may use cuda.*
+        for k in call.keywords:
+            k.value = lower.visit(k.value)
         args = {**dict(zip(("shape", "dtype"), call.args)), **{k.arg: k.value for k in call.keywords}}
         if set(args) != {"shape", "dtype"}:
             raise _fail(qualname, f"cuda.shared.array for {name!r} without shape and dtype", call)

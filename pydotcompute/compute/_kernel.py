@@ -471,11 +471,13 @@ class Kernel:
         return _Variant("cuda-simulator", keys, run)
 
     def _run_sim_cuda(self, acc: Accelerator, args: tuple, cfg: Config, prepare: bool) -> None:
-        cuda = numba_cuda(acc)
+        from numba.cuda.simulator.kernel import FakeCUDAKernel
+
         vkey = ("sim-cuda",)
         variant = self._variants.get(vkey)
         if variant is None:
-            variant = _Variant("cuda-simulator", (), cuda.jit(self._body.func))
+            fake = FakeCUDAKernel(self._body.func, device=False, fastmath=False)
+            variant = _Variant("cuda-simulator", (), fake)
             self._variants[vkey] = variant
             self._record(False, 0.0)
         if prepare:

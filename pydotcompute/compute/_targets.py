@@ -429,6 +429,14 @@ def compile_ptx(
         with _lock:
             ptx, _ = cuda.compile_ptx(launch, sig, cc=cc)
     except Exception as exc:  # Numba's typing, lowering and NVVM errors
+        if body.form == "index" and not body.has_source and "CudaSupportError" in repr(exc):
+            raise KernelCompileError(
+                f"@kernel {body.qualname}: its source cannot be read (made by exec or from a "
+                "string), so its body is a CUDA device function, and numba-cuda needs a GPU to "
+                f"type a call to one ({type(exc).__name__}). Build its PTX on a machine with a "
+                "GPU, define it in a file or a cell, or write it in the CUDA form (cuda.grid(1)), "
+                "which numba-cuda compiles from bytecode without a GPU"
+            ) from exc
         raise _compile_error(body, f"CUDA (sm_{cc[0]}{cc[1]})", exc) from exc
     entry, params = ptx_entry(ptx)
     write_cached("ptx", key, ".ptx", ptx.encode())

@@ -12,6 +12,7 @@ same region) keeps one value per thread in an array ``_pdc_v_<name>``.
 from __future__ import annotations
 
 import ast
+import copy
 
 import numpy as np
 
@@ -27,7 +28,7 @@ def _strip_barriers(stmts: list[ast.stmt]) -> list[ast.stmt]:
         def visit_Expr(self, node: ast.Expr) -> ast.stmt:
             return ast.Pass() if is_barrier(node) else node
 
-    out = [Strip().visit(s) for s in stmts]
+    out = [Strip().visit(copy.deepcopy(s)) for s in stmts]  # the plan is reused: copy
     return [ast.fix_missing_locations(s) for s in out]
 
 
@@ -230,7 +231,7 @@ class _Emitter:
     def _uniform(self, expr: ast.expr, depth: int) -> str:
         self._put(depth, "_pdc_t = 0")
         self.lines += _coords(depth, block=False)
-        node = _PerThread(self.carried, self.qualname).visit(ast.Expression(expr))
+        node = _PerThread(self.carried, self.qualname).visit(ast.Expression(copy.deepcopy(expr)))
         return ast.unparse(ast.fix_missing_locations(node).body)
 
     def region(self, stmts: list[ast.stmt], depth: int) -> None:
@@ -238,7 +239,7 @@ class _Emitter:
         self._put(depth + 1, "if _pdc_exit[_pdc_t]:\n    continue")
         self.lines += _coords(depth + 1, block=False)
         for s in stmts:
-            done = _PerThread(self.carried, self.qualname).visit(s)
+            done = _PerThread(self.carried, self.qualname).visit(copy.deepcopy(s))
             for part in done if isinstance(done, list) else [done]:
                 self._put(depth + 1, ast.unparse(ast.fix_missing_locations(part)))
 
