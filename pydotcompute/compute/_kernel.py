@@ -17,6 +17,7 @@ import math
 import threading
 import time
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +142,7 @@ class Kernel:
         self._compile_s = 0.0
         self._plan: CpuPlan | None = None
         self._warned = False
+        self._fast: _FastPath | None = None
         if self._body.form == "cuda" and reduce is not None:
             raise KernelArgumentError(
                 f"@kernel(reduce={reduce!r}) {self._body.name}: a CUDA-form kernel (one using "
@@ -227,6 +229,16 @@ class Kernel:
         timeout: float | None = None,
     ) -> Any:
         """Run the kernel (see the class docstring for the parameters)."""
+        fast = self._fast
+        if fast is not None and size is None and accelerator is None:
+            values = fast.match(args)
+            if values is not None:
+                self._launches += 1
+                if self.reduce is None:
+                    _run(fast.variant, fast.n, *values)
+                    return None
+                if fast.n:
+                    return fast.variant.result_dtype.type(_run(fast.variant, fast.n, *values))
         return self._launch(args, size, accelerator, stream, timeout, None)
 
     async def launch_async(
@@ -406,6 +418,7 @@ class Kernel:
             return None
         values = self._device_values(acc, args, None)
         self._launches += 1
+        self._fast = _FastPath.remember(args, variant, n)
         if self.reduce is None:
             _run(variant, n, *values)
             return None
@@ -648,6 +661,58 @@ class Kernel:
         compiled, _dtype, _constants = self._ptx(keys, cc, block)
         self._record(compiled.cache_hit, compiled.seconds)
         return str(compiled.ptx)
+
+
+class _FastPath:
+    """The last CPU launch, to repeat with one identity check per array argument.
+
+    A loop that launches a kernel on the same arrays again and again (the common case) skips
+    the argument keys, the accelerator choice and the variant lookup: the arrays are the same
+    objects (held weakly, so the kernel keeps none alive), numbers of the same type.
+    """
+
+    __slots__ = ("kinds", "n", "refs", "variant")
+
+    def __init__(self, refs: list[Any], kinds: list[int], variant: _Variant, n: int) -> None:
+        self.refs, self.kinds, self.variant, self.n = refs, kinds, variant, n
+
+    @classmethod
+    def remember(cls, args: tuple[Any, ...], variant: _Variant, n: int) -> _FastPath | None:
+        refs: list[Any] = []
+        kinds: list[int] = []
+        arrays = 0
+        for a in args:
+            if isinstance(a, UnifiedBuffer) and a.accelerator.kind == "cpu":
+                refs.append(weakref.ref(a))
+                kinds.append(2)
+                arrays += 1
+            elif type(a) is np.ndarray and a.flags.writeable:
+                refs.append(weakref.ref(a))
+                kinds.append(1)
+                arrays += 1
+            elif type(a) in (int, float, bool, complex) or isinstance(a, np.generic):
+                refs.append(type(a))
+                kinds.append(0)
+            else:
+                return None
+        # With no array the accelerator came from the decorator or the machine, not the args.
+        return cls(refs, kinds, variant, n) if arrays else None
+
+    def match(self, args: tuple[Any, ...]) -> list[Any] | None:
+        """The launcher's values for ``args`` if they repeat the last launch, else ``None``."""
+        if len(args) != len(self.refs):
+            return None
+        values = []
+        for a, ref, kind in zip(args, self.refs, self.kinds):
+            if kind == 0:
+                if type(a) is not ref or (ref is int and not -(2**63) <= a < 2**63):
+                    return None
+                values.append(a)
+            elif a is not ref():
+                return None
+            else:
+                values.append(a if kind == 1 else a._host)
+        return values
 
 
 def _run(variant: _Variant, *args: Any) -> Any:
