@@ -7,10 +7,14 @@ old value, as on a GPU. Numba is imported by this module: import it only when co
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from numba.core import cgutils, types
 from numba.extending import intrinsic
+
+# Untyped for mypy: Numba's own annotations are partial.
+cgutils: Any = importlib.import_module("numba.core.cgutils")
+types: Any = importlib.import_module("numba.core.types")
 
 __all__ = ["ATOMICS"]
 

@@ -146,11 +146,10 @@ class _Lower(ast.NodeTransformer):
             k.value = self.visit(k.value)
         args = node.args
         if path in (["grid"], ["gridsize"]):
-            if len(args) != 1 or not (
-                isinstance(args[0], ast.Constant) and args[0].value in (1, 2, 3)
-            ):
+            rank = args[0].value if len(args) == 1 and isinstance(args[0], ast.Constant) else None
+            if not isinstance(rank, int) or rank not in (1, 2, 3):
                 raise _fail(self.qualname, f"'cuda.{path[0]}' with a non-constant dimension", node)
-            return ast.copy_location(_grid(args[0].value, path == ["gridsize"]), node)
+            return ast.copy_location(_grid(rank, path == ["gridsize"]), node)
         if path == ["syncthreads"]:
             self.barriers = True
             return ast.copy_location(ast.Call(_name("_pdc_sync"), [], []), node)
@@ -207,7 +206,10 @@ def plan_cpu(tree: ast.FunctionDef, roots: frozenset[str], qualname: str) -> Cpu
         call.args = [lower.visit(a) for a in call.args]  # the shape and dtype may use cuda.*
         for k in call.keywords:
             k.value = lower.visit(k.value)
-        args = {**dict(zip(("shape", "dtype"), call.args)), **{k.arg: k.value for k in call.keywords}}
+        args: dict[str | None, ast.expr] = {
+            **dict(zip(("shape", "dtype"), call.args)),
+            **{k.arg: k.value for k in call.keywords},
+        }
         if set(args) != {"shape", "dtype"}:
             raise _fail(qualname, f"cuda.shared.array for {name!r} without shape and dtype", call)
         if isinstance(args["shape"], ast.Constant) and args["shape"].value == 0:

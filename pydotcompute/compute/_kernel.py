@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import math
 import threading
 import time
@@ -237,8 +238,9 @@ class Kernel:
                 if self.reduce is None:
                     _run(fast.variant, fast.n, *values)
                     return None
-                if fast.n:
-                    return fast.variant.result_dtype.type(_run(fast.variant, fast.n, *values))
+                dtype = fast.variant.result_dtype
+                if fast.n and dtype is not None:
+                    return dtype.type(_run(fast.variant, fast.n, *values))
         return self._launch(args, size, accelerator, stream, timeout, None)
 
     async def launch_async(
@@ -473,9 +475,7 @@ class Kernel:
                 RuntimeWarning,
                 stacklevel=5,
             )
-        from numba.cuda.simulator.kernel import FakeCUDAKernel
-
-        fake = FakeCUDAKernel(self._body.func, device=False, fastmath=False)
+        fake = _simulator_kernel(self._body.func)
 
         def run(gx: int, gy: int, gz: int, bx: int, by: int, bz: int, *values: Any) -> None:
             fake[(gx, gy, gz), (bx, by, bz)](*values)
@@ -484,12 +484,10 @@ class Kernel:
         return _Variant("cuda-simulator", keys, run)
 
     def _run_sim_cuda(self, acc: Accelerator, args: tuple, cfg: Config, prepare: bool) -> None:
-        from numba.cuda.simulator.kernel import FakeCUDAKernel
-
         vkey = ("sim-cuda",)
         variant = self._variants.get(vkey)
         if variant is None:
-            fake = FakeCUDAKernel(self._body.func, device=False, fastmath=False)
+            fake = _simulator_kernel(self._body.func)
             variant = _Variant("cuda-simulator", (), fake)
             self._variants[vkey] = variant
             self._record(False, 0.0)
@@ -611,7 +609,7 @@ class Kernel:
                 result = cupy.full(1, variant.constants["_PDC_IDENTITY"], variant.result_dtype)
             values.append(result)
             keys = (*keys, ("device", result.dtype.str, 1, "C", False))
-        elif self.form == "index" and n == 0 or config.threads == 0:
+        elif (self.form == "index" and n == 0) or config.threads == 0:
             return None
         packed = pack_args(keys, values)
         if self.form == "index":
@@ -661,6 +659,12 @@ class Kernel:
         compiled, _dtype, _constants = self._ptx(keys, cc, block)
         self._record(compiled.cache_hit, compiled.seconds)
         return str(compiled.ptx)
+
+
+def _simulator_kernel(func: Any) -> Any:
+    """``func`` as a kernel of Numba's CUDA simulator (usable without NUMBA_ENABLE_CUDASIM)."""
+    module: Any = importlib.import_module("numba.cuda.simulator.kernel")  # untyped for mypy
+    return module.FakeCUDAKernel(func, device=False, fastmath=False)
 
 
 class _FastPath:

@@ -85,14 +85,9 @@ def _numba_cache(py_func: Any) -> Any:
     """Numba's disk cache for ``py_func``, kept in ``cache_dir("cpu")`` and nowhere else."""
     import inspect
 
-    from numba.core.caching import (
-        CompileResultCacheImpl,
-        FunctionCache,
-        _CacheLocator,
-        _SourceFileBackedLocatorMixin,
-    )
+    caching: Any = importlib.import_module("numba.core.caching")  # untyped for mypy
 
-    class Locator(_SourceFileBackedLocatorMixin, _CacheLocator):  # type: ignore[misc]
+    class Locator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):  # type: ignore[misc]
         def __init__(self, func: Any, py_file: str) -> None:
             self._py_file = py_file
             self._lineno = func.__code__.co_firstlineno
@@ -101,7 +96,7 @@ def _numba_cache(py_func: Any) -> Any:
         def get_cache_path(self) -> str:
             return self._cache_path
 
-    class Impl(CompileResultCacheImpl):  # type: ignore[misc]
+    class Impl(caching.CompileResultCacheImpl):  # type: ignore[misc]
         def __init__(self, func: Any) -> None:
             # Numba's own __init__ tries NUMBA_CACHE_DIR, the source tree and the user-wide
             # cache in turn; ours has exactly one place.
@@ -112,7 +107,7 @@ def _numba_cache(py_func: Any) -> Any:
                 f"{modname}.{func.__qualname__}", getattr(sys, "abiflags", "")
             )
 
-    class Cache(FunctionCache):  # type: ignore[misc]
+    class Cache(caching.FunctionCache):  # type: ignore[misc]
         _impl_class = Impl
 
     return Cache(py_func)
@@ -147,7 +142,9 @@ def _cpu_module(
         import numba
 
         # nogil: a launch from a worker thread (launch_async) leaves the event loop running.
-        dispatcher = numba.njit(parallel=parallel, fastmath=fastmath, nogil=True)(module.launch)
+        dispatcher: Any = numba.njit(parallel=parallel, fastmath=fastmath, nogil=True)(
+            module.launch
+        )
         if body.has_source:
             # Without source the body is a separate dispatcher Numba cannot cache with it.
             dispatcher._cache = _numba_cache(dispatcher.py_func)
@@ -226,10 +223,11 @@ def _carried_dtypes(
 ) -> dict[str, np.dtype[Any]]:
     """Numba's types of the variables that live across barriers, from a typing compile."""
     import numba
-    from numba.core import types
     from numba.np.numpy_support import as_dtype
 
     from ._cudaform import untranslatable
+
+    types: Any = importlib.import_module("numba.core.types")  # untyped for mypy
     from ._threadloops import thread_function
 
     namespace = {**body.namespace, **_cuda_namespace(body)}
@@ -454,7 +452,7 @@ def compile_ptx(
 
 def _nvjitlink() -> Any:
     try:
-        from cuda.bindings import nvjitlink
+        nvjitlink: Any = importlib.import_module("cuda.bindings.nvjitlink")
     except ImportError as exc:
         raise BackendUnavailableError(
             f"linking a @kernel for the GPU needs nvJitLink ({exc}); {extra_hint('cuda')}"

@@ -304,7 +304,9 @@ def block_launcher(
     ]
     lines += [f"{_T * 2}{n} = _pdc_np.zeros({shape}, {dtype})" for n, shape, dtype in plan.shared]
     for name in sorted(carried):
-        lines.append(f"{_T * 2}_pdc_v_{name} = _pdc_np.empty(_pdc_nt, _pdc_np.{_np_name(dtypes[name])})")
+        lines.append(
+            f"{_T * 2}_pdc_v_{name} = _pdc_np.empty(_pdc_nt, _pdc_np.{_np_name(dtypes[name])})"
+        )
     lines.append(f"{_T * 2}_pdc_exit = _pdc_np.zeros(_pdc_nt, _pdc_np.bool_)")
     emitter = _Emitter(carried, qualname)
     emitter.emit(plan.func.body, 2)

@@ -350,12 +350,12 @@ def test_numba_errors_in_a_cuda_body_are_compile_errors() -> None:
 
 
 # ----------------------------------------------------------------------- kernels without source
-FACTORY = '''
+FACTORY = """
 def {name}(a, x, out):
     i = cuda.grid(1)
     if i < out.size:
         out[i] = a * x[i] + {offset}
-'''
+"""
 
 
 def _made_by_exec(name: str, offset: float, **namespace: Any) -> Any:
@@ -439,7 +439,7 @@ def test_gpu_launches_load_the_linked_cubin(monkeypatch: pytest.MonkeyPatch) -> 
             return name
 
     class FakeCupy:
-        class cuda:  # noqa: N801 - mirrors cupy.cuda
+        class cuda:
             @staticmethod
             def Device(index: int) -> Any:  # noqa: N802 - mirrors cupy.cuda.Device
                 import contextlib
