@@ -4,7 +4,8 @@ A kernel written for ``@cuda.jit`` is translated, from its syntax tree, into a N
 launcher that runs every CUDA thread of the launch:
 
 * **flat** (no ``cuda.shared.array``, no ``cuda.syncthreads()``): the body becomes a function
-  of the thread's coordinates, called for every (block, thread) pair in one ``prange`` loop.
+  of the thread's coordinates, called for every thread of every block (blocks in a
+  ``prange`` loop).
   Threads are independent, so they may run in any order and on any core, as on a GPU.
 * **block** (shared memory or barriers): blocks run in a ``prange`` loop; inside a block the
   body is cut at each ``cuda.syncthreads()`` into regions, and each region runs for every

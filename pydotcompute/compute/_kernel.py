@@ -144,6 +144,7 @@ class Kernel:
         self._plan: CpuPlan | None = None
         self._warned = False
         self._fast: _FastPath | None = None
+        self._configured: dict[Any, _Configured] = {}
         if self._body.form == "cuda" and reduce is not None:
             raise KernelArgumentError(
                 f"@kernel(reduce={reduce!r}) {self._body.name}: a CUDA-form kernel (one using "
@@ -212,6 +213,12 @@ class Kernel:
         ``blocks`` and ``threads`` are ints or tuples of 1-3 ints; an optional third item is
         the CuPy stream. The element-index form ignores the configuration on the CPU.
         """
+        try:
+            found = self._configured.get(config)
+        except TypeError:  # unhashable (a list): parse it every time
+            found = None
+        if found is not None:
+            return found
         cfg, stream = parse_config(self.name, config, self.reduce is not None)
         if self.form == "index" and (cfg.grid[1:] != (1, 1) or cfg.block[1:] != (1, 1)):
             raise KernelArgumentError(
@@ -219,7 +226,10 @@ class Kernel:
                 "walks 0..size); pass ints, or write the body in the CUDA form with "
                 "cuda.grid(2)"
             )
-        return _Configured(self, cfg, stream)
+        configured = _Configured(self, cfg, stream)
+        if stream is None and len(self._configured) < 64:
+            self._configured[config] = configured  # f[blocks, threads] in a loop: parse once
+        return configured
 
     def __call__(
         self,
@@ -230,18 +240,28 @@ class Kernel:
         timeout: float | None = None,
     ) -> Any:
         """Run the kernel (see the class docstring for the parameters)."""
-        fast = self._fast
-        if fast is not None and size is None and accelerator is None:
-            values = fast.match(args)
-            if values is not None:
-                self._launches += 1
-                if self.reduce is None:
-                    _run(fast.variant, fast.n, *values)
-                    return None
-                dtype = fast.variant.result_dtype
-                if fast.n and dtype is not None:
-                    return dtype.type(_run(fast.variant, fast.n, *values))
+        if size is None and accelerator is None:
+            done, result = self._repeat(args, None)
+            if done:
+                return result
         return self._launch(args, size, accelerator, stream, timeout, None)
+
+    def _repeat(self, args: tuple[Any, ...], config: Config | None) -> tuple[bool, Any]:
+        """Repeat the last CPU launch if ``args`` and ``config`` repeat it: (done, result)."""
+        fast = self._fast
+        if fast is None or fast.config != config:
+            return False, None
+        values = fast.match(args)
+        if values is None:
+            return False, None
+        self._launches += 1
+        if self.reduce is None:
+            _run(fast.variant, *fast.lead, *values)
+            return True, None
+        dtype = fast.variant.result_dtype
+        if not fast.lead[0] or dtype is None:
+            return False, None
+        return True, dtype.type(_run(fast.variant, *fast.lead, *values))
 
     async def launch_async(
         self,
@@ -420,7 +440,7 @@ class Kernel:
             return None
         values = self._device_values(acc, args, None)
         self._launches += 1
-        self._fast = _FastPath.remember(args, variant, n)
+        self._fast = _FastPath.remember(args, variant, (n,), None)
         if self.reduce is None:
             _run(variant, n, *values)
             return None
@@ -441,6 +461,7 @@ class Kernel:
             return
         values = self._device_values(acc, args, None)
         self._launches += 1
+        self._fast = _FastPath.remember(args, variant, (*cfg.grid, *cfg.block), cfg)
         if cfg.threads:
             _run(variant, *cfg.grid, *cfg.block, *values)
 
@@ -675,13 +696,24 @@ class _FastPath:
     objects (held weakly, so the kernel keeps none alive), numbers of the same type.
     """
 
-    __slots__ = ("kinds", "n", "refs", "variant")
+    __slots__ = ("config", "kinds", "lead", "refs", "variant")
 
-    def __init__(self, refs: list[Any], kinds: list[int], variant: _Variant, n: int) -> None:
-        self.refs, self.kinds, self.variant, self.n = refs, kinds, variant, n
+    def __init__(
+        self,
+        refs: list[Any],
+        kinds: list[int],
+        variant: _Variant,
+        lead: tuple[int, ...],
+        config: Config | None,
+    ) -> None:
+        self.refs, self.kinds, self.variant = refs, kinds, variant
+        self.lead, self.config = lead, config
 
     @classmethod
-    def remember(cls, args: tuple[Any, ...], variant: _Variant, n: int) -> _FastPath | None:
+    def remember(
+        cls, args: tuple[Any, ...], variant: _Variant, lead: tuple[int, ...], config: Config | None
+    ) -> _FastPath | None:
+        """The fast path for launches like this one (``lead``: the launcher's first values)."""
         refs: list[Any] = []
         kinds: list[int] = []
         arrays = 0
@@ -700,7 +732,7 @@ class _FastPath:
             else:
                 return None
         # With no array the accelerator came from the decorator or the machine, not the args.
-        return cls(refs, kinds, variant, n) if arrays else None
+        return cls(refs, kinds, variant, lead, config) if arrays else None
 
     def match(self, args: tuple[Any, ...]) -> list[Any] | None:
         """The launcher's values for ``args`` if they repeat the last launch, else ``None``."""
@@ -750,6 +782,10 @@ class _Configured:
         timeout: float | None = None,
     ) -> Any:
         """Launch with this configuration (an element-index kernel's CPU run ignores it)."""
+        if size is None and accelerator is None:
+            done, result = self.kernel._repeat(args, self.config)
+            if done:
+                return result
         stream = self.stream if stream is None else stream
         return self.kernel._launch(args, size, accelerator, stream, timeout, self.config)
 

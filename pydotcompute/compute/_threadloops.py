@@ -1,7 +1,7 @@
 """CPU launchers of CUDA kernels (``_cudaform`` plans): one loop over threads, or thread loops.
 
-``flat_launcher``: every thread of the launch is one iteration of a ``prange`` loop calling
-the body as a function of its coordinates. ``block_launcher``: blocks are the ``prange``
+``flat_launcher``: blocks are the iterations of a ``prange`` loop, and every thread of a block
+calls the body as a function of its coordinates. ``block_launcher``: blocks are the ``prange``
 iterations; the body is cut at each ``cuda.syncthreads()`` into regions, each run as a loop
 over the threads of the block (a *thread loop*); ``while``/``for range``/``if`` statements that
 contain a barrier become block-level statements whose condition is evaluated by thread 0.
@@ -47,18 +47,19 @@ def _launch_head(params: tuple[str, ...]) -> list[str]:
 
 
 def flat_launcher(plan: CpuPlan, params: tuple[str, ...]) -> str:
-    """A launcher running every thread of the launch as one iteration of a ``prange`` loop."""
+    """A launcher running blocks in a ``prange`` loop and their threads in nested loops."""
     body = thread_function(plan, params)
     lines = _launch_head(params)
     lines += [_T + line for line in body.splitlines()]
     call = ", ".join((*COORDS, *params))
+    # Blocks are the parallel iterations; threads nested loops (no division per thread).
     lines += [
-        f"{_T}_pdc_nt = _pdc_bdx * _pdc_bdy * _pdc_bdz",
-        f"{_T}for _pdc_k in prange(_pdc_gdx * _pdc_gdy * _pdc_gdz * _pdc_nt):",
-        f"{_T * 2}_pdc_blk = _pdc_k // _pdc_nt",
-        f"{_T * 2}_pdc_t = _pdc_k % _pdc_nt",
-        *_coords(2),
-        f"{_T * 2}_pdc_thread({call})",
+        f"{_T}for _pdc_blk in prange(_pdc_gdx * _pdc_gdy * _pdc_gdz):",
+        *_coords(2, thread=False),
+        f"{_T * 2}for _pdc_tz in range(_pdc_bdz):",
+        f"{_T * 3}for _pdc_ty in range(_pdc_bdy):",
+        f"{_T * 4}for _pdc_tx in range(_pdc_bdx):",
+        f"{_T * 5}_pdc_thread({call})",
     ]
     return "\n".join(lines) + "\n"
 
