@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import warnings
 from pathlib import Path
@@ -464,3 +465,37 @@ def test_cuda_form_under_the_simulator(sim: Accelerator) -> None:
     out = np.zeros_like(x)
     grid_stride_square[2, 32](x, out, accelerator=sim)
     assert (out == x * x).all()
+
+
+def test_cuda_form_arguments_flatten_like_its_ptx_parameters() -> None:
+    from pydotcompute.compute._args import arg_key, check_abi, pack_args
+    from pydotcompute.compute._targets import ptx_entry
+
+    m = np.zeros((4, 3))
+    _entry, params = ptx_entry(scale_2d.ptx(2.0, m, m))
+    fake = {"shape": m.shape, "typestr": "<f8", "data": (0x7F0000001000, False), "version": 3}
+    dev = type("Dev", (), {"__cuda_array_interface__": fake})()
+    values = [2.0, dev, dev]
+    keys = tuple(arg_key("scale_2d", n, v) for n, v in zip(("a", "m", "out"), values))
+    check_abi("scale_2d", pack_args(keys, values), params)  # no element count in front
+
+
+@pytest.mark.gpu
+def test_launch_async_on_the_gpu() -> None:
+    acc = gpu()
+    from pydotcompute import UnifiedBuffer
+
+    n = 1 << 16
+    x = UnifiedBuffer.from_array(np.arange(n, dtype=np.float32), accelerator=acc)
+    out = UnifiedBuffer((n,), np.float32, accelerator=acc)
+    partial = UnifiedBuffer((n // TPB,), np.float64, accelerator=acc)
+    ones = UnifiedBuffer.from_array(np.ones(n), accelerator=acc)
+
+    async def main() -> None:  # asyncio.run: GPU machines may lack pytest-asyncio
+        launch = saxpy[(n + 255) // 256, 256].launch_async
+        await launch(np.float32(2.0), x, x, out, timeout=60)
+        await block_sum[n // TPB, TPB].launch_async(ones, partial, timeout=60)
+
+    asyncio.run(main())
+    np.testing.assert_allclose(out.host_view(), 3 * np.arange(n, dtype=np.float32))
+    assert (partial.host_view() == TPB).all()
