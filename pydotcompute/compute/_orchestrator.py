@@ -60,7 +60,7 @@ class _Step:
     func: Any
     args: tuple[Any, ...]
     stream: str
-    size: int | None
+    size: int | tuple[int, ...] | None
     config: Config | None
 
 
