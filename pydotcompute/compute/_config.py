@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import KernelArgumentError
 
-__all__ = ["Config", "auto_config", "parse_config"]
+if TYPE_CHECKING:
+    from ._kernel import Kernel
+
+__all__ = ["Config", "Configured", "auto_config", "parse_config"]
 
 # Threads per block chosen for size=: 256 in 1-D, 16x16 in 2-D, 8x8x8 in 3-D.
 _AUTO_BLOCK = {1: (256, 1, 1), 2: (16, 16, 1), 3: (8, 8, 8)}
@@ -85,3 +88,43 @@ def auto_config(name: str, size: Any) -> Config:
     block = _AUTO_BLOCK[rank]
     grid = tuple(max(1, -(-d // b)) if d else 0 for d, b in zip(dims, block))
     return Config((grid[0], grid[1], grid[2]), block)
+
+
+class Configured:
+    """A kernel with a fixed launch configuration (``f[blocks, threads]``)."""
+
+    def __init__(self, kernel: Kernel, config: Config, stream: Any) -> None:
+        self.kernel, self.config, self.stream = kernel, config, stream
+
+    def __repr__(self) -> str:
+        return f"{self.kernel!r}[{self.config}]"
+
+    def __call__(
+        self,
+        *args: Any,
+        size: int | None = None,
+        accelerator: Any = None,
+        stream: Any = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Launch with this configuration (an element-index kernel's CPU run ignores it)."""
+        if size is None and accelerator is None:
+            done, result = self.kernel._repeat(args, self.config)
+            if done:
+                return result
+        stream = self.stream if stream is None else stream
+        return self.kernel._launch(args, size, accelerator, stream, timeout, self.config)
+
+    async def launch_async(
+        self,
+        *args: Any,
+        size: int | None = None,
+        accelerator: Any = None,
+        stream: Any = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Launch with this configuration off the event loop (see :meth:`Kernel.launch_async`)."""
+        stream = self.stream if stream is None else stream
+        return await self.kernel._launch_async(
+            args, size, accelerator, stream, timeout, self.config
+        )

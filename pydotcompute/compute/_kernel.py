@@ -13,48 +13,34 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib
 import math
-import threading
-import time
 import warnings
-import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import KernelArgumentError, KernelCompileError, OperationTimeoutError
-from ._accelerator import Accelerator, numba_cuda
-from ._args import arg_key, check_abi, is_device_array, numba_type, pack_args
+from ._accelerator import Accelerator
+from ._args import arg_key, is_device_array, numba_type
 from ._buffer import UnifiedBuffer
 from ._codegen import REDUCTIONS, launcher_source
-from ._config import Config, auto_config, parse_config
+from ._config import Config, Configured, auto_config, parse_config
 from ._cudaform import CpuPlan, plan_cpu
+from ._gpukernel import KernelBase
 from ._memory import wait_event
 from ._source import BodySource, read_body
 from ._targets import (
     compile_cpu,
     compile_cpu_cuda,
-    compile_ptx,
-    exec_launcher,
-    load_ptx,
-    reduce_constants,
-    result_type,
 )
+from ._variant import FastPath, Variant, run_variant, simulator_kernel
 
 __all__ = ["Kernel", "KernelStats", "kernel"]
 
-GPU_BLOCK = 256
-SIM_BLOCK = 32  # the simulator runs a Python thread per CUDA thread: keep blocks small
-GPU_BLOCKS_PER_SM = 32
-SIM_MAX_GRID = 4
 # Below this many indices a parallel CPU loop costs more to start than it saves (waking the
 # worker threads takes tens of microseconds, far more on a busy machine): run them in order.
 PARALLEL_MIN = 1 << 16
-# Numba's default threading layer (workqueue) aborts the process when two threads run
-# parallel launchers at once (a launch on the event loop and one from launch_async).
-_PARALLEL_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -79,19 +65,7 @@ class KernelStats:
         return self.compiles
 
 
-@dataclass
-class _Variant:
-    target: str
-    keys: tuple[tuple, ...]
-    run: Any
-    result_dtype: np.dtype[Any] | None = None
-    ptx_params: tuple[str, ...] = ()
-    constants: dict[str, Any] = field(default_factory=dict)
-    parallel: bool = False
-    source: str = ""
-
-
-class Kernel:
+class Kernel(KernelBase):
     """A ``@kernel``: call it to run the body on an accelerator.
 
     Parameters of a call
@@ -136,15 +110,15 @@ class Kernel:
         self.reduce = reduce
         self.parallel = parallel
         self._accelerator = None if accelerator is None else Accelerator(accelerator)
-        self._variants: dict[tuple, _Variant] = {}
+        self._variants: dict[tuple, Variant] = {}
         self._launches = 0
         self._compiles = 0
         self._hits = 0
         self._compile_s = 0.0
         self._plan: CpuPlan | None = None
         self._warned = False
-        self._fast: _FastPath | None = None
-        self._configured: dict[Any, _Configured] = {}
+        self._fast: FastPath | None = None
+        self._configured: dict[Any, Configured] = {}
         if self._body.form == "cuda" and reduce is not None:
             raise KernelArgumentError(
                 f"@kernel(reduce={reduce!r}) {self._body.name}: a CUDA-form kernel (one using "
@@ -162,11 +136,6 @@ class Kernel:
     def form(self) -> str:
         """``"index"`` (the body's first parameter is the element index) or ``"cuda"``."""
         return self._body.form
-
-    @property
-    def name(self) -> str:
-        """The body function's name."""
-        return self._body.name
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -207,7 +176,7 @@ class Kernel:
             )
         return built[-1]
 
-    def __getitem__(self, config: Any) -> _Configured:
+    def __getitem__(self, config: Any) -> Configured:
         """Fix the launch configuration: ``f[blocks, threads](*args)`` as in Numba.
 
         ``blocks`` and ``threads`` are ints or tuples of 1-3 ints; an optional third item is
@@ -226,7 +195,7 @@ class Kernel:
                 "walks 0..size); pass ints, or write the body in the CUDA form with "
                 "cuda.grid(2)"
             )
-        configured = _Configured(self, cfg, stream)
+        configured = Configured(self, cfg, stream)
         if stream is None and len(self._configured) < 64:
             self._configured[config] = configured  # f[blocks, threads] in a loop: parse once
         return configured
@@ -256,12 +225,12 @@ class Kernel:
             return False, None
         self._launches += 1
         if self.reduce is None:
-            _run(fast.variant, *fast.lead, *values)
+            run_variant(fast.variant, *fast.lead, *values)
             return True, None
         dtype = fast.variant.result_dtype
         if not fast.lead[0] or dtype is None:
             return False, None
-        return True, dtype.type(_run(fast.variant, *fast.lead, *values))
+        return True, dtype.type(run_variant(fast.variant, *fast.lead, *values))
 
     async def launch_async(
         self,
@@ -383,45 +352,6 @@ class Kernel:
             f"{self.name}(): no array argument to take the size from; pass size=N"
         )
 
-    def _device_values(self, acc: Accelerator, args: tuple[Any, ...], stream: Any) -> list:
-        values = []
-        for name, a in zip(self._body.params, args):
-            if isinstance(a, UnifiedBuffer):
-                if a.accelerator is not acc:
-                    raise KernelArgumentError(
-                        f"{self.name}(): argument {name!r} is a UnifiedBuffer on "
-                        f"{a.accelerator.id}, but the kernel runs on {acc.id}; create the "
-                        f"buffer with accelerator={acc.id!r}"
-                    )
-                values.append(a._for_kernel(stream, name in self._body.writes))
-            elif isinstance(a, np.ndarray) and acc.is_gpu and not acc.simulated:
-                raise KernelArgumentError(
-                    f"{self.name}(): argument {name!r} is a NumPy array in host memory, but "
-                    f"the kernel runs on {acc.id}; wrap it in a UnifiedBuffer or pass a CuPy "
-                    "array"
-                )
-            elif is_device_array(a) and not acc.is_gpu:
-                raise KernelArgumentError(
-                    f"{self.name}(): argument {name!r} is a GPU array, but the kernel runs on "
-                    f"{acc.id}; pass a NumPy array or a UnifiedBuffer"
-                )
-            else:
-                values.append(a)
-        return values
-
-    def _finished(self, args: tuple[Any, ...], stream: Any) -> None:
-        self._launches += 1
-        for a in args:
-            if isinstance(a, UnifiedBuffer):
-                a._used_on(stream)
-
-    def _record(self, hit: bool, seconds: float) -> None:
-        self._compile_s += seconds
-        if hit:
-            self._hits += 1
-        else:
-            self._compiles += 1
-
     def _run_cpu(
         self, acc: Accelerator, keys: tuple, args: tuple, n: int, prepare: bool = False
     ) -> Any:
@@ -432,7 +362,7 @@ class Kernel:
                 self._body, self.reduce, parallel, tuple(numba_type(k) for k in keys)
             )
             self._record(compiled.cache_hit, compiled.seconds)
-            variant = _Variant(
+            variant = Variant(
                 "cpu", keys, compiled.dispatcher, compiled.result_dtype, parallel=parallel
             )
             self._variants[("cpu", keys, parallel)] = variant
@@ -440,13 +370,13 @@ class Kernel:
             return None
         values = self._device_values(acc, args, None)
         self._launches += 1
-        self._fast = _FastPath.remember(args, variant, (n,), None)
+        self._fast = FastPath.remember(args, variant, (n,), None)
         if self.reduce is None:
-            _run(variant, n, *values)
+            run_variant(variant, n, *values)
             return None
         if n == 0:
             return self._empty(variant.result_dtype)
-        return variant.result_dtype.type(_run(variant, n, *values))  # type: ignore[union-attr]
+        return variant.result_dtype.type(run_variant(variant, n, *values))  # type: ignore[union-attr]
 
     def _run_cpu_cuda(
         self, acc: Accelerator, keys: tuple, args: tuple, cfg: Config, prepare: bool
@@ -461,11 +391,11 @@ class Kernel:
             return
         values = self._device_values(acc, args, None)
         self._launches += 1
-        self._fast = _FastPath.remember(args, variant, (*cfg.grid, *cfg.block), cfg)
+        self._fast = FastPath.remember(args, variant, (*cfg.grid, *cfg.block), cfg)
         if cfg.threads:
-            _run(variant, *cfg.grid, *cfg.block, *values)
+            run_variant(variant, *cfg.grid, *cfg.block, *values)
 
-    def _compile_cpu_cuda(self, keys: tuple, parallel: bool) -> _Variant:
+    def _compile_cpu_cuda(self, keys: tuple, parallel: bool) -> Variant:
         body = self._body
         why = "its source cannot be read (it was made by exec or from a string)"
         if body.tree is not None:
@@ -480,11 +410,11 @@ class Kernel:
                 why = str(exc).split(" has no CPU translation")[0].split(": ", 1)[-1]
             else:
                 self._record(compiled.cache_hit, compiled.seconds)
-                return _Variant("cpu", keys, compiled.dispatcher, parallel=parallel,
+                return Variant("cpu", keys, compiled.dispatcher, parallel=parallel,
                                 source=source)  # fmt: skip
         return self._simulated_cpu(keys, why)
 
-    def _simulated_cpu(self, keys: tuple, why: str) -> _Variant:
+    def _simulated_cpu(self, keys: tuple, why: str) -> Variant:
         """Numba's CUDA simulator: the last resort for a CUDA body the CPU cannot translate."""
         if not self._warned:
             self._warned = True
@@ -496,312 +426,13 @@ class Kernel:
                 RuntimeWarning,
                 stacklevel=5,
             )
-        fake = _simulator_kernel(self._body.func)
+        fake = simulator_kernel(self._body.func)
 
         def run(gx: int, gy: int, gz: int, bx: int, by: int, bz: int, *values: Any) -> None:
             fake[(gx, gy, gz), (bx, by, bz)](*values)
 
         self._record(False, 0.0)
-        return _Variant("cuda-simulator", keys, run)
-
-    def _run_sim_cuda(self, acc: Accelerator, args: tuple, cfg: Config, prepare: bool) -> None:
-        vkey = ("sim-cuda",)
-        variant = self._variants.get(vkey)
-        if variant is None:
-            fake = _simulator_kernel(self._body.func)
-            variant = _Variant("cuda-simulator", (), fake)
-            self._variants[vkey] = variant
-            self._record(False, 0.0)
-        if prepare:
-            return
-        values = self._device_values(acc, args, None)
-        self._launches += 1
-        if cfg.threads:
-            variant.run[cfg.grid, cfg.block](*values)
-
-    def _empty(self, dtype: np.dtype[Any] | None) -> Any:
-        if self.reduce != "sum" or dtype is None:
-            raise KernelArgumentError(
-                f"{self.name}(): a {self.reduce} reduction over size=0 has no value"
-            )
-        return dtype.type(0)
-
-    def _reduction_dtype(self, keys: tuple) -> np.dtype[Any]:
-        assert self.reduce is not None
-        return result_type(self._body, self.reduce, keys)
-
-    def _run_sim(
-        self,
-        acc: Accelerator,
-        keys: tuple,
-        args: tuple,
-        n: int,
-        config: Config | None,
-        prepare: bool = False,
-    ) -> Any:
-        cuda = numba_cuda(acc)
-        if config is not None:
-            grid, block = config.grid[0], config.block[0]
-        else:
-            grid, block = min(max(1, -(-n // SIM_BLOCK)), SIM_MAX_GRID), SIM_BLOCK
-        vkey = ("sim", keys, block)
-        variant = self._variants.get(vkey)
-        if variant is None:
-            t0 = time.perf_counter()
-            constants: dict[str, Any] = {}
-            dtype = None
-            if self.reduce is not None:
-                dtype = self._reduction_dtype(keys)
-                constants = reduce_constants(self.reduce, dtype, block)
-            source = launcher_source(self._body, "cuda", self.reduce)
-            launch = exec_launcher(self._body, source, constants, f"<launcher {self.name}>")
-            variant = _Variant("cuda-simulator", keys, cuda.jit(launch), dtype, (), constants)
-            self._variants[vkey] = variant
-            self._record(False, time.perf_counter() - t0)
-        if prepare:
-            return None
-        values = self._device_values(acc, args, None)
-        self._launches += 1
-        if self.reduce is None:
-            if n:
-                variant.run[grid, block](n, *values)
-            return None
-        if n == 0:
-            return self._empty(variant.result_dtype)
-        assert variant.result_dtype is not None
-        result = np.full(1, variant.constants["_PDC_IDENTITY"], variant.result_dtype)
-        variant.run[grid, block](n, *values, result)
-        return result[0]
-
-    def _gpu_variant(self, acc: Accelerator, keys: tuple, block: int) -> _Variant:
-        vkey = ("cuda", acc.index, keys, block if self.reduce else 0)
-        variant = self._variants.get(vkey)
-        if variant is not None:
-            return variant
-        t0 = time.perf_counter()
-        cc = acc.compute_capability or (7, 5)
-        compiled, dtype, constants = self._ptx(keys, cc, block)
-        _module, function = load_ptx(compiled, acc._memory.cupy, acc.index, cc)
-        self._record(compiled.cache_hit, time.perf_counter() - t0)
-        variant = _Variant("cuda", keys, function, dtype, compiled.params, constants)
-        self._variants[vkey] = variant
-        return variant
-
-    def _ptx(self, keys: tuple, cc: tuple[int, int], block: int) -> tuple[Any, Any, dict]:
-        constants: dict[str, Any] = {}
-        dtype = None
-        if self.reduce is not None:
-            dtype = self._reduction_dtype(keys)
-            constants = reduce_constants(self.reduce, dtype, block)
-        if dtype is not None:
-            keys = (*keys, ("device", dtype.str, 1, "C", False))
-        return compile_ptx(self._body, self.reduce, keys, cc, constants), dtype, constants
-
-    def _run_gpu(
-        self,
-        acc: Accelerator,
-        keys: tuple,
-        args: tuple,
-        n: int,
-        stream: Any,
-        timeout: float | None,
-        config: Config | None,
-        prepare: bool = False,
-    ) -> Any:
-        cupy = acc._memory.cupy
-        if config is None:
-            sms = acc.sm_count or 1
-            blocks = min(max(1, -(-n // GPU_BLOCK)), sms * GPU_BLOCKS_PER_SM)
-            config = Config((blocks, 1, 1), (GPU_BLOCK, 1, 1))
-        grid, block = config.grid, config.block
-        dkeys = tuple(_as_device_key(k) for k in keys)
-        variant = self._gpu_variant(acc, dkeys, block[0])
-        if prepare:
-            return None
-        if stream is None:
-            stream = acc._memory.current_stream()
-        values = self._device_values(acc, args, stream)
-        values = [cupy.asarray(v) if is_device_array(v) else v for v in values]
-        result = None
-        if self.reduce is not None:
-            if n == 0:
-                return self._empty(variant.result_dtype)
-            with acc._memory.device:
-                result = cupy.full(1, variant.constants["_PDC_IDENTITY"], variant.result_dtype)
-            values.append(result)
-            keys = (*keys, ("device", result.dtype.str, 1, "C", False))
-        elif (self.form == "index" and n == 0) or config.threads == 0:
-            return None
-        packed = pack_args(keys, values)
-        if self.form == "index":
-            packed.insert(0, np.int64(n))
-        check_abi(self.name, packed, variant.ptx_params)
-        with acc._memory.device:
-            variant.run(grid, block, tuple(packed), stream=stream)
-        self._finished(args, stream)
-        if result is None:
-            return None
-        host = np.empty(1, result.dtype)
-        with acc._memory.device:
-            result.get(stream=stream, out=host, blocking=False)
-        wait_event(acc._memory.record(stream), timeout, f"the reduction {self.name}")
-        return host[0]
-
-    def cubin(self, *args: Any, cc: tuple[int, int] = (9, 0), block: int = GPU_BLOCK) -> bytes:
-        """The cubin nvJitLink links from :meth:`ptx` for ``sm_<cc>`` (no GPU needed), cached.
-
-        This is what a GPU launch loads: machine code for the device, so the driver's PTX
-        JIT is never needed.
-        """
-        from ._targets import link_cubin
-
-        keys = self._example_keys("cubin", args)
-        compiled, _dtype, _constants = self._ptx(keys, cc, block)
-        self._record(compiled.cache_hit, compiled.seconds)
-        return link_cubin(compiled, cc)
-
-    def _example_keys(self, what: str, args: tuple[Any, ...]) -> tuple:
-        if len(args) != len(self._body.params):
-            raise KernelArgumentError(
-                f"{self.name}.{what}() takes {len(self._body.params)} example arguments "
-                f"({', '.join(self._body.params)}), got {len(args)}"
-            )
-        return tuple(
-            _as_device_key(arg_key(self.name, p, a)) for p, a in zip(self._body.params, args)
-        )
-
-    def ptx(self, *args: Any, cc: tuple[int, int] = (7, 5), block: int = GPU_BLOCK) -> str:
-        """The PTX this kernel compiles to for arguments like ``args`` (no GPU needed).
-
-        Uses (and fills) the on-disk PTX cache, and counts in :attr:`stats` like a launch's
-        compilation. ``args`` are example values: arrays give their dtype and rank.
-        """
-        keys = self._example_keys("ptx", args)
-        compiled, _dtype, _constants = self._ptx(keys, cc, block)
-        self._record(compiled.cache_hit, compiled.seconds)
-        return str(compiled.ptx)
-
-
-def _simulator_kernel(func: Any) -> Any:
-    """``func`` as a kernel of Numba's CUDA simulator (usable without NUMBA_ENABLE_CUDASIM)."""
-    module: Any = importlib.import_module("numba.cuda.simulator.kernel")  # untyped for mypy
-    return module.FakeCUDAKernel(func, device=False, fastmath=False)
-
-
-class _FastPath:
-    """The last CPU launch, to repeat with one identity check per array argument.
-
-    A loop that launches a kernel on the same arrays again and again (the common case) skips
-    the argument keys, the accelerator choice and the variant lookup: the arrays are the same
-    objects (held weakly, so the kernel keeps none alive), numbers of the same type.
-    """
-
-    __slots__ = ("config", "kinds", "lead", "refs", "variant")
-
-    def __init__(
-        self,
-        refs: list[Any],
-        kinds: list[int],
-        variant: _Variant,
-        lead: tuple[int, ...],
-        config: Config | None,
-    ) -> None:
-        self.refs, self.kinds, self.variant = refs, kinds, variant
-        self.lead, self.config = lead, config
-
-    @classmethod
-    def remember(
-        cls, args: tuple[Any, ...], variant: _Variant, lead: tuple[int, ...], config: Config | None
-    ) -> _FastPath | None:
-        """The fast path for launches like this one (``lead``: the launcher's first values)."""
-        refs: list[Any] = []
-        kinds: list[int] = []
-        arrays = 0
-        for a in args:
-            if isinstance(a, UnifiedBuffer) and a.accelerator.kind == "cpu":
-                refs.append(weakref.ref(a))
-                kinds.append(2)
-                arrays += 1
-            elif type(a) is np.ndarray and a.flags.writeable:
-                refs.append(weakref.ref(a))
-                kinds.append(1)
-                arrays += 1
-            elif type(a) in (int, float, bool, complex) or isinstance(a, np.generic):
-                refs.append(type(a))
-                kinds.append(0)
-            else:
-                return None
-        # With no array the accelerator came from the decorator or the machine, not the args.
-        return cls(refs, kinds, variant, lead, config) if arrays else None
-
-    def match(self, args: tuple[Any, ...]) -> list[Any] | None:
-        """The launcher's values for ``args`` if they repeat the last launch, else ``None``."""
-        if len(args) != len(self.refs):
-            return None
-        values = []
-        for a, ref, kind in zip(args, self.refs, self.kinds):
-            if kind == 0:
-                if type(a) is not ref or (ref is int and not -(2**63) <= a < 2**63):
-                    return None
-                values.append(a)
-            elif a is not ref():
-                return None
-            else:
-                values.append(a if kind == 1 else a._host)
-        return values
-
-
-def _run(variant: _Variant, *args: Any) -> Any:
-    if not variant.parallel:
-        return variant.run(*args)
-    with _PARALLEL_LOCK:
-        return variant.run(*args)
-
-
-def _as_device_key(key: tuple) -> tuple:
-    if key[0] == "scalar":
-        return key
-    return ("device", key[1], key[2], key[3], False)
-
-
-class _Configured:
-    """A kernel with a fixed launch configuration (``f[blocks, threads]``)."""
-
-    def __init__(self, kernel: Kernel, config: Config, stream: Any) -> None:
-        self.kernel, self.config, self.stream = kernel, config, stream
-
-    def __repr__(self) -> str:
-        return f"{self.kernel!r}[{self.config}]"
-
-    def __call__(
-        self,
-        *args: Any,
-        size: int | None = None,
-        accelerator: Accelerator | str | None = None,
-        stream: Any = None,
-        timeout: float | None = None,
-    ) -> Any:
-        """Launch with this configuration (an element-index kernel's CPU run ignores it)."""
-        if size is None and accelerator is None:
-            done, result = self.kernel._repeat(args, self.config)
-            if done:
-                return result
-        stream = self.stream if stream is None else stream
-        return self.kernel._launch(args, size, accelerator, stream, timeout, self.config)
-
-    async def launch_async(
-        self,
-        *args: Any,
-        size: int | None = None,
-        accelerator: Accelerator | str | None = None,
-        stream: Any = None,
-        timeout: float | None = None,
-    ) -> Any:
-        """Launch with this configuration off the event loop (see :meth:`Kernel.launch_async`)."""
-        stream = self.stream if stream is None else stream
-        return await self.kernel._launch_async(
-            args, size, accelerator, stream, timeout, self.config
-        )
+        return Variant("cuda-simulator", keys, run)
 
 
 def kernel(

@@ -136,9 +136,12 @@ def _cpu_module(
         module = importlib.util.module_from_spec(spec)
         # Numba's cache rebuilds a function's environment by importing its module by name.
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        # The body's globals first (not the module's own __name__, __file__, ...): the
+        # launcher's definitions, run next, take precedence.
         for k, v in {**body.namespace, **(extra or {})}.items():
-            module.__dict__.setdefault(k, v)
+            if not (k.startswith("__") and k.endswith("__")):
+                module.__dict__[k] = v
+        spec.loader.exec_module(module)
         import numba
 
         # nogil: a launch from a worker thread (launch_async) leaves the event loop running.
@@ -210,7 +213,7 @@ def _cuda_namespace(body: BodySource) -> dict[str, Any]:
 
     from ._atomics import ATOMICS
 
-    extra: dict[str, Any] = {"_pdc_np": np}
+    extra: dict[str, Any] = {"_pdc_np": np, "_pdc_inline": numba.njit(inline="always")}
     extra.update({f"_pdc_atomic_{op}": f for op, f in ATOMICS.items()})
     for name, value in body.namespace.items():
         if type(value).__name__ == "CUDADispatcher" and hasattr(value, "py_func"):
@@ -275,7 +278,7 @@ def compile_cpu_cuda(
         dtypes = _carried_dtypes(body, plan, signature, carried) if carried else {}
         text = block_launcher(plan, body.params, dtypes, body.qualname)
     else:
-        text = flat_launcher(plan, body.params)
+        text = flat_launcher(plan, body.params, parallel)
     source = cuda_header(body, plan) + text
     dispatcher = _cpu_module(body, source, parallel, False, _cuda_namespace(body))
     sig = (*([numba.int64] * 6), *signature)

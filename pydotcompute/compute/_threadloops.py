@@ -1,7 +1,7 @@
 """CPU launchers of CUDA kernels (``_cudaform`` plans): one loop over threads, or thread loops.
 
-``flat_launcher``: blocks are the iterations of a ``prange`` loop, and every thread of a block
-calls the body as a function of its coordinates. ``block_launcher``: blocks are the ``prange``
+``flat_launcher``: every thread of the launch calls the body as a function of its
+coordinates (inlined by Numba), in one ``prange`` loop over all threads. ``block_launcher``: blocks are the ``prange``
 iterations; the body is cut at each ``cuda.syncthreads()`` into regions, each run as a loop
 over the threads of the block (a *thread loop*); ``while``/``for range``/``if`` statements that
 contain a barrier become block-level statements whose condition is evaluated by thread 0.
@@ -46,21 +46,35 @@ def _launch_head(params: tuple[str, ...]) -> list[str]:
     return [f"def launch({', '.join((dims, *params))}):"]
 
 
-def flat_launcher(plan: CpuPlan, params: tuple[str, ...]) -> str:
-    """A launcher running blocks in a ``prange`` loop and their threads in nested loops."""
-    body = thread_function(plan, params)
-    lines = _launch_head(params)
-    lines += [_T + line for line in body.splitlines()]
+def flat_launcher(plan: CpuPlan, params: tuple[str, ...], parallel: bool) -> str:
+    """A launcher calling the body (inlined by Numba) for every thread of every block.
+
+    The body is a module-level function compiled with ``inline="always"``: Numba merges it
+    into the loop (a nested closure would be a real call per thread, with reference counting
+    of every array argument). In parallel, one ``prange`` runs over all threads of the launch;
+    in order, nested loops over blocks and threads need no division per thread.
+    """
+    lines = [thread_function(plan, params), "", "_pdc_thread = _pdc_inline(_pdc_thread)", "", ""]
+    lines += _launch_head(params)
     call = ", ".join((*COORDS, *params))
-    # Blocks are the parallel iterations; threads nested loops (no division per thread).
-    lines += [
-        f"{_T}for _pdc_blk in prange(_pdc_gdx * _pdc_gdy * _pdc_gdz):",
-        *_coords(2, thread=False),
-        f"{_T * 2}for _pdc_tz in range(_pdc_bdz):",
-        f"{_T * 3}for _pdc_ty in range(_pdc_bdy):",
-        f"{_T * 4}for _pdc_tx in range(_pdc_bdx):",
-        f"{_T * 5}_pdc_thread({call})",
-    ]
+    if parallel:
+        lines += [
+            f"{_T}_pdc_nt = _pdc_bdx * _pdc_bdy * _pdc_bdz",
+            f"{_T}for _pdc_k in prange(_pdc_gdx * _pdc_gdy * _pdc_gdz * _pdc_nt):",
+            f"{_T * 2}_pdc_blk = _pdc_k // _pdc_nt",
+            f"{_T * 2}_pdc_t = _pdc_k % _pdc_nt",
+            *_coords(2),
+            f"{_T * 2}_pdc_thread({call})",
+        ]
+    else:
+        lines += [
+            f"{_T}for _pdc_blk in range(_pdc_gdx * _pdc_gdy * _pdc_gdz):",
+            *_coords(2, thread=False),
+            f"{_T * 2}for _pdc_tz in range(_pdc_bdz):",
+            f"{_T * 3}for _pdc_ty in range(_pdc_bdy):",
+            f"{_T * 4}for _pdc_tx in range(_pdc_bdx):",
+            f"{_T * 5}_pdc_thread({call})",
+        ]
     return "\n".join(lines) + "\n"
 
 
