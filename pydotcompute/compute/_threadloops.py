@@ -2,9 +2,10 @@
 
 ``flat_launcher``: every thread of the launch calls the body as a function of its
 coordinates (inlined by Numba), in one ``prange`` loop over all threads. ``block_launcher``:
-blocks are the ``prange`` iterations; the body is cut at each ``cuda.syncthreads()`` into regions, each run as a loop
-over the threads of the block (a *thread loop*); ``while``/``for range``/``if`` statements that
-contain a barrier become block-level statements whose condition is evaluated by thread 0.
+blocks are the ``prange`` iterations; the body is cut at each ``cuda.syncthreads()`` into
+regions, each run as a loop over the threads of the block (a *thread loop*);
+``while``/``for range``/``if`` statements that contain a barrier become block-level
+statements whose condition is evaluated by thread 0.
 A variable that is read in a region but assigned in another (or in an earlier pass of the
 same region) keeps one value per thread in an array ``_pdc_v_<name>``.
 """
