@@ -1,7 +1,7 @@
 """CPU launchers of CUDA kernels (``_cudaform`` plans): one loop over threads, or thread loops.
 
-``flat_launcher``: every thread of the launch calls the body as a function of its
-coordinates (inlined by Numba), in one ``prange`` loop over all threads. ``block_launcher``:
+``flat_launcher``: blocks in a ``prange`` loop, each block's threads in nested loops whose
+innermost statement is the body itself (its coordinates are loop variables). ``block_launcher``:
 blocks are the ``prange`` iterations; the body is cut at each ``cuda.syncthreads()`` into
 regions, each run as a loop over the threads of the block (a *thread loop*);
 ``while``/``for range``/``if`` statements that contain a barrier become block-level
@@ -47,35 +47,71 @@ def _launch_head(params: tuple[str, ...]) -> list[str]:
     return [f"def launch({', '.join((dims, *params))}):"]
 
 
-def flat_launcher(plan: CpuPlan, params: tuple[str, ...], parallel: bool) -> str:
-    """A launcher calling the body (inlined by Numba) for every thread of every block.
+def _returns_in_loops(stmts: list[ast.stmt]) -> bool:
+    for s in stmts:
+        for loop in ast.walk(s):
+            if isinstance(loop, ast.For | ast.While) and any(
+                isinstance(n, ast.Return) for n in ast.walk(loop)
+            ):
+                return True
+    return False
 
-    The body is a module-level function compiled with ``inline="always"``: Numba merges it
-    into the loop (a nested closure would be a real call per thread, with reference counting
-    of every array argument). In parallel, one ``prange`` runs over all threads of the launch;
-    in order, nested loops over blocks and threads need no division per thread.
+
+def _without_returns(stmts: list[ast.stmt]) -> list[ast.stmt]:
+    """The same statements with each ``return`` (outside loops) turned into if/else nesting.
+
+    What follows an ``if`` that may return moves into both of its branches, and a ``return``
+    drops what follows it, so the body can run inline in a thread loop.
     """
-    lines = [thread_function(plan, params), "", "_pdc_thread = _pdc_inline(_pdc_thread)", "", ""]
-    lines += _launch_head(params)
-    call = ", ".join((*COORDS, *params))
-    if parallel:
-        lines += [
-            f"{_T}_pdc_nt = _pdc_bdx * _pdc_bdy * _pdc_bdz",
-            f"{_T}for _pdc_k in prange(_pdc_gdx * _pdc_gdy * _pdc_gdz * _pdc_nt):",
-            f"{_T * 2}_pdc_blk = _pdc_k // _pdc_nt",
-            f"{_T * 2}_pdc_t = _pdc_k % _pdc_nt",
-            *_coords(2),
-            f"{_T * 2}_pdc_thread({call})",
-        ]
+    out: list[ast.stmt] = []
+    for k, s in enumerate(stmts):
+        if isinstance(s, ast.Return):
+            return out
+        if isinstance(s, ast.If) and any(isinstance(n, ast.Return) for n in ast.walk(s)):
+            rest = stmts[k + 1 :]
+            body = _without_returns([*s.body, *copy.deepcopy(rest)]) or [ast.Pass()]
+            orelse = _without_returns([*s.orelse, *copy.deepcopy(rest)])
+            out.append(ast.If(s.test, body, orelse))
+            return out
+        out.append(s)
+    return out
+
+
+def _inlinable(plan: CpuPlan, params: tuple[str, ...]) -> list[ast.stmt] | None:
+    """The body as statements to paste into a thread loop, or ``None`` when it cannot be."""
+    body = _strip_barriers(plan.func.body)
+    if _returns_in_loops(body) or _stores(body) & set(params):
+        return None  # a return inside a loop, or a parameter rebound (it would leak)
+    return [ast.fix_missing_locations(s) for s in _without_returns(body)] or [ast.Pass()]
+
+
+def flat_launcher(plan: CpuPlan, params: tuple[str, ...], parallel: bool) -> str:
+    """A launcher running every thread of every block: blocks in ``prange``, threads nested.
+
+    The body is pasted into the innermost loop (its ``return`` statements turned into if/else
+    nesting), so Numba compiles one loop nest: no call per thread, no reference counting of
+    the array arguments, no division per thread. A body that returns from inside a loop or
+    rebinds a parameter is called instead, as a function Numba inlines (``inline="always"``).
+    """
+    lines: list[str] = []
+    inline = _inlinable(plan, params)
+    if inline is None:
+        lines += [thread_function(plan, params), "", "_pdc_thread = _pdc_inline(_pdc_thread)"]
+        lines += ["", ""]
+        call = ", ".join((*COORDS, *params))
+        body = [f"_pdc_thread({call})"]
     else:
-        lines += [
-            f"{_T}for _pdc_blk in range(_pdc_gdx * _pdc_gdy * _pdc_gdz):",
-            *_coords(2, thread=False),
-            f"{_T * 2}for _pdc_tz in range(_pdc_bdz):",
-            f"{_T * 3}for _pdc_ty in range(_pdc_bdy):",
-            f"{_T * 4}for _pdc_tx in range(_pdc_bdx):",
-            f"{_T * 5}_pdc_thread({call})",
-        ]
+        body = [line for s in inline for line in ast.unparse(s).splitlines()]
+    loop = "prange" if parallel else "range"
+    lines += _launch_head(params)
+    lines += [
+        f"{_T}for _pdc_blk in {loop}(_pdc_gdx * _pdc_gdy * _pdc_gdz):",
+        *_coords(2, thread=False),
+        f"{_T * 2}for _pdc_tz in range(_pdc_bdz):",
+        f"{_T * 3}for _pdc_ty in range(_pdc_bdy):",
+        f"{_T * 4}for _pdc_tx in range(_pdc_bdx):",
+        *(_T * 5 + line for line in body),
+    ]
     return "\n".join(lines) + "\n"
 
 

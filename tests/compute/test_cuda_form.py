@@ -499,3 +499,52 @@ def test_launch_async_on_the_gpu() -> None:
     asyncio.run(main())
     np.testing.assert_allclose(out.host_view(), 3 * np.arange(n, dtype=np.float32))
     assert (partial.host_view() == TPB).all()
+
+
+@kernel
+def first_negative(x, out):
+    i = cuda.grid(1)
+    if i >= out.size:
+        return
+    for j in range(x.shape[1]):
+        if x[i, j] < 0:
+            out[i] = j
+            return
+    out[i] = -1
+
+
+@kernel
+def doubled_into(a, x):
+    a = a * 2  # a parameter rebound per thread
+    i = cuda.grid(1)
+    if i < x.size:
+        x[i] = a + i
+
+
+@kernel
+def classify(x, out):
+    i = cuda.grid(1)
+    if i >= x.size:
+        return
+    if x[i] < 0:
+        out[i] = -1
+        return
+    elif x[i] == 0:
+        return
+    out[i] = 1
+
+
+def test_returns_and_rebound_parameters_in_flat_kernels() -> None:
+    x = np.array([[1.0, -2.0, 3.0], [4.0, 5.0, 6.0], [-1.0, 0.0, 0.0]])
+    out = np.zeros(3, np.int64)
+    first_negative[1, 32](x, out)
+    assert out.tolist() == [1, -1, 0]
+    assert "_pdc_thread = _pdc_inline(_pdc_thread)" in first_negative.source("cpu")
+    y = np.zeros(5)
+    doubled_into[2, 4](1.5, y)
+    assert y.tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]
+    v = np.array([-2.0, 0.0, 5.0, 7.0])
+    got = np.full(4, 9, np.int64)
+    classify[1, 8](v, got)
+    assert got.tolist() == [-1, 9, 1, 1]
+    assert "_pdc_thread(" not in classify.source("cpu")  # pasted into the thread loop
