@@ -2,9 +2,9 @@
 
 ``Variant`` is one compiled form (a target, argument keys, the callable). ``FastPath`` is the
 last CPU launch, repeated with one identity check per array argument; ``run_variant`` calls a
-variant, one parallel CPU launcher at a time (Numba's default threading layer aborts the
-process when two threads run parallel code at once, e.g. a launch on the event loop and one
-from ``launch_async``). ``simulator_kernel`` is the last resort for CUDA bodies on the CPU.
+variant, one parallel CPU launcher at a time under Numba's "workqueue" threading layer
+(which aborts the process when two threads run parallel code at once, e.g. a launch on the
+event loop and one from ``launch_async``; other layers run them concurrently). ``simulator_kernel`` is the last resort for CUDA bodies on the CPU.
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ from ._config import Config
 __all__ = ["PARALLEL_LOCK", "FastPath", "Variant", "run_variant", "simulator_kernel"]
 
 PARALLEL_LOCK = threading.Lock()
+# Whether parallel launchers must take PARALLEL_LOCK: known after the first parallel launch
+# (Numba picks its threading layer then); only the "workqueue" layer needs it. OpenMP and TBB
+# run launches from several threads at once, so a long launch_async never holds up another.
+_serialize: list[bool] = [True]
 
 
 @dataclass
@@ -112,5 +116,10 @@ def run_variant(variant: Variant, *args: Any) -> Any:
     """Call a compiled variant (parallel CPU launchers one at a time, see PARALLEL_LOCK)."""
     if not variant.parallel:
         return variant.run(*args)
-    with PARALLEL_LOCK:
+    if not _serialize[0]:
         return variant.run(*args)
+    with PARALLEL_LOCK:
+        result = variant.run(*args)
+    numba: Any = importlib.import_module("numba")  # untyped for mypy
+    _serialize[0] = numba.threading_layer() == "workqueue"
+    return result
