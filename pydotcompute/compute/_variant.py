@@ -4,7 +4,8 @@
 last CPU launch, repeated with one identity check per array argument; ``run_variant`` calls a
 variant, one parallel CPU launcher at a time under Numba's "workqueue" threading layer
 (which aborts the process when two threads run parallel code at once, e.g. a launch on the
-event loop and one from ``launch_async``; other layers run them concurrently). ``simulator_kernel`` is the last resort for CUDA bodies on the CPU.
+event loop and one from ``launch_async``; other layers run them concurrently).
+``simulator_kernel`` is the last resort for CUDA bodies on the CPU.
 """
 
 from __future__ import annotations
