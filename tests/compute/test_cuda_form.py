@@ -548,3 +548,40 @@ def test_returns_and_rebound_parameters_in_flat_kernels() -> None:
     classify[1, 8](v, got)
     assert got.tolist() == [-1, 9, 1, 1]
     assert "_pdc_thread(" not in classify.source("cpu")  # pasted into the thread loop
+
+
+@kernel
+def scale_3d(x, out):
+    i, j, k = cuda.grid(3)
+    if i < x.shape[0] and j < x.shape[1] and k < x.shape[2]:
+        out[i, j, k] = 2 * x[i, j, k] + cuda.gridDim.z
+
+
+@kernel
+def rotate_if(x, flag):
+    s = cuda.shared.array(32, dtype=float64)
+    t = cuda.threadIdx.x
+    s[t] = x[t]
+    cuda.syncthreads()
+    if flag[0] > 0:  # the same for every thread: a barrier inside is allowed
+        v = s[(t + 1) % 32]
+        cuda.syncthreads()
+        s[t] = v
+        cuda.syncthreads()
+    x[t] = s[t]
+
+
+def test_a_3d_grid_and_a_barrier_inside_a_uniform_if() -> None:
+    x = _rng().random((5, 6, 7))
+    out = np.zeros_like(x)
+    scale_3d[(2, 2, 2), (4, 4, 4)](x, out)
+    np.testing.assert_allclose(out, 2 * x + 2)
+    out3 = np.zeros_like(x)
+    scale_3d(x, out3, size=x.shape)  # 8x8x8 threads per block, one block per axis here
+    np.testing.assert_allclose(out3, 2 * x + 1)
+    v = np.arange(32, dtype=np.float64)
+    rotate_if[1, 32](v, np.array([1]))
+    assert v.tolist() == [float((t + 1) % 32) for t in range(32)]
+    rotate_if[1, 32](v, np.array([0]))
+    assert v.tolist() == [float((t + 1) % 32) for t in range(32)]
+    assert "_pdc_v_v = _pdc_np.empty(_pdc_nt, _pdc_np.float64)" in rotate_if.source("cpu")
