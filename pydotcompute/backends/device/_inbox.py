@@ -10,6 +10,10 @@ leaves room for priority to act while the device is behind.
 The kernel's backpressure policy applies at the sender when staged + in-ring messages reach
 ``capacity``. ``drop_oldest`` evicts the oldest *staged* message: a message already in the
 device ring cannot be taken back, so when none is staged the new message is dropped.
+
+The inbox is the only writer of the doorbell, the control word the device polls: the ring's
+tail shifted left by ``CMD_BITS``, with the kernel's command in the low bits. Each publish
+goes through the host endpoint (``_native.py``), which wakes a sleeping emulated device.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ import numpy as np
 from ...errors import LayoutError, SendTimeoutError
 from ...ring._inbox import priority_of, reject_error
 from ...ring._options import Backpressure
-from ._memory import WORD
+from ._memory import CMD_BITS, CMD_PARK, WORD
+from ._native import NativeEndpoint, PythonEndpoint
 from ._records import RecordCodec
 
 __all__ = ["DeviceInbox", "ring_window"]
 
-_TAIL, _HEAD = WORD["in_tail"], WORD["in_head"]
+_BELL, _HEAD = WORD["doorbell"], WORD["in_head"]
 Entry = tuple[int, int, Any]  # (arrival sequence, enqueue time in ns, message)
 
 
@@ -51,6 +56,7 @@ class DeviceInbox:
         loop: asyncio.AbstractEventLoop,
         codec: RecordCodec,
         kick: Callable[[], None],
+        after_write: Callable[[], None],
     ) -> None:
         self.kernel_id = kernel_id
         self.capacity = capacity
@@ -59,6 +65,7 @@ class DeviceInbox:
         self.codec = codec
         self._loop = loop
         self._kick = kick
+        self._after_write = after_write
         self._buckets: dict[int, deque[Entry]] = {}
         self._levels: list[int] = []  # negated priorities of non-empty buckets, ascending
         self._staged = 0
@@ -70,6 +77,8 @@ class DeviceInbox:
         self.dropped = 0
         self.rejected = 0
         self._tail = 0
+        self._command = CMD_PARK
+        self._endpoint: NativeEndpoint | PythonEndpoint | None = None
         self._ctl: Any = None
         self._slots: Any = None
         self._records: np.ndarray | None = None
@@ -77,15 +86,33 @@ class DeviceInbox:
         self._stamps: np.ndarray | None = None
         self._stamp_mask = 0
 
-    def attach(self, ctl: Any, records: np.ndarray, stamps: np.ndarray) -> None:
+    def attach(
+        self,
+        endpoint: NativeEndpoint | PythonEndpoint,
+        records: np.ndarray,
+        stamps: np.ndarray,
+    ) -> None:
         """Use a new ring (at launch or relaunch): control words and slot records."""
-        self._ctl = ctl
+        self._endpoint = endpoint
+        self._ctl = endpoint.ctl
         self._records = records
         self._slots = memoryview(records.view(np.uint8))  # type: ignore[arg-type]
         self._mask = len(records) - 1
-        self._tail = ctl[_TAIL]
+        self._tail = self._ctl[_BELL] >> CMD_BITS
         self._stamps = stamps
         self._stamp_mask = len(stamps) - 1
+        self._command = CMD_PARK
+        self._ring(self._tail)
+
+    def command(self, cmd: int) -> None:
+        """Tell the device a new command (park, active, terminate) through the doorbell."""
+        self._command = cmd
+        if self._endpoint is not None:
+            self._ring(self._tail)
+
+    def _ring(self, tail: int) -> None:
+        assert self._endpoint is not None
+        self._endpoint.publish(_BELL, tail << CMD_BITS | self._command)
 
     def __len__(self) -> int:
         return self._staged + self.in_ring()
@@ -113,7 +140,7 @@ class DeviceInbox:
         self.codec.pack_into(self._slots, (t & self._mask) * self.codec.itemsize, msg)
         self._stamps[t & self._stamp_mask] = ts  # type: ignore[index]
         self._tail = t + 1
-        self._ctl[_TAIL] = t + 1  # published after the slot: x86 keeps the two stores in order
+        self._ring(t + 1)  # published after the slot (a full fence in the native endpoint)
 
     def _write_array(self, arr: np.ndarray, ts: int) -> None:
         n = len(arr)
@@ -125,10 +152,13 @@ class DeviceInbox:
         records[start : start + first] = arr[:first]
         if first < n:
             records[: n - first] = arr[first:]
-        idx = np.arange(t, t + n) & self._stamp_mask
-        self._stamps[idx] = ts
+        stamps = self._stamps
+        s0 = t & self._stamp_mask
+        s1 = min(n, len(stamps) - s0)
+        stamps[s0 : s0 + s1] = ts
+        stamps[: n - s1] = ts
         self._tail = t + n
-        self._ctl[_TAIL] = t + n
+        self._ring(t + n)
 
     # ---------------------------------------------------------------- producer side
     def put_nowait(self, msg: Any) -> bool | None:
@@ -139,6 +169,7 @@ class DeviceInbox:
         ts = perf_counter_ns()
         if self.open and not self._staged and self._ring_room() > 0:
             self._write(msg, ts)
+            self._after_write()
         else:
             self._stage(msg, priority_of(msg), ts)
         return True
@@ -348,8 +379,8 @@ class DeviceInbox:
             self.codec.unpack_from(self._slots, (i & self._mask) * self.codec.itemsize)
             for i in range(head, self._tail)
         ]
-        self._ctl[_TAIL] = head
         self._tail = head
+        self._ring(head)
         return out
 
     def refuse_waiters(self, make_error: Callable[[], BaseException]) -> None:
@@ -365,7 +396,7 @@ class DeviceInbox:
 
     def detach(self) -> None:
         """Let go of the ring (its messages must have been taken back or discarded)."""
-        self._ctl = self._records = self._slots = None
+        self._ctl = self._records = self._slots = self._endpoint = None
 
     def close(self, make_error: Callable[[], BaseException]) -> int:
         """Refuse waiting senders and discard what is queued; return how many."""
