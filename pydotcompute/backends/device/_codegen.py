@@ -22,6 +22,7 @@ GENERATOR_VERSION = "3"
 KERNEL_SYMBOL = "pdc_ring_kernel"
 SPIN_NS = 50_000  # an idle loop polls without sleeping this long, then backs off
 MAX_NAP_NS = 100_000  # longest __nanosleep of an idle or parked loop
+PREEMPTED_NS = 200_000  # a gap this long between two polls: the emulated device was preempted
 SEQ_BATCH = 64  # messages a sequential loop takes before re-reading its command word
 SEQ_BATCH_NS = 20_000  # ... or fewer, once a batch has run this long
 PAR_ROUNDS = 32  # a parallel block takes up to PAR_ROUNDS * blockDim.x messages at once
@@ -193,7 +194,7 @@ static __device__ __forceinline__ void pdc_set_status(pdc_control* ctl, pdc_coun
 // __nanosleep up to {MAX_NAP_NS} ns. Either way an idle or parked kernel costs almost nothing.
 struct pdc_backoff {{
     bool idle;
-    unsigned long long since;
+    unsigned long long since, last;
     unsigned int nap;
 }};
 
@@ -233,7 +234,10 @@ static __device__ __forceinline__ void pdc_idle(pdc_control* ctl, pdc_backoff& b
         b.idle = true;
         b.since = now;
         b.nap = 32;
+    }} else if (now - b.last > {PREEMPTED_NS}ull) {{
+        b.since += now - b.last;  // the OS ran something else: that time was not spent polling
     }}
+    b.last = now;
     if (now - b.since < {SPIN_NS}ull) {{
         pdc_relax();
         return;

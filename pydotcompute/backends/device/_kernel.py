@@ -98,7 +98,13 @@ class DeviceKernel(KernelBase):
             self._after_write,
         )
         self.outbox = DeviceOutbox(
-            self.kernel_id, opts.outbox_capacity, loop, RecordCodec(out_l), self.metrics, self._kick
+            self.kernel_id,
+            opts.outbox_capacity,
+            loop,
+            RecordCodec(out_l),
+            self.metrics,
+            self._kick,
+            self._spin,
         )
         self.state = S.CREATED
         self.accepting = False
@@ -468,6 +474,9 @@ class DeviceKernel(KernelBase):
     # ---------------------------------------------------------------- waiting
     def _kick(self) -> None:
         self._waits.kick()
+
+    def _spin(self) -> bool:
+        return self._waits.spin()
 
     def _after_write(self) -> None:
         self._waits.after_write()

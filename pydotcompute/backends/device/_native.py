@@ -3,15 +3,19 @@
 A small C library (``libpdc_host``), built once with the host C++ compiler and cached like
 kernel builds, does what must not be done from Python:
 
-* ``pdc_host_publish``: store a host-written control word (the doorbell, the outbox head) with
-  a full fence, then wake the emulated device if it sleeps on ``wake_seq`` (a futex: a plain
+* ``pdc_host_publish``: store a host-written control word (the doorbell, ``host_wait``) with a
+  full fence, then wake the emulated device if it sleeps on ``wake_seq`` (a futex: a plain
   store from Python cannot order itself before the read of ``sleeping``);
-* ``pdc_host_store``: store a word with a full fence (``host_wait``, before re-checking the
-  rings);
 * ``pdc_host_spin``: spin on a device-written word until it changes or a short window passes.
-  It is called through ``ctypes.CDLL``, which releases the GIL for the call; the two stores go
-  through ``ctypes.PyDLL`` (they take nanoseconds, and releasing the GIL could hand it to
+  It is called through ``ctypes.CDLL``, which releases the GIL for the call; the store goes
+  through ``ctypes.PyDLL`` (it takes nanoseconds, and releasing the GIL could hand it to
   another thread for a whole switch interval).
+
+The outbox head is stored from Python (a plain store: receiving a reply that is already there
+costs no native call). The device only needs it when its outbox is full; a device that went to
+sleep on a full outbox just as Python stored the head is woken by the host's next native call
+(every call settles: after a full fence, it wakes a device sleeping for the host), and the
+host makes one before it waits for anything.
 
 Without a C++ compiler (a CUDA machine with no toolchain) :class:`PythonEndpoint` does the same
 with plain stores (x86-64 keeps two stores in order; a GPU never sleeps on ``wake_seq``) and
@@ -85,28 +89,30 @@ static void wake_device(uint64_t* ctl)
 #endif
 }
 
-// Publish a host-written word; wake the device if it sleeps waiting for this word to change
-// (sleeping 1: for the doorbell; 2: for the doorbell or the outbox head).
-extern "C" void pdc_host_publish(uint64_t* ctl, unsigned int word, uint64_t value)
+// After a host store (and a full fence): wake the device if it sleeps waiting for a change
+// the host made (sleeping 1: the doorbell; 2: the doorbell or the outbox head, which Python
+// stores plainly and which any later call here settles).
+static void settle(uint64_t* ctl, bool doorbell)
 {
-    __atomic_store_n(&ctl[word], value, __ATOMIC_SEQ_CST);
     const uint64_t sleeping = __atomic_load_n(&ctl[PDC_WORD_sleeping], __ATOMIC_SEQ_CST);
-    if (sleeping == 2 || (sleeping == 1 && word == PDC_WORD_doorbell)) {
+    if (sleeping == 2 || (sleeping == 1 && doorbell)) {
         wake_device(ctl);
     }
 }
 
-// Store a host-written word with a full fence, so the reads that follow see the device's
-// latest words (host_wait, before re-checking the rings).
-extern "C" void pdc_host_store(uint64_t* ctl, unsigned int word, uint64_t value)
+// Publish a host-written word with a full fence, then settle.
+extern "C" void pdc_host_publish(uint64_t* ctl, unsigned int word, uint64_t value)
 {
     __atomic_store_n(&ctl[word], value, __ATOMIC_SEQ_CST);
+    settle(ctl, word == PDC_WORD_doorbell);
 }
 
 // Spin until ctl[word] != old or spin_ns have passed; return the last value read.
-extern "C" uint64_t pdc_host_spin(const uint64_t* ctl, unsigned int word, uint64_t old,
+extern "C" uint64_t pdc_host_spin(uint64_t* ctl, unsigned int word, uint64_t old,
                                   uint64_t spin_ns)
 {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    settle(ctl, false);
     uint64_t v = __atomic_load_n(&ctl[word], __ATOMIC_ACQUIRE);
     if (v != old || spin_ns == 0) {
         return v;
@@ -210,7 +216,6 @@ class NativeEndpoint:
     def __init__(self, lib: tuple[Any, Any], ctl_address: int, ctl: Any) -> None:
         gil_held, gil_released = lib
         self._publish = functools.partial(gil_held.pdc_host_publish, ctl_address)
-        self._store = functools.partial(gil_held.pdc_host_store, ctl_address)
         self._spin = functools.partial(gil_released.pdc_host_spin, ctl_address)
         self.ctl = ctl
         self.spin_ns = spin_ns()
@@ -219,12 +224,11 @@ class NativeEndpoint:
         """Store a host-written word and wake a device that sleeps on it."""
         self._publish(word, value)
 
-    def store_fenced(self, word: int, value: int) -> None:
-        """Store a host-written word with a full fence after it."""
-        self._store(word, value)
-
     def spin(self, word: int, old: int) -> int:
-        """Spin (GIL released) until ``word`` differs from ``old`` or the window passes."""
+        """Spin (GIL released) until ``word`` differs from ``old`` or the window passes.
+
+        Settles first: a device asleep on a full outbox is woken (see the module doc).
+        """
         return int(self._spin(word, old, self.spin_ns))
 
 
@@ -241,10 +245,6 @@ class PythonEndpoint:
         """Store a host-written word (x86-64 keeps it after the slot written before it)."""
         self.ctl[word] = value
 
-    def store_fenced(self, word: int, value: int) -> None:
-        """Store a host-written word."""
-        self.ctl[word] = value
-
     def spin(self, word: int, old: int) -> int:
         """Read the word once (no spinning without native code)."""
         return int(self.ctl[word])
@@ -258,8 +258,6 @@ def _library() -> tuple[Any, Any]:
     for lib in (gil_held, gil_released):
         lib.pdc_host_publish.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint64]
         lib.pdc_host_publish.restype = None
-        lib.pdc_host_store.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint64]
-        lib.pdc_host_store.restype = None
         lib.pdc_host_spin.argtypes = [
             ctypes.c_void_p,
             ctypes.c_uint,

@@ -40,6 +40,7 @@ class DeviceOutbox(Receivers):
         codec: RecordCodec,
         metrics: KernelMetrics,
         kick: Callable[[], None],
+        spin: Callable[[], bool],
     ) -> None:
         self._init_receivers(loop)
         self.kernel_id = kernel_id
@@ -47,6 +48,7 @@ class DeviceOutbox(Receivers):
         self.codec = codec
         self._metrics = metrics
         self._kick = kick
+        self._spin = spin
         self._ctl: Any = None
         self._endpoint: NativeEndpoint | PythonEndpoint | None = None
         self._records: np.ndarray | None = None
@@ -101,8 +103,7 @@ class DeviceOutbox(Receivers):
         sent_ns = int(stamps[self._head & self._stamp_mask])
         self._metrics.record_latency_ns(perf_counter_ns() - sent_ns)
         self._head += n
-        assert self._endpoint is not None
-        self._endpoint.publish(_HEAD, self._head)  # the device may reuse the slots now
+        self._ctl[_HEAD] = self._head  # the device may reuse the slots now (see _native.py)
 
     def _read_one(self) -> Any:
         if self._ctl is None or self._ctl[_TAIL] == self._head:
@@ -132,6 +133,8 @@ class DeviceOutbox(Receivers):
             return self._q.popleft()
         while True:
             msg = self._read_one()
+            if msg is EMPTY and self._spin():
+                msg = self._read_one()  # the reply came within the spin window
             if msg is EMPTY or not self._expect or not self._deliver_expected(msg):
                 return msg
 

@@ -112,6 +112,14 @@ class DeviceWaits:
         if self._outbox._expect:
             self.kick()
 
+    def spin(self) -> bool:
+        """Spin for a reply while the device has work in flight; True if one arrived."""
+        ep = self._endpoint
+        if ep is None or not ep.spin_ns or not self._inbox.in_ring():
+            return False
+        head = self._outbox._head
+        return ep.spin(_OUT_TAIL, head) != head  # returns at the first reply
+
     def kick(self) -> None:
         """Somebody waits: serve what is there, spin if worth it, then park or pump."""
         if self._launcher is None or self._kicking:
@@ -121,10 +129,7 @@ class DeviceWaits:
             self.service()
             if not self.needed():
                 return
-            ep = self._endpoint
-            ob = self._outbox
-            if ep is not None and ep.spin_ns and ob.has_waiters and self._inbox.in_ring():
-                ep.spin(_OUT_TAIL, ob._head)  # returns at the first reply (or the window's end)
+            if self._outbox.has_waiters and self.spin():
                 self.service()
                 if not self.needed():
                     return
@@ -143,7 +148,7 @@ class DeviceWaits:
         assert self._endpoint is not None
         if not self._parked:
             self._gen += 1
-            self._endpoint.store_fenced(_HOST_WAIT, self._gen)
+            self._endpoint.publish(_HOST_WAIT, self._gen)
             self._parked = True
         self.service()  # progress published before host_wait was set is seen here
         if not self.needed():
@@ -151,7 +156,7 @@ class DeviceWaits:
 
     def _unpark(self) -> None:
         if self._parked and self._endpoint is not None:
-            self._endpoint.store_fenced(_HOST_WAIT, 0)
+            self._endpoint.publish(_HOST_WAIT, 0)
         self._parked = False
 
     def _on_notify(self) -> None:
