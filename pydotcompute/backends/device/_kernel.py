@@ -56,7 +56,7 @@ from ._memory import (
     MailboxLayout,
     ring_slots,
 )
-from ._native import NativeEndpoint, PythonEndpoint, endpoint
+from ._native import NativeEndpoint, PythonEndpoint, endpoint, spin_ns
 from ._outbox import DeviceOutbox
 from ._records import RecordCodec
 from ._waiting import DeviceWaits
@@ -170,10 +170,16 @@ class DeviceKernel(KernelBase):
         layout = MailboxLayout.for_capacities(
             in_c.itemsize, out_c.itemsize, self.inbox.window, self.outbox.capacity
         )
+        spin = spin_ns()  # a bad $PYDOTCOMPUTE_DEVICE_SPIN_US is refused before allocating
         launcher = self._new_launcher(layout)
         mem = launcher.memory
         ctl = memoryview(mem[:CONTROL_BYTES]).cast("Q")
-        ep = endpoint(int(mem.ctypes.data), ctl, require=self.target == "emulated")
+        try:
+            ep = endpoint(int(mem.ctypes.data), ctl, spin=spin, require=self.target == "emulated")
+        except BaseException:
+            ctl.release()
+            launcher.release()
+            raise
         in_end = layout.in_offset + layout.in_slots * in_c.itemsize
         out_end = layout.out_offset + layout.out_slots * out_c.itemsize
         stamps = np.zeros(ring_slots(layout.in_slots + layout.out_slots + 1), np.int64)
@@ -460,8 +466,9 @@ class DeviceKernel(KernelBase):
         log.warning("ring kernel %r failed: %s", self.kernel_id, err)
         self.outbox.service()
         if self._launcher is not None and not self._launcher.running():
-            self.inbox.restage(self.inbox.take_back())
+            back = self.inbox.take_back()
             self._stop_tracking()
+            self.inbox.restage(back)  # kept on the host (after letting go of the dead ring)
         self._set_state(S.FAILED)
         kid = self.kernel_id
 

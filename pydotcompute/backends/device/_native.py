@@ -213,12 +213,12 @@ class NativeEndpoint:
 
     native = True
 
-    def __init__(self, lib: tuple[Any, Any], ctl_address: int, ctl: Any) -> None:
+    def __init__(self, lib: tuple[Any, Any], ctl_address: int, ctl: Any, spin: int) -> None:
         gil_held, gil_released = lib
         self._publish = functools.partial(gil_held.pdc_host_publish, ctl_address)
         self._spin = functools.partial(gil_released.pdc_host_spin, ctl_address)
         self.ctl = ctl
-        self.spin_ns = spin_ns()
+        self.spin_ns = spin
 
     def publish(self, word: int, value: int) -> None:
         """Store a host-written word and wake a device that sleeps on it."""
@@ -268,14 +268,16 @@ def _library() -> tuple[Any, Any]:
     return gil_held, gil_released
 
 
-def endpoint(ctl_address: int, ctl: Any, *, require: bool) -> NativeEndpoint | PythonEndpoint:
+def endpoint(
+    ctl_address: int, ctl: Any, *, spin: int, require: bool
+) -> NativeEndpoint | PythonEndpoint:
     """The host endpoint for a control block at ``ctl_address`` (viewed as ``ctl``).
 
     Native when a C++ compiler is available; else (only when ``require`` is false) the Python
-    fallback.
+    fallback. ``spin`` is the spin window in ns (see :func:`spin_ns`).
     """
     from ._compile import find_cxx
 
     if find_cxx() is None and not require:
         return PythonEndpoint(ctl)
-    return NativeEndpoint(_library(), ctl_address, ctl)
+    return NativeEndpoint(_library(), ctl_address, ctl, spin)
