@@ -20,7 +20,7 @@ __all__ = ["GENERATOR_VERSION", "GeneratedSource", "generate"]
 
 GENERATOR_VERSION = "3"
 KERNEL_SYMBOL = "pdc_ring_kernel"
-SPIN_NS = 50_000  # an idle loop polls without sleeping this long, then backs off
+SPIN_NS = 200_000  # an idle loop polls without sleeping this long, then sleeps or naps
 MAX_NAP_NS = 100_000  # longest __nanosleep of an idle or parked loop
 PREEMPTED_NS = 200_000  # a gap this long between two polls: the emulated device was preempted
 SEQ_BATCH = 64  # messages a sequential loop takes before re-reading its command word
