@@ -36,7 +36,7 @@ from ._records import RecordCodec
 
 __all__ = ["DeviceInbox", "ring_window"]
 
-_BELL, _HEAD = WORD["doorbell"], WORD["in_head"]
+_BELL, _HEAD, _PROCESSED = WORD["doorbell"], WORD["in_head"], WORD["processed"]
 Entry = tuple[int, int, Any]  # (arrival sequence, enqueue time in ns, message)
 
 
@@ -125,6 +125,10 @@ class DeviceInbox:
     def in_ring(self) -> int:
         """Messages in the device ring not yet taken by the device."""
         return 0 if self._ctl is None else self._tail - self._ctl[_HEAD]
+
+    def in_flight(self) -> int:
+        """Messages in the ring the device has not finished (taken ones included)."""
+        return 0 if self._ctl is None else self._tail - self._ctl[_PROCESSED]
 
     @property
     def has_waiters(self) -> bool:

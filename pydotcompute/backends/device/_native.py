@@ -49,6 +49,7 @@ ENDPOINT_SOURCE = (
 #include <climits>
 #include <cstdint>
 #include <ctime>
+#include <sched.h>
 #if defined(__linux__)
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -121,8 +122,17 @@ extern "C" uint64_t pdc_host_spin(uint64_t* ctl, unsigned int word, uint64_t old
     for (unsigned int i = 1;; ++i) {
         relax();
         v = __atomic_load_n(&ctl[word], __ATOMIC_ACQUIRE);
-        if (v != old || ((i & 63u) == 0 && now_ns() >= until)) {
+        if (v != old) {
             return v;
+        }
+        if ((i & 7u) == 0) {
+            if (now_ns() >= until) {
+                return v;
+            }
+            if (i >= 64) {
+                // Let the device run if the OS put it on this core (it then waits behind us).
+                sched_yield();
+            }
         }
     }
 }

@@ -144,14 +144,19 @@ inline void wait_while(unsigned long long* word, unsigned long long seq)
 #endif
 }
 
-// One step of a busy-wait: tell the core we spin.
+// One step of a busy-wait: tell the core we spin, and now and then let the OS run another
+// task on this core (the host process may wait behind this one for it).
 inline void relax()
 {
+    static thread_local unsigned int spins = 0;
 #if defined(__x86_64__) || defined(__i386__)
     _mm_pause();
 #elif defined(__aarch64__)
     asm volatile("yield");
 #endif
+    if ((++spins & 63u) == 0) {
+        std::this_thread::yield();
+    }
 }
 
 }  // namespace pdc_emu

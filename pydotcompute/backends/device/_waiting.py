@@ -61,6 +61,7 @@ class DeviceWaits:
         self._watchers: list[asyncio.Future[None]] = []
         self._pump: asyncio.Task[None] | None = None
         self._kicking = False
+        self._park_soon = False
         self.ended = False  # the notify pipe reached end of file: the process has ended
 
     def attach(self, launcher: Any, endpoint: NativeEndpoint | PythonEndpoint) -> None:
@@ -115,7 +116,7 @@ class DeviceWaits:
     def spin(self) -> bool:
         """Spin for a reply while the device has work in flight; True if one arrived."""
         ep = self._endpoint
-        if ep is None or not ep.spin_ns or not self._inbox.in_ring():
+        if ep is None or not ep.spin_ns or not self._inbox.in_flight():
             return False
         head = self._outbox._head
         return ep.spin(_OUT_TAIL, head) != head  # returns at the first reply
@@ -134,7 +135,11 @@ class DeviceWaits:
                 if not self.needed():
                     return
             if self._fd >= 0:
-                self._park()
+                # Park once the caller has had its turn: a call registers for its reply
+                # before it sends, and its reply usually comes within the spin after the send.
+                if not self._park_soon:
+                    self._park_soon = True
+                    self._loop.call_soon(self._park_later)
             elif self._pump is None or self._pump.done():
                 self._pump = self._loop.create_task(
                     self._pump_loop(), name=f"ring kernel {self.kernel_id} pump"
@@ -143,6 +148,11 @@ class DeviceWaits:
             self._kicking = False
 
     # ---------------------------------------------------------------- emulated: park
+    def _park_later(self) -> None:
+        self._park_soon = False
+        if self._launcher is not None and self._fd >= 0 and self.needed():
+            self._park()
+
     def _park(self) -> None:
         """Ask the device for a signal at its next progress, then re-check the rings."""
         assert self._endpoint is not None
