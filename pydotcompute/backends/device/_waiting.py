@@ -8,8 +8,10 @@ device (``until``).
    endpoint spins on the outbox tail with the GIL released for ``$PYDOTCOMPUTE_DEVICE_SPIN_US``
    (default 50 us). A reply within the window resolves the receiver's future before it is
    awaited: ``await runtime.call(...)`` completes without suspending to the event loop.
-2. **Park (emulated device).** The host stores a new generation in ``host_wait`` (with a full
-   fence), re-checks the rings, and returns to the event loop, which watches the kernel's
+2. **Park (emulated device)**, once the caller has had its turn (a ``call`` registers for its
+   reply before it sends, and the reply usually comes within the spin after the send). The
+   host stores a new generation in ``host_wait`` (with a full fence), re-checks the rings, and
+   returns to the event loop, which watches the kernel's
    notify pipe. At its next progress (a batch, a status change) the device sees ``host_wait``
    and writes one byte, once per generation. The pipe reaches end of file when the kernel's
    process ends, so a fault is noticed at once.
