@@ -213,6 +213,9 @@ static inline void pdc_sleep(pdc_control* ctl, pdc_backoff& b, unsigned long lon
     __atomic_store_n(&ctl->sleeping, 0ull, __ATOMIC_SEQ_CST);
 }}
 #define pdc_relax() pdc_emu::relax()
+// Caught up with the host: if the OS runs this process on the host's core, the host (spinning
+// for the replies just published) gets the core now rather than at the end of a time slice.
+#define pdc_caught_up() std::this_thread::yield()
 #else
 static __device__ __forceinline__ void pdc_sleep(pdc_control* ctl, pdc_backoff& b,
                                                  unsigned long long bell, bool full,
@@ -222,6 +225,7 @@ static __device__ __forceinline__ void pdc_sleep(pdc_control* ctl, pdc_backoff& 
     b.nap = b.nap * 2 < {MAX_NAP_NS}u ? b.nap * 2 : {MAX_NAP_NS}u;
 }}
 #define pdc_relax() __nanosleep(32)
+#define pdc_caught_up() ((void)0)
 #endif
 
 static __device__ __forceinline__ void pdc_idle(pdc_control* ctl, pdc_backoff& b,
@@ -234,6 +238,7 @@ static __device__ __forceinline__ void pdc_idle(pdc_control* ctl, pdc_backoff& b
         b.idle = true;
         b.since = now;
         b.nap = 32;
+        pdc_caught_up();
     }} else if (now - b.last > {PREEMPTED_NS}ull) {{
         b.since += now - b.last;  // the OS ran something else: that time was not spent polling
     }}

@@ -129,7 +129,7 @@ extern "C" uint64_t pdc_host_spin(uint64_t* ctl, unsigned int word, uint64_t old
             if (now_ns() >= until) {
                 return v;
             }
-            if (i >= 64) {
+            if (i >= 8) {
                 // Let the device run if the OS put it on this core (it then waits behind us).
                 sched_yield();
             }
