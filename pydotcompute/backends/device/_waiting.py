@@ -118,9 +118,12 @@ class DeviceWaits:
     def spin(self) -> bool:
         """Spin for a reply while the device has work in flight; True if one arrived."""
         ep = self._endpoint
-        if ep is None or not ep.spin_ns or not self._inbox.in_flight():
+        if ep is None:
             return False
         head = self._outbox._head
+        if not ep.spin_ns or not self._inbox.in_flight():
+            # Nothing unfinished; but the last reply may have landed since the caller looked.
+            return bool(ep.ctl[_OUT_TAIL] != head)
         return ep.spin(_OUT_TAIL, head) != head  # returns at the first reply
 
     def kick(self) -> None:
