@@ -9,6 +9,7 @@ import select
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -317,3 +318,45 @@ def test_a_kernel_process_ends_with_its_python_process(build_cache: Path) -> Non
     finally:
         os.close(fd)
     assert ready, f"the kernel's process {pid} outlived its Python process"
+
+
+@linux_proc
+async def test_a_launch_that_does_not_return_is_a_clear_error_and_the_loop_runs_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydotcompute.backends.device import _emulated, _kernel
+
+    declare()
+    async with RingKernelRuntime(device="emulated") as rt:
+        await within(rt.launch("worker"), 60)  # built and cached before the launch sticks
+        await within(rt.terminate("worker"), 15)
+        kids = children()
+        monkeypatch.setattr(_kernel, "START_TIMEOUT_S", 0.3)
+        gate, returned = threading.Event(), threading.Event()
+        real_start = _emulated.EmulatedLauncher.start
+
+        def stuck_start(self: _emulated.EmulatedLauncher, *args: object) -> None:
+            gate.wait(30)  # a launch call that does not return (a busy GPU, a blocking driver)
+            real_start(self, *args)  # type: ignore[arg-type]
+            returned.set()
+
+        monkeypatch.setattr(_emulated.EmulatedLauncher, "start", stuck_start)
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        with pytest.raises(
+            DeviceFaultError, match=r"did not start: launching it did not return within 0\.3 s"
+        ):
+            await within(rt.launch("worker"), 30)
+        assert ticks > 10  # the event loop ran while the launch was stuck
+        task.cancel()
+        assert rt.state("worker") is KernelState.TERMINATED  # the refused launch changed nothing
+        gate.set()  # the launch returns late: its process is ended at once
+        await within(until(returned.is_set), 10)
+        await within(until(lambda: children() == kids), 10)

@@ -240,13 +240,18 @@ class DeviceKernel(KernelBase):
                 context_usable=True,
             ) from None
 
-    @staticmethod
-    def _abandon(launcher: Any) -> None:
-        """Stop a loop whose launch returned after its kernel gave up on it."""
-        ctl = memoryview(launcher.memory[:CONTROL_BYTES]).cast("Q")
-        ctl[WORD["doorbell"]] = CMD_TERMINATE
+    def _abandon(self, launcher: Any) -> None:
+        """Stop a loop whose launch returned after the kernel gave up on it."""
         if hasattr(launcher, "kill"):
+            # The emulated device: end the late process and let go of everything.
             launcher.kill()
+            launcher.reap()
+            self._stuck.remove(launcher)
+            launcher.release()
+            return
+        ctl = memoryview(launcher.memory[:CONTROL_BYTES]).cast("Q")
+        ctl[WORD["doorbell"]] = CMD_TERMINATE  # a GPU loop: ask it to end; its memory is kept
+        ctl.release()
 
     # ---------------------------------------------------------------- lifecycle verbs
     async def launch(self) -> LaunchResult:
