@@ -244,7 +244,7 @@ async def test_relaunch_swaps_the_handler_and_keeps_queued_messages(
     replies = await receive_n(druntime, "worker", 3)
     assert [(int(r.n), float(r.y)) for r in replies] == [(0, -1.0), (1, -1.0), (2, -1.0)]
     t = druntime.telemetry("worker")
-    assert (t.redeploys, t.launches) == (1, 2)
+    assert (t.redeploys, t.launches, t.errors) == (1, 2, 0)
 
 
 async def test_relaunch_that_does_not_compile_leaves_the_old_loop_serving(

@@ -70,9 +70,9 @@ static char g_alt_stack[1 << 16];
 static uintptr_t fault_pc(void* uctx)
 {
     const ucontext_t* uc = static_cast<const ucontext_t*>(uctx);
-#if defined(__x86_64__)
+#if defined(__linux__) && defined(__x86_64__)
     return uintptr_t(uc->uc_mcontext.gregs[REG_RIP]);
-#elif defined(__aarch64__)
+#elif defined(__linux__) && defined(__aarch64__)
     return uintptr_t(uc->uc_mcontext.pc);
 #else
     (void)uc;

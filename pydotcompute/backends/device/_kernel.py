@@ -121,6 +121,7 @@ class DeviceKernel(KernelBase):
         self._counters_before = dict.fromkeys(_COUNTERS, 0)
         self._threads = 1
         self._stuck: list[Any] = []  # launchers that never exited: their memory is kept
+        self._stopping = False  # the loop was asked to end (terminate, relaunch)
 
     def __repr__(self) -> str:
         return f"<DeviceKernel {self.kernel_id!r} {self.device} {self.state.value}>"
@@ -198,6 +199,7 @@ class DeviceKernel(KernelBase):
             self.outbox.capacity,
         )
         self._launcher, self._ctl, self._endpoint, self._threads = launcher, ctl, ep, threads
+        self._stopping = False
         self.generated, self.build, self.device = gen, build, launcher.device
         try:
             await self._run_start(launcher, build, args, threads)
@@ -348,6 +350,7 @@ class DeviceKernel(KernelBase):
     async def _stop_loop(self, timeout: float | None, asked: float | None) -> None:
         """Ring the terminate command and wait for the loop to end, or fail the kernel."""
         launcher = self._launcher
+        self._stopping = True  # the loop's end is expected from now on, not a failure
         self.inbox.command(CMD_TERMINATE)
         ended = await self._waits.until(lambda: not launcher.running(), timeout)
         if ended:
@@ -453,7 +456,9 @@ class DeviceKernel(KernelBase):
     def _check_health(self) -> None:
         """Notice a loop that ended without being asked to."""
         launcher = self._launcher
-        if launcher is None or self.state not in ACCEPTING or launcher.running():
+        if launcher is None or self.state not in ACCEPTING or self._stopping:
+            return
+        if launcher.running():
             return
         self._fail(
             launcher.fault()
