@@ -389,3 +389,17 @@ async def test_terminate_past_deadline_fails_the_kernel() -> None:
         assert rt.state("worker") is KernelState.FAILED
         await within(rt.terminate("worker", timeout=10), 15)
         assert rt.state("worker") is KernelState.TERMINATED
+
+
+async def test_relaunch_of_an_active_kernel_is_not_counted_as_a_failure(
+    druntime: RingKernelRuntime,
+) -> None:
+    declare()
+    await started(druntime)
+    for n in range(3):
+        await within(druntime.relaunch("worker"), 60)
+        reply = await within(druntime.call("worker", Job(n=n, x=0.0, spin=0), timeout=10))
+        assert int(reply.n) == n
+    t = druntime.telemetry("worker")
+    assert (t.state, t.errors, t.redeploys) == ("ACTIVE", 0, 3)
+    assert not any("failed" in what for _, what in t.events)
