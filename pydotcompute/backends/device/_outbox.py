@@ -62,6 +62,16 @@ class DeviceOutbox(Receivers):
     def _waiting(self) -> None:
         self._kick()  # a receiver waits: the pump polls the ring until it is served
 
+    def expect(self, correlation_id: Any) -> asyncio.Future[Any]:
+        """Return a future resolved by the reply correlated with ``correlation_id``.
+
+        Registering does not start waiting: a ``call`` registers before it sends, and the
+        send (or the activation that lets a staged message in) starts the wait.
+        """
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._expect[correlation_id] = fut
+        return fut
+
     def attach(
         self,
         endpoint: NativeEndpoint | PythonEndpoint,
