@@ -57,6 +57,7 @@ class DeviceInbox:
         codec: RecordCodec,
         kick: Callable[[], None],
         after_write: Callable[[], None],
+        calls: dict[Any, Any],
     ) -> None:
         self.kernel_id = kernel_id
         self.capacity = capacity
@@ -66,6 +67,8 @@ class DeviceInbox:
         self._loop = loop
         self._kick = kick
         self._after_write = after_write
+        self._calls = calls  # the outbox's calls waiting for replies (after_write spins for them)
+        self._publish: Callable[[int, int], None] | None = None
         self._buckets: dict[int, deque[Entry]] = {}
         self._levels: list[int] = []  # negated priorities of non-empty buckets, ascending
         self._staged = 0
@@ -94,6 +97,7 @@ class DeviceInbox:
     ) -> None:
         """Use a new ring (at launch or relaunch): control words and slot records."""
         self._endpoint = endpoint
+        self._publish = endpoint.publish
         self._ctl = endpoint.ctl
         self._records = records
         self._slots = memoryview(records.view(np.uint8))  # type: ignore[arg-type]
@@ -111,8 +115,8 @@ class DeviceInbox:
             self._ring(self._tail)
 
     def _ring(self, tail: int) -> None:
-        assert self._endpoint is not None
-        self._endpoint.publish(_BELL, tail << CMD_BITS | self._command)
+        assert self._publish is not None
+        self._publish(_BELL, tail << CMD_BITS | self._command)
 
     def __len__(self) -> int:
         return self._staged + self.in_ring()
@@ -167,13 +171,16 @@ class DeviceInbox:
     # ---------------------------------------------------------------- producer side
     def put_nowait(self, msg: Any) -> bool | None:
         """Queue ``msg``: True if queued, False if dropped, None if full under ``block``."""
-        if self._staged + self.in_ring() >= self.capacity:
+        ctl = self._ctl
+        in_ring = 0 if ctl is None else self._tail - ctl[_HEAD]
+        if self._staged + in_ring >= self.capacity:
             return self._full(msg)
         self.received += 1
         ts = perf_counter_ns()
-        if self.open and not self._staged and self._ring_room() > 0:
+        if self.open and not self._staged and ctl is not None and in_ring < self.window:
             self._write(msg, ts)
-            self._after_write()
+            if self._calls:
+                self._after_write()
         else:
             self._stage(msg, priority_of(msg), ts)
         return True
@@ -400,7 +407,7 @@ class DeviceInbox:
 
     def detach(self) -> None:
         """Let go of the ring (its messages must have been taken back or discarded)."""
-        self._ctl = self._records = self._slots = self._endpoint = None
+        self._ctl = self._records = self._slots = self._endpoint = self._publish = None
 
     def close(self, make_error: Callable[[], BaseException]) -> int:
         """Refuse waiting senders and discard what is queued; return how many."""

@@ -88,15 +88,6 @@ class DeviceKernel(KernelBase):
         self.target = target
         self.device = "emulated" if target == "emulated" else "cuda"
         self.metrics = KernelMetrics()
-        self.inbox = DeviceInbox(
-            self.kernel_id,
-            opts.inbox_capacity,
-            opts.backpressure,
-            loop,
-            RecordCodec(in_l),
-            self._kick,
-            self._after_write,
-        )
         self.outbox = DeviceOutbox(
             self.kernel_id,
             opts.outbox_capacity,
@@ -105,6 +96,16 @@ class DeviceKernel(KernelBase):
             self.metrics,
             self._kick,
             self._spin,
+        )
+        self.inbox = DeviceInbox(
+            self.kernel_id,
+            opts.inbox_capacity,
+            opts.backpressure,
+            loop,
+            RecordCodec(in_l),
+            self._kick,
+            self._after_write,
+            self.outbox._expect,
         )
         self.state = S.CREATED
         self.accepting = False
@@ -116,6 +117,9 @@ class DeviceKernel(KernelBase):
         self._ctl: Any = None
         self._endpoint: NativeEndpoint | PythonEndpoint | None = None
         self._waits = DeviceWaits(self.kernel_id, loop, self.inbox, self.outbox, self._check_health)
+        # The hot paths call the waits directly (one Python frame less per message).
+        self.outbox._spin = self._waits.spin
+        self.inbox._after_write = self._waits.after_write
         self._lock = asyncio.Lock()
         self._run_state = S.LAUNCHED
         self._counters_before = dict.fromkeys(_COUNTERS, 0)

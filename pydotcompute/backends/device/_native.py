@@ -31,6 +31,7 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -225,14 +226,14 @@ class NativeEndpoint:
 
     def __init__(self, lib: tuple[Any, Any], ctl_address: int, ctl: Any, spin: int) -> None:
         gil_held, gil_released = lib
-        self._publish = functools.partial(gil_held.pdc_host_publish, ctl_address)
+        #: ``publish(word, value)``: store a host-written word with a full fence and wake a
+        #: device that sleeps on it (the foreign function itself: no Python frame between).
+        self.publish: Callable[[int, int], None] = functools.partial(
+            gil_held.pdc_host_publish, ctl_address
+        )
         self._spin = functools.partial(gil_released.pdc_host_spin, ctl_address)
         self.ctl = ctl
         self.spin_ns = spin
-
-    def publish(self, word: int, value: int) -> None:
-        """Store a host-written word and wake a device that sleeps on it."""
-        self._publish(word, value)
 
     def spin(self, word: int, old: int) -> int:
         """Spin (GIL released) until ``word`` differs from ``old`` or the window passes.
