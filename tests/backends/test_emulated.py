@@ -12,6 +12,7 @@ import textwrap
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pydotcompute import (
@@ -360,3 +361,22 @@ async def test_a_launch_that_does_not_return_is_a_clear_error_and_the_loop_runs_
         gate.set()  # the launch returns late: its process is ended at once
         await within(until(returned.is_set), 10)
         await within(until(lambda: children() == kids), 10)
+
+
+def test_the_host_endpoint_native_and_python_fallback_agree() -> None:
+    # The Python fallback serves CUDA machines without a C++ compiler: same stores, no spin.
+    from pydotcompute.backends.device._memory import CONTROL_BYTES, WORD
+    from pydotcompute.backends.device._native import PythonEndpoint, endpoint
+
+    memory = np.zeros(CONTROL_BYTES // 8, np.uint64)
+    ctl = memoryview(memory).cast("B").cast("Q")
+    native = endpoint(memory.ctypes.data, ctl, spin=2_000_000, require=True)
+    fallback = PythonEndpoint(ctl)
+    native.publish(WORD["doorbell"], 4 << 2 | 1)
+    assert int(memory[WORD["doorbell"]]) == 17
+    fallback.publish(WORD["host_wait"], 3)
+    assert int(memory[WORD["host_wait"]]) == 3
+    memory[WORD["out_tail"]] = 5
+    assert native.spin(WORD["out_tail"], 4) == 5  # already changed: returns at once
+    assert native.spin(WORD["out_tail"], 5) == 5  # unchanged: returns after its 2 ms window
+    assert fallback.spin(WORD["out_tail"], 5) == 5 and fallback.spin_ns == 0
