@@ -27,15 +27,28 @@ def fixed_layout(message_type: type) -> FixedLayout | None:
     return _info(message_type).layout
 
 
-def decode_message(data: bytes) -> Any:
+def decode_message(data: bytes | bytearray | memoryview, *, copy: bool = False) -> Any:
     """Decode bytes made by any message's ``to_bytes()``, finding its class by its type tag.
+
+    The bytes are treated as untrusted: they are checked exactly as ``Type.from_bytes`` checks
+    them (field types, the class's own ``__post_init__``, the decoding limits), and every
+    failure raises ``MessageDecodeError``.
+
+    Parameters
+    ----------
+    data:
+        The bytes.
+    copy:
+        ``False`` (default): numpy arrays are read-only views of the decoded bytes (no copy of
+        their data). ``True``: arrays are writable copies.
 
     Raises
     ------
     MessageDecodeError
-        If the bytes are malformed or their tag names no class defined in this process.
+        If the bytes are malformed, exceed a decoding limit, do not match the class their tag
+        names, or their tag names no class defined in this process.
     """
-    return decode_any(data)
+    return decode_any(data, copy=copy)
 
 
 def _info(message_type: Any) -> Any:

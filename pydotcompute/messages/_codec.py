@@ -1,25 +1,36 @@
 """msgpack codec: compact array form ``[tag, field0, field1, ...]`` with a type tag.
 
-Values whose type the schema fixes are packed in their plain form (UUIDs as 16 raw bytes,
-nested messages as their own arrays). Values whose type the schema leaves open (``Any``,
-unions, container items of those) are packed self-describing through msgpack extension
-types, so they decode to the same Python type:
+Wire format, version 1 (readable by any msgpack implementation). Values whose type the
+schema fixes are packed in their plain form (UUIDs as 16 raw bytes, nested messages as their
+own arrays). Values whose type the schema leaves open (``Any``, unions, container items of
+those) and every numpy array are packed self-describing through msgpack extension types, so
+they decode to the same Python type:
 
 ====  ==========================================================
 code  payload
 ====  ==========================================================
 1     UUID: 16 bytes
-2     numpy array: msgpack ``[dtype descr, shape, raw bytes]``
+2     numpy array: msgpack ``[dtype descr, shape, raw bytes]`` (C order)
 3     numpy scalar: msgpack ``[dtype descr, raw bytes]``
 4     message: its own packed bytes (the tag names the class)
 ====  ==========================================================
+
+Arrays are written from the array's own buffer (one copy, into the output) and decoded as
+read-only views of the extension payload (no copy beyond msgpack's), or as writable copies
+with ``copy=True``.
+
+Decoding treats its input as hostile: every recursion has an explicit bound (messages nested
+through extension type 4 at most :data:`MAX_MESSAGE_DEPTH` deep; msgpack's own containers
+at most 1024 deep, msgpack's limit; dtype descriptions at most :data:`MAX_DTYPE_DEPTH`
+deep), array headers are checked before any arithmetic, every length is bounded by the
+input's size (msgpack's defaults), and every failure is a ``MessageDecodeError``.
 """
 
 from __future__ import annotations
 
 import enum
-import math
 import zlib
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -27,13 +38,26 @@ import msgpack
 import numpy as np
 from numpy.lib import format as npformat
 
-from ..errors import MessageDecodeError, MessageEncodeError
+from ..errors import MessageDecodeError, MessageEncodeError, _short_repr
 from ._ids import uuid_from_bytes
+
+WIRE_VERSION = 1
 
 EXT_UUID = 1
 EXT_NDARRAY = 2
 EXT_NPSCALAR = 3
 EXT_MESSAGE = 4
+
+#: Messages nested inside ``Any`` values (extension type 4) deeper than this are refused.
+MAX_MESSAGE_DEPTH = 16
+#: Arrays with more dimensions than this are refused (numpy's own limit).
+MAX_DIMS = 64
+#: Structured dtype descriptions nested deeper than this are refused.
+MAX_DTYPE_DEPTH = 8
+#: msgpack items (names, fields, shapes) in one dtype description, at most.
+MAX_DTYPE_ITEMS = 4096
+#: Characters in one dtype string (``"<f4"``, ``"|S10"``), at most.
+MAX_DTYPE_STR = 256
 
 _registry: dict[Any, type] = {}
 
@@ -67,19 +91,120 @@ def register_tag(tag: Any, cls: type) -> None:
 
 def describe_tag(tag: Any) -> str:
     """A readable form of a tag: the class it names, if known here."""
-    cls = _registry.get(tag) if isinstance(tag, (int, str)) else None
-    return f"{qualified_name(cls)} (tag {tag!r})" if cls is not None else f"tag {tag!r}"
+    cls = _registry.get(tag) if type(tag) in (int, str) else None
+    shown = _short_repr(tag)
+    return f"{qualified_name(cls)} (tag {shown})" if cls is not None else f"tag {shown}"
 
 
 def class_for_tag(tag: Any) -> type:
     """Return the message class registered under ``tag``."""
-    try:
-        return _registry[tag]
-    except (KeyError, TypeError):
+    if type(tag) not in (int, str):
         raise MessageDecodeError(
-            f"unknown message type tag {tag!r}; the class that encoded it must be defined "
-            "(imported) in this process before decoding"
-        ) from None
+            f"the type tag must be an int or a str, got {type(tag).__name__} "
+            f"{_short_repr(tag)}; the bytes were not made by to_bytes()"
+        )
+    cls = _registry.get(tag)
+    if cls is None:
+        raise MessageDecodeError(
+            f"unknown message type tag {_short_repr(tag)}; the class that encoded it must be "
+            "defined (imported) in this process before decoding"
+        )
+    return cls
+
+
+# ------------------------------------------------------------------ msgpack framing
+
+_plain_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+#: Packs values of plain types only (no hook, so it never runs Python code and can be shared).
+plain_pack = _plain_packer.pack
+
+# Bytes that follow each msgpack type byte before its payload, and the payload length's size.
+_FIXED_SIZE = {0xC0: 0, 0xC2: 0, 0xC3: 0, 0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4,
+               0xCF: 8, 0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8, 0xD4: 2, 0xD5: 3, 0xD6: 5,
+               0xD7: 9, 0xD8: 17}  # fmt: skip
+_SIZED = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}  # bin, str: length bytes
+_EXT = {0xC7: 1, 0xC8: 2, 0xC9: 4}  # ext: length bytes, then the type byte
+_CONTAINER = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}  # length bytes, items
+
+
+def skip(buf: bytes | memoryview, pos: int, end: int, max_items: int, too_many: str) -> int:
+    """Return the offset just past the msgpack object at ``buf[pos]``.
+
+    Iterative (no recursion), linear in the bytes walked; refuses truncated input and more
+    than ``max_items`` objects in all (containers count their items), saying ``too_many``.
+    """
+    pending = 1
+    items = 0
+    while pending:
+        if pos >= end:
+            raise MessageDecodeError("truncated msgpack data inside an extension payload")
+        b = buf[pos]
+        pending -= 1
+        items += 1
+        if items > max_items:
+            raise MessageDecodeError(f"{too_many}; the bytes were not made by to_bytes()")
+        if b <= 0x7F or b >= 0xE0:
+            pos += 1
+        elif b <= 0x8F:
+            pending += 2 * (b & 0x0F)
+            pos += 1
+        elif b <= 0x9F:
+            pending += b & 0x0F
+            pos += 1
+        elif b <= 0xBF:
+            pos += 1 + (b & 0x1F)
+        elif b in _FIXED_SIZE:
+            pos += 1 + _FIXED_SIZE[b]
+        elif b in _SIZED:
+            k = _SIZED[b]
+            pos += 1 + k + int.from_bytes(buf[pos + 1 : pos + 1 + k], "big")
+        elif b in _EXT:
+            k = _EXT[b]
+            pos += 2 + k + int.from_bytes(buf[pos + 1 : pos + 1 + k], "big")
+        elif b in _CONTAINER:
+            k, per = _CONTAINER[b]
+            pending += per * int.from_bytes(buf[pos + 1 : pos + 1 + k], "big")
+            pos += 1 + k
+        else:  # 0xC1, never used
+            raise MessageDecodeError(f"invalid msgpack type byte 0x{b:02x}")
+        if pending > end - pos:  # every pending object needs at least one byte
+            raise MessageDecodeError("truncated msgpack data inside an extension payload")
+    if pos > end:
+        raise MessageDecodeError("truncated msgpack data inside an extension payload")
+    return pos
+
+
+def _bin_header(n: int) -> bytes:
+    if n < 0x100:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 0x10000:
+        return b"\xc5" + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return b"\xc6" + n.to_bytes(4, "big")
+    raise MessageEncodeError(
+        f"a numpy array of {n} bytes does not fit in one msgpack bin (at most 4 GiB); "
+        "split it over several messages"
+    )
+
+
+_FIXEXT = {1: b"\xd4", 2: b"\xd5", 4: b"\xd6", 8: b"\xd7", 16: b"\xd8"}
+
+
+def ext_header(code: int, n: int) -> bytes:
+    """The msgpack header of an extension object of type ``code`` with ``n`` payload bytes."""
+    t = code.to_bytes(1, "big")
+    if n in _FIXEXT:
+        return _FIXEXT[n] + t
+    if n < 0x100:
+        return b"\xc7" + n.to_bytes(1, "big") + t
+    if n < 0x10000:
+        return b"\xc8" + n.to_bytes(2, "big") + t
+    if n < 0x100000000:
+        return b"\xc9" + n.to_bytes(4, "big") + t
+    raise MessageEncodeError(f"an extension payload of {n} bytes exceeds msgpack's 4 GiB")
+
+
+# ------------------------------------------------------------------ numpy arrays and scalars
 
 
 def _descr(dtype: np.dtype[Any]) -> Any:
@@ -88,128 +213,266 @@ def _descr(dtype: np.dtype[Any]) -> Any:
             f"numpy dtype {dtype} holds Python objects and cannot be serialized; "
             "use a numeric, bool, bytes or structured dtype"
         )
+    if dtype.itemsize == 0:
+        raise MessageEncodeError(f"numpy dtype {dtype} has no size and cannot be serialized")
     return npformat.dtype_to_descr(dtype)
 
 
-def _tuples(x: Any) -> Any:
-    """msgpack returns lists; numpy dtype descriptions want tuples for fields."""
-    if isinstance(x, list):
-        return [tuple(_tuples(i) for i in item) if isinstance(item, list) else item for item in x]
-    return x
+def array_parts(arr: np.ndarray) -> tuple[bytes, memoryview]:
+    """The extension payload of an array: its msgpack header and its data (not copied)."""
+    head = b"\x93" + plain_pack(_descr(arr.dtype)) + plain_pack(list(arr.shape))
+    c = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+    data = memoryview(c.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+    return head + _bin_header(c.nbytes), data
+
+
+def pack_array(arr: np.ndarray) -> list[bytes | memoryview]:
+    """An array as an extension object: the pieces to join, the data as a view of ``arr``."""
+    head, data = array_parts(arr)
+    return [ext_header(EXT_NDARRAY, len(head) + len(data)) + head, data]
+
+
+def _descr_spec(descr: Any, depth: int) -> Any:
+    """A decoded dtype description in the form numpy takes (lists of fields as tuples)."""
+    if type(descr) is str:
+        if len(descr) > MAX_DTYPE_STR:
+            raise MessageDecodeError(
+                f"numpy dtype string of {len(descr)} characters exceeds the limit of "
+                f"{MAX_DTYPE_STR}"
+            )
+        return descr
+    if type(descr) is not list:
+        raise MessageDecodeError(f"invalid numpy dtype description {_short_repr(descr)}")
+    if depth >= MAX_DTYPE_DEPTH:
+        raise MessageDecodeError(
+            f"numpy dtype description nested more than {MAX_DTYPE_DEPTH} deep exceeds the limit"
+        )
+    fields = []
+    for f in descr:
+        if type(f) is not list or not 2 <= len(f) <= 3:
+            raise MessageDecodeError(f"invalid numpy dtype field {_short_repr(f)}")
+        name = tuple(f[0]) if type(f[0]) is list else f[0]
+        spec: tuple[Any, ...] = (name, _descr_spec(f[1], depth + 1))
+        if len(f) == 3:
+            if type(f[2]) is not list or not all(type(n) is int for n in f[2]):
+                raise MessageDecodeError(f"invalid numpy dtype field shape {_short_repr(f[2])}")
+            spec += (tuple(f[2]),)
+        fields.append(spec)
+    return fields
 
 
 def _dtype_from(descr: Any) -> np.dtype[Any]:
+    spec = _descr_spec(descr, 0)
     try:
-        if isinstance(descr, list):
-            descr = [tuple(_tuples(i) for i in item) for item in descr]
-        dtype = npformat.descr_to_dtype(descr)
-    except Exception as exc:
-        raise MessageDecodeError(f"invalid numpy dtype description {descr!r}: {exc}") from exc
+        dtype = npformat.descr_to_dtype(spec)
+    except Exception as exc:  # numpy raises several types for bad descriptions
+        raise MessageDecodeError(
+            f"invalid numpy dtype description {_short_repr(descr)}: {exc!s:.200}"
+        ) from None
     if dtype.hasobject:
         raise MessageDecodeError(f"numpy dtype {dtype} with Python objects is not accepted")
+    if dtype.itemsize == 0:
+        raise MessageDecodeError(f"numpy dtype {dtype} has no size; it is not accepted")
     return dtype
 
 
-def _pack_nested(obj: Any) -> bytes:
-    """Pack an extension payload; a Packer is not re-entrant, so hooks use a fresh one."""
-    return msgpack.packb(obj, default=_default, use_bin_type=True)
-
-
-def _pack_array(arr: np.ndarray) -> bytes:
-    descr = _descr(arr.dtype)
-    return _pack_nested([descr, list(arr.shape), np.ascontiguousarray(arr).tobytes()])
-
-
-def _unpack_array(payload: bytes) -> np.ndarray:
-    try:
-        descr, shape, raw = msgpack.unpackb(payload, strict_map_key=False)
-    except (ValueError, TypeError) as exc:
-        raise MessageDecodeError(f"malformed numpy array payload: {exc}") from exc
-    dtype = _dtype_from(descr)
-    if type(shape) is not list or not all(type(n) is int and n >= 0 for n in shape):
-        raise MessageDecodeError(f"malformed numpy array shape {shape!r}")
-    if type(raw) is not bytes or len(raw) != math.prod(shape) * dtype.itemsize:
+def _element_count(shape: Any, dtype: np.dtype[Any], nbytes: int) -> int:
+    """Check a decoded shape against the data's size before any large arithmetic."""
+    if type(shape) is not list:
+        raise MessageDecodeError(f"numpy array shape must be a list, got {_short_repr(shape)}")
+    if len(shape) > MAX_DIMS:
         raise MessageDecodeError(
-            f"numpy array payload holds {len(raw) if isinstance(raw, bytes) else raw!r} bytes, "
-            f"shape {tuple(shape)} of {dtype} needs {math.prod(shape) * dtype.itemsize}"
+            f"numpy array with {len(shape)} dimensions exceeds the limit of {MAX_DIMS}"
         )
-    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    for n in shape:
+        if type(n) is not int or n < 0:
+            raise MessageDecodeError(f"malformed numpy array shape {_short_repr(shape)}")
+    count = 1
+    exact = True
+    if 0 in shape:
+        count = 0
+    else:
+        limit = nbytes // dtype.itemsize
+        for k, n in enumerate(shape):  # each step stays below nbytes * 2**64: no huge integers
+            count *= n
+            if count > limit:
+                exact = k == len(shape) - 1
+                break
+    need = count * dtype.itemsize
+    if need != nbytes:
+        needs = f"needs {need}" if exact else f"needs more than {nbytes}"
+        raise MessageDecodeError(
+            f"numpy array payload holds {nbytes} bytes; shape {_short_repr(tuple(shape))} of "
+            f"{dtype} {needs}"
+        )
+    return count
+
+
+_ITEM_LIMITS = [
+    (MAX_DTYPE_ITEMS, f"a numpy dtype description of more than {MAX_DTYPE_ITEMS} items "
+                      "exceeds the limit"),
+    (MAX_DIMS + 1, f"a numpy array shape of more than {MAX_DIMS} dimensions exceeds the limit"),
+    (1, "numpy data must be one msgpack bin"),
+]  # fmt: skip
+
+
+def _payload_items(payload: bytes, count: int, what: str) -> list[int]:
+    """Offsets of the ``count`` items of the msgpack array that is ``payload``, and its end.
+
+    The items are a dtype description, then (arrays) a shape, then the data.
+    """
+    end = len(payload)
+    b = payload[0] if end else 0
+    k = 0 if 0x90 <= b <= 0x9F else {0xDC: 2, 0xDD: 4}.get(b, -1)
+    n = b & 0x0F if k == 0 else int.from_bytes(payload[1 : 1 + k], "big") if k > 0 else -1
+    if n != count:
+        raise MessageDecodeError(f"malformed {what} payload: expected a msgpack array of {count}")
+    offsets = [1 + k]
+    limits = _ITEM_LIMITS if count == 3 else [_ITEM_LIMITS[0], _ITEM_LIMITS[2]]
+    for max_items, too_many in limits:
+        offsets.append(skip(payload, offsets[-1], end, max_items, too_many))
+    if offsets[-1] != end:
+        raise MessageDecodeError(f"malformed {what} payload: {end - offsets[-1]} bytes left over")
+    return offsets
+
+
+def _bin_span(payload: bytes, start: int, end: int, what: str) -> tuple[int, int]:
+    b = payload[start]
+    k = _SIZED.get(b) if b in (0xC4, 0xC5, 0xC6) else None
+    if k is None:
+        raise MessageDecodeError(f"malformed {what} payload: its data is not msgpack bin")
+    return start + 1 + k, end
+
+
+def _unpack_array(payload: bytes, copy: bool) -> np.ndarray:
+    """An array from its extension payload: a read-only view of it, or a copy."""
+    o = _payload_items(payload, 3, "numpy array")
+    dtype = _dtype_from(msgpack.unpackb(payload[o[0] : o[1]]))
+    shape = msgpack.unpackb(payload[o[1] : o[2]])
+    start, end = _bin_span(payload, o[2], o[3], "numpy array")
+    count = _element_count(shape, dtype, end - start)
+    arr = np.frombuffer(payload, dtype=dtype, count=count, offset=start).reshape(shape)
+    return arr.copy() if copy else arr
 
 
 def _unpack_scalar(payload: bytes) -> np.generic:
-    try:
-        descr, raw = msgpack.unpackb(payload)
-    except (ValueError, TypeError) as exc:
-        raise MessageDecodeError(f"malformed numpy scalar payload: {exc}") from exc
-    dtype = _dtype_from(descr)
-    if type(raw) is not bytes or len(raw) != dtype.itemsize:
-        raise MessageDecodeError(f"numpy scalar payload does not match dtype {dtype}")
-    return np.frombuffer(raw, dtype=dtype)[0]
-
-
-def _default(obj: Any) -> Any:
-    """msgpack hook for values it cannot pack itself."""
-    if isinstance(obj, UUID):
-        return msgpack.ExtType(EXT_UUID, obj.bytes)
-    if isinstance(obj, np.ndarray):
-        return msgpack.ExtType(EXT_NDARRAY, _pack_array(obj))
-    if isinstance(obj, np.generic):
-        return msgpack.ExtType(EXT_NPSCALAR, _pack_nested([_descr(obj.dtype), obj.tobytes()]))
-    info = getattr(type(obj), "__pdc_message__", None)
-    if info is not None:
-        return msgpack.ExtType(EXT_MESSAGE, _pack_nested(info.encode_list(obj)))
-    if isinstance(obj, (set, frozenset)):
-        return list(obj)
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, int):
-        raise MessageEncodeError(
-            f"integer {obj} does not fit in 64 bits; msgpack holds integers from -2**63 to "
-            "2**64-1 (use a float, a str, or split the value)"
+    o = _payload_items(payload, 2, "numpy scalar")
+    dtype = _dtype_from(msgpack.unpackb(payload[o[0] : o[1]]))
+    start, end = _bin_span(payload, o[1], o[2], "numpy scalar")
+    if end - start != dtype.itemsize:
+        raise MessageDecodeError(
+            f"numpy scalar payload holds {end - start} bytes; dtype {dtype} needs {dtype.itemsize}"
         )
-    raise MessageEncodeError(
-        f"cannot serialize a value of type {type(obj).__name__} ({obj!r:.60}); messages "
-        "serialize None, bool, int, float, str, bytes, UUID, numpy scalars and arrays, "
-        "list/tuple/dict/set of those, and nested messages"
-    )
+    return np.frombuffer(payload, dtype=dtype, count=1, offset=start).copy()[0]
 
 
-def _ext_hook(code: int, payload: bytes) -> Any:
-    if code == EXT_UUID:
-        if len(payload) != 16:
-            raise MessageDecodeError(f"UUID extension holds {len(payload)} bytes, not 16")
-        return uuid_from_bytes(payload)
-    if code == EXT_NDARRAY:
-        return _unpack_array(payload)
-    if code == EXT_NPSCALAR:
-        return _unpack_scalar(payload)
-    if code == EXT_MESSAGE:
-        return decode_any(payload)
-    raise MessageDecodeError(f"unknown msgpack extension type {code}")
+# ------------------------------------------------------------------ encoding hooks
 
 
-_packer = msgpack.Packer(default=_default, use_bin_type=True, autoreset=True)
-_packb = _packer.pack
+def _make_default(depth: int) -> Callable[[Any], Any]:
+    def default(obj: Any) -> Any:
+        """msgpack hook for values it cannot pack itself."""
+        if isinstance(obj, UUID):
+            return msgpack.ExtType(EXT_UUID, obj.bytes)
+        if isinstance(obj, np.ndarray):
+            head, data = array_parts(obj)
+            return msgpack.ExtType(EXT_NDARRAY, b"".join((head, data)))
+        if isinstance(obj, np.generic):
+            raw = plain_pack([_descr(obj.dtype), obj.tobytes()])
+            return msgpack.ExtType(EXT_NPSCALAR, raw)
+        info = getattr(type(obj), "__pdc_message__", None)
+        if info is not None:
+            if depth >= MAX_MESSAGE_DEPTH:
+                raise MessageEncodeError(
+                    f"a {type(obj).__name__} nested inside Any values more than "
+                    f"{MAX_MESSAGE_DEPTH} messages deep exceeds the limit (decoding refuses "
+                    "it); flatten the structure"
+                )
+            return msgpack.ExtType(EXT_MESSAGE, pack_nested(info.encode_list(obj), depth + 1))
+        if isinstance(obj, (set, frozenset)):
+            return list(obj)
+        if isinstance(obj, enum.Enum):
+            return obj.value
+        if isinstance(obj, int):
+            raise MessageEncodeError(
+                f"integer {obj} does not fit in 64 bits; msgpack holds integers from -2**63 "
+                "to 2**64-1 (use a float, a str, or split the value)"
+            )
+        raise MessageEncodeError(
+            f"cannot serialize a value of type {type(obj).__name__} ({_short_repr(obj, 60)}); "
+            "messages serialize None, bool, int, float, str, bytes, UUID, numpy scalars and "
+            "arrays, list/tuple/dict/set of those, and nested messages"
+        )
+
+    return default
 
 
-def unpackb(data: Any, what: str) -> Any:
-    """Unpack bytes, turning every msgpack failure into ``MessageDecodeError``."""
+_DEFAULTS = [_make_default(d) for d in range(MAX_MESSAGE_DEPTH + 1)]
+#: The encoding hook of a top-level message.
+default = _DEFAULTS[0]
+
+
+def pack_nested(obj: Any, depth: int = 0) -> bytes:
+    """Pack with the hooks, on a fresh Packer (re-entrant and thread-safe; a Packer is not)."""
+    return msgpack.Packer(default=_DEFAULTS[depth], use_bin_type=True).pack(obj)
+
+
+# ------------------------------------------------------------------ decoding hooks
+
+
+def _make_ext_hook(copy: bool, depth: int) -> Callable[[int, bytes], Any]:
+    def ext_hook(code: int, payload: bytes) -> Any:
+        if code == EXT_UUID:
+            if len(payload) != 16:
+                raise MessageDecodeError(f"UUID extension holds {len(payload)} bytes, not 16")
+            return uuid_from_bytes(payload)
+        if code == EXT_NDARRAY:
+            return _unpack_array(payload, copy)
+        if code == EXT_NPSCALAR:
+            return _unpack_scalar(payload)
+        if code == EXT_MESSAGE:
+            if depth >= MAX_MESSAGE_DEPTH:
+                raise MessageDecodeError(
+                    f"messages nested inside Any values more than {MAX_MESSAGE_DEPTH} deep "
+                    "exceed the limit; the bytes were not made by to_bytes()"
+                )
+            return decode_any(payload, copy=copy, depth=depth + 1)
+        raise MessageDecodeError(f"unknown msgpack extension type {code}")
+
+    return ext_hook
+
+
+_EXT_HOOKS = {
+    (c, d): _make_ext_hook(c, d) for c in (False, True) for d in range(MAX_MESSAGE_DEPTH + 1)
+}
+#: Extension hooks of a top-level decode: arrays as read-only views, or as copies.
+VIEW_HOOK = _EXT_HOOKS[False, 0]
+COPY_HOOK = _EXT_HOOKS[True, 0]
+
+
+def unpack(data: Any, hook: Any, what: str) -> Any:
+    """Unpack bytes, turning every failure into ``MessageDecodeError``."""
     try:
-        return msgpack.unpackb(data, ext_hook=_ext_hook, strict_map_key=False)
+        return msgpack.unpackb(data, ext_hook=hook, strict_map_key=False)
     except MessageDecodeError:
         raise
     except Exception as exc:  # msgpack raises many types for malformed input
-        size = len(data) if isinstance(data, (bytes, bytearray, memoryview)) else None
-        given = f"{size} bytes" if size is not None else f"a {type(data).__name__}"
-        raise MessageDecodeError(
-            f"cannot decode {what} from {given}: {type(exc).__name__}: {exc}; pass the exact "
-            "bytes produced by to_bytes()"
-        ) from exc
+        raise decode_failure(what, exc, data) from exc
 
 
-def decode_any(data: bytes) -> Any:
+def decode_failure(what: str, exc: BaseException, data: Any) -> MessageDecodeError:
+    """The error for bytes that msgpack (or a hook) refused."""
+    size = len(data) if isinstance(data, (bytes, bytearray, memoryview)) else None
+    given = f"{size} bytes" if size is not None else f"a {type(data).__name__}"
+    return MessageDecodeError(
+        f"cannot decode {what} from {given}: {type(exc).__name__}: {exc!s:.200}; pass the "
+        "exact bytes produced by to_bytes()"
+    )
+
+
+def decode_any(data: Any, *, copy: bool = False, depth: int = 0) -> Any:
     """Decode bytes made by any message's ``to_bytes()``, finding the class by its tag."""
-    obj = unpackb(data, "a message")
+    obj = unpack(data, _EXT_HOOKS[bool(copy), depth], "a message")
     if type(obj) is not list or not obj:
         raise MessageDecodeError(
             f"bytes do not hold a message (expected a tagged array, got {type(obj).__name__})"

@@ -113,7 +113,10 @@ def test_numpy_scalars_arrays_and_nested_messages_round_trip() -> None:
     )
     back = roundtrip(m)
     assert back.arr.dtype == np.float16 and back.arr.shape == (3, 2)
-    assert back.arr.flags.writeable and type(back.f32) is np.float32
+    assert not back.arr.flags.writeable and type(back.f32) is np.float32
+    copied = Numeric.from_bytes(m.to_bytes(), copy=True)
+    assert copied == m and copied.arr.flags.writeable and copied.fixed.flags.writeable
+    assert decode_message(m.to_bytes(), copy=True).arr.flags.writeable
 
 
 def test_structured_and_zero_size_arrays_round_trip() -> None:
