@@ -254,6 +254,7 @@ def _constructor(
     by_name = {f.name: (i, f) for i, f in enumerate(fields)}
     params = list(init_signature.parameters.values())[1:]
     sig: list[str] = []
+    defaults: dict[str, str] = {}
     star = False
     for p in params:
         if p.kind is inspect.Parameter.KEYWORD_ONLY and not star:
@@ -263,7 +264,8 @@ def _constructor(
         if f is not None and f.default_factory is not dataclasses.MISSING:
             sig.append(f"{p.name}=_pdc_FACTORY")
         elif p.default is not inspect.Parameter.empty:
-            sig.append(f"{p.name}={src.const(p.default, 'dflt')}")
+            defaults[p.name] = src.const(p.default, "dflt")
+            sig.append(f"{p.name}={defaults[p.name]}")
         else:
             sig.append(p.name)
     body: list[str] = []
@@ -279,7 +281,11 @@ def _constructor(
         if f.name in ("message_id", "correlation_id"):
             continue
         if f.init:
-            body += _coerce_block(key, i, checks[f.name], f.name, "    ", _mve(key))
+            check = checks[f.name]
+            if check != "True" and _default_is_valid(f, src.ns[f"_pdc_c{i}"]):
+                # The declared default passed the check once: skip it for that object.
+                check = f"{{v}} is not {defaults[f.name]} and ({check})"
+            body += _coerce_block(key, i, check, f.name, "    ", _mve(key))
             value = f.name
         elif f.default is not dataclasses.MISSING:
             value = src.const(f.default, "dflt")
@@ -296,8 +302,9 @@ def _constructor(
     body.append("    _pdc_d = _pdc_self.__dict__")
     names = {f.name for f in fields}
     if "message_id" in names:
+        first = f"message_id is {defaults['message_id']} or " if "message_id" in defaults else ""
         body += [
-            "    if message_id is _pdc_AUTO or type(message_id) is _pdc_MIF:",
+            f"    if {first}message_id is _pdc_AUTO or type(message_id) is _pdc_MIF:",
             "        _pdc_d['message_id'] = None",
             "    else:",
             "        _pdc_d['message_id'] = _pdc_cuuid(_pdc_self, 'message_id', message_id)",
@@ -312,6 +319,16 @@ def _constructor(
         body.append(f"    _pdc_user(_pdc_self{''.join(', ' + n for n in initvars)})")
     body += _late_block(late, fields, checks, _mve)
     return [f"def __init__(_pdc_self, {', '.join(sig)}):", *body]
+
+
+def _default_is_valid(f: dataclasses.Field[Any], coerce: Any) -> bool:
+    """Whether a field's plain default is accepted unchanged by its adapter."""
+    if f.default is dataclasses.MISSING:
+        return False
+    try:
+        return coerce(f.default) is f.default
+    except Invalid:
+        return False
 
 
 def _array_field(adapter: Adapter) -> bool:
@@ -508,14 +525,15 @@ def _after_decode(
     if user_post is None and not late:
         return None
     lines = ["def _pdc_after(self):"]
+    cls_name = src.ns["_pdc_NAME"]
     if user_post is not None:
         initvars = _initvar_defaults(init_signature, fields)
         if isinstance(initvars, str):
-            lines.append(
-                f"    raise _pdc_MDE('cannot decode ' + _pdc_NAME + ': its __post_init__ takes "
-                f"the InitVar {initvars!r}, which is not serialized and has no default; give it "
-                "a default')"
+            text = (
+                f"cannot decode {cls_name}: its __post_init__ takes the InitVar {initvars!r}, "
+                "which is not serialized and has no default; give it a default"
             )
+            lines.append(f"    raise _pdc_MDE({text!r})")
         else:
             lines += [
                 "    try:",
