@@ -453,11 +453,22 @@ def _decoder(
     n = len(fields)
     unpack = ", ".join(f"v{i}" for i in range(n))
     dict_items = ", ".join(f"{f.name!r}: v{i}" for i, f in enumerate(fields))
-    set_dict = (
-        f"    _pdc_osa(s, '__dict__', {{{dict_items}}})"
-        if frozen
-        else f"    s.__dict__ = {{{dict_items}}}"
-    )
+    if frozen or getattr(info.cls, "__setattr__", None) is not object.__setattr__:
+        set_dict = [f"    _pdc_osa(s, '__dict__', {{{dict_items}}})"]
+    else:
+        # Plain attribute stores fill the instance's inline values, cheaper than building
+        # a dict; the ids go into the dict their descriptors read.
+        set_dict = [
+            f"    s.{f.name} = v{i}"
+            for i, f in enumerate(fields)
+            if f.name not in ("message_id", "correlation_id")
+        ]
+        set_dict.append("    d = s.__dict__")
+        set_dict += [
+            f"    d[{f.name!r}] = v{i}"
+            for i, f in enumerate(fields)
+            if f.name in ("message_id", "correlation_id")
+        ]
     decode_body = [
         "    if type(o) is not _pdc_list:",
         "        raise _pdc_Invalid(o, _pdc_shape)",
@@ -470,7 +481,7 @@ def _decoder(
         "        raise _pdc_Invalid(tag, repr(_pdc_TAG)).within('<tag>')",
         *dec,
         "    s = _pdc_new(_pdc_CLS)",
-        set_dict,
+        *set_dict,
     ]
     after = _after_decode(fields, checks, user_post, late, init_signature, src)
     if after:
