@@ -125,7 +125,7 @@ def generate(
     late = [f for f in fields if not f.init and f.name not in ("message_id", "correlation_id")]
     parts = [
         _validator(fields, checks, user_post, late),
-        *_encoders(fields, info),
+        *_encoders(fields, info, init_signature is not None),
         _decoder(fields, info, checks, user_post, late, init_signature, frozen, src),
     ]
     if init_signature is not None:
@@ -191,8 +191,13 @@ def _coerce_block(key: str, i: int, check: str, var: str, indent: str, on_error:
     return [f"{indent}if {cond}:", *(indent + "    " + line for line in body)]
 
 
-def _mve(key: str) -> str:
-    return f"raise _pdc_MVE(_pdc_NAME, {key} + e.path, e.value, e.expected) from None"
+def _mve(key: str, me: str = "self") -> str:
+    """Raise MessageValidationError naming the instance's own class (a subclass included)."""
+    return f"raise _pdc_MVE(type({me}).__name__, {key} + e.path, e.value, e.expected) from None"
+
+
+def _mve_init(key: str) -> str:
+    return _mve(key, "_pdc_self")
 
 
 def _late_block(
@@ -285,7 +290,7 @@ def _constructor(
             if check != "True" and _default_is_valid(f, src.ns[f"_pdc_c{i}"]):
                 # The declared default passed the check once: skip it for that object.
                 check = f"{{v}} is not {defaults[f.name]} and ({check})"
-            body += _coerce_block(key, i, check, f.name, "    ", _mve(key))
+            body += _coerce_block(key, i, check, f.name, "    ", _mve_init(key))
             value = f.name
         elif f.default is not dataclasses.MISSING:
             value = src.const(f.default, "dflt")
@@ -317,7 +322,7 @@ def _constructor(
     if user_post is not None:
         initvars = [p.name for p in params if p.name not in names]
         body.append(f"    _pdc_user(_pdc_self{''.join(', ' + n for n in initvars)})")
-    body += _late_block(late, fields, checks, _mve)
+    body += _late_block(late, fields, checks, _mve_init)
     return [f"def __init__(_pdc_self, {', '.join(sig)}):", *body]
 
 
@@ -335,30 +340,39 @@ def _array_field(adapter: Adapter) -> bool:
     return isinstance(adapter, (NDArrayAdapter, FixedArrayAdapter))
 
 
-def _encoders(fields: tuple[Any, ...], info: MessageInfo) -> list[list[str]]:
-    """``encode_list`` (the compact list) and ``to_bytes``."""
+def _encoders(fields: tuple[Any, ...], info: MessageInfo, generated_init: bool) -> list[list[str]]:
+    """``encode_list`` (the compact list) and ``to_bytes``.
+
+    Fields that the generated ``__init__`` always stores are read from the instance dict;
+    others (a class's own ``__init__``, ``init=False`` without a default) by attribute, so a
+    class default serves and a missing value is an ``AttributeError`` wrapped below.
+    """
     items: list[str] = ["_pdc_TAG"]
     arrays: set[int] = set()
     for i, f in enumerate(fields):
         adapter = info.adapters[f.name]
-        key = repr(f.name)
+        always = generated_init and (
+            f.init or f.default is not dataclasses.MISSING
+            or f.default_factory is not dataclasses.MISSING
+        )  # fmt: skip
+        value = f"d[{f.name!r}]" if always else f"self.{f.name}"
         if f.name == "message_id":
             items.append("mid")
         elif f.name == "correlation_id":
             items.append("cid")
         elif adapter.passthrough:
-            items.append(f"d[{key}]")
+            items.append(value)
             if _array_field(adapter):
                 arrays.add(len(items) - 1)
         else:
-            items.append(f"_pdc_e{i}(d[{key}])")
+            items.append(f"_pdc_e{i}({value})")
     # Ids already held as raw bytes (decoded, or packed before) are written as they are.
     ids = [
         "    d = self.__dict__",
-        "    mid = d['message_id']",
+        "    mid = d.get('message_id')",
         "    if type(mid) is not _pdc_bytes:",
         "        mid = _pdc_idb(d)",
-        "    cid = d['correlation_id']",
+        "    cid = d.get('correlation_id')",
         "    if cid is not None and type(cid) is not _pdc_bytes:",
         "        cid = _pdc_cb(d)",
     ]
@@ -402,7 +416,7 @@ def _encoders(fields: tuple[Any, ...], info: MessageInfo) -> list[list[str]]:
         *("    " + line for line in pack),
         "    except _pdc_MEE:",
         "        raise",
-        "    except (TypeError, ValueError, OverflowError) as exc:",
+        "    except (TypeError, ValueError, OverflowError, AttributeError) as exc:",
         "        raise _pdc_wrap_pack(_pdc_NAME, exc) from exc",
     ]
     return [encode_list, to_bytes]
