@@ -4,12 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._codec import decode_any
+from ._codec import (
+    MAX_DIMS,
+    MAX_DTYPE_DEPTH,
+    MAX_DTYPE_ITEMS,
+    MAX_DTYPE_STR,
+    MAX_MESSAGE_DEPTH,
+    WIRE_VERSION,
+    decode_any,
+)
 from ._decorator import is_message, message
 from ._layout import FixedLayout
 from ._types import Array
 
-__all__ = ["Array", "FixedLayout", "decode_message", "fixed_layout", "is_message", "message"]
+__all__ = [
+    "MAX_DIMS",
+    "MAX_DTYPE_DEPTH",
+    "MAX_DTYPE_ITEMS",
+    "MAX_DTYPE_STR",
+    "MAX_MESSAGE_DEPTH",
+    "WIRE_VERSION",
+    "Array",
+    "FixedLayout",
+    "decode_message",
+    "fixed_layout",
+    "is_message",
+    "message",
+]
 
 
 def fixed_layout(message_type: type) -> FixedLayout | None:

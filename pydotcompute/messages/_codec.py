@@ -41,6 +41,7 @@ from numpy.lib import format as npformat
 from ..errors import MessageDecodeError, MessageEncodeError, _short_repr
 from ._ids import uuid_from_bytes
 
+#: Version of the wire format described above; a change of meaning gets a new version.
 WIRE_VERSION = 1
 
 EXT_UUID = 1
@@ -316,18 +317,26 @@ _ITEM_LIMITS = [
 ]  # fmt: skip
 
 
-def _payload_items(payload: bytes, count: int, what: str) -> list[int]:
-    """Offsets of the ``count`` items of the msgpack array that is ``payload``, and its end.
+def _array_header(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """The item count of the msgpack array header at ``buf[pos]`` and its size (-1, 0 if none)."""
+    b = buf[pos] if pos < end else 0
+    k = 0 if 0x90 <= b <= 0x9F else {0xDC: 2, 0xDD: 4}.get(b, -1)
+    if k < 0 or pos + 1 + k > end:
+        return -1, 0
+    n = b & 0x0F if k == 0 else int.from_bytes(buf[pos + 1 : pos + 1 + k], "big")
+    return n, 1 + k
+
+
+def _payload_items(payload: bytes, count: int, what: str, pos: int = 0, end: int = -1) -> list[int]:
+    """Offsets of the ``count`` items of the msgpack array at ``payload[pos:end]``, and its end.
 
     The items are a dtype description, then (arrays) a shape, then the data.
     """
-    end = len(payload)
-    b = payload[0] if end else 0
-    k = 0 if 0x90 <= b <= 0x9F else {0xDC: 2, 0xDD: 4}.get(b, -1)
-    n = b & 0x0F if k == 0 else int.from_bytes(payload[1 : 1 + k], "big") if k > 0 else -1
+    end = len(payload) if end < 0 else end
+    n, size = _array_header(payload, pos, end)
     if n != count:
         raise MessageDecodeError(f"malformed {what} payload: expected a msgpack array of {count}")
-    offsets = [1 + k]
+    offsets = [pos + size]
     limits = _ITEM_LIMITS if count == 3 else [_ITEM_LIMITS[0], _ITEM_LIMITS[2]]
     for max_items, too_many in limits:
         offsets.append(skip(payload, offsets[-1], end, max_items, too_many))
@@ -344,9 +353,9 @@ def _bin_span(payload: bytes, start: int, end: int, what: str) -> tuple[int, int
     return start + 1 + k, end
 
 
-def _unpack_array(payload: bytes, copy: bool) -> np.ndarray:
-    """An array from its extension payload: a read-only view of it, or a copy."""
-    o = _payload_items(payload, 3, "numpy array")
+def _unpack_array(payload: bytes, copy: bool, pos: int = 0, end: int = -1) -> np.ndarray:
+    """An array from its extension payload (``payload[pos:end]``): a read-only view, or a copy."""
+    o = _payload_items(payload, 3, "numpy array", pos, end)
     dtype = _dtype_from(msgpack.unpackb(payload[o[0] : o[1]]))
     shape = msgpack.unpackb(payload[o[1] : o[2]])
     start, end = _bin_span(payload, o[2], o[3], "numpy array")
@@ -448,6 +457,59 @@ _EXT_HOOKS = {
 #: Extension hooks of a top-level decode: arrays as read-only views, or as copies.
 VIEW_HOOK = _EXT_HOOKS[False, 0]
 COPY_HOOK = _EXT_HOOKS[True, 0]
+
+
+_FIXEXT_SIZES = {0xD4: 1, 0xD5: 2, 0xD6: 4, 0xD7: 8, 0xD8: 16}
+
+
+def _ext_span(buf: bytes, pos: int, end: int) -> tuple[int, int, int] | None:
+    """``(code, start, stop)`` of the extension object at ``buf[pos]``, or ``None``."""
+    b = buf[pos]
+    if b in _FIXEXT_SIZES:
+        n, start = _FIXEXT_SIZES[b], pos + 2
+    elif b in _EXT:
+        k = _EXT[b]
+        n, start = int.from_bytes(buf[pos + 1 : pos + 1 + k], "big"), pos + 2 + k
+    else:
+        return None
+    if start + n > end:
+        return None
+    return buf[start - 1], start, start + n
+
+
+def unpack_with_views(data: Any, count: int, arrays: frozenset[int], copy: bool) -> Any:
+    """Unpack a message whose items at ``arrays`` are numpy arrays and the rest scalars, its
+    arrays as read-only views of ``data`` itself (or copies); no copy of their data is made.
+
+    Returns ``None`` when ``data`` is not ``bytes`` (a mutable buffer must not back read-only
+    arrays) or is not shaped that way; the caller then unpacks it as usual, which decodes
+    (or refuses) it the same way with one copy of each array's data.
+    """
+    if type(data) is not bytes:
+        return None
+    end = len(data)
+    n, pos = _array_header(data, 0, end)
+    if n != count:
+        return None
+    hook = COPY_HOOK if copy else VIEW_HOOK
+    view = memoryview(data)
+    out: list[Any] = []
+    for k in range(count):
+        if pos >= end:
+            return None
+        if k in arrays:
+            span = _ext_span(data, pos, end)
+            if span is not None and span[0] == EXT_NDARRAY:
+                out.append(_unpack_array(data, copy, span[1], span[2]))
+                pos = span[2]
+                continue
+        try:
+            stop = skip(data, pos, end, 1, "not a scalar")
+        except MessageDecodeError:
+            return None
+        out.append(msgpack.unpackb(view[pos:stop], ext_hook=hook, strict_map_key=False))
+        pos = stop
+    return out if pos == end else None
 
 
 def unpack(data: Any, hook: Any, what: str) -> Any:

@@ -512,16 +512,27 @@ def _decoder(
     # msgpack's defaults decode them (and the field checks refuse anything else).
     plain = all(_native(info.adapters[f.name]) is not None or f.name in STANDARD_FIELDS
                 for f in fields)  # fmt: skip
-    unpack_call = (
-        "_pdc_unpackb(data)"
-        if plain
-        else "_pdc_unpackb(data, ext_hook=_pdc_COPY if copy else _pdc_VIEW, strict_map_key=False)"
-    )
+    general = "_pdc_unpackb(data, ext_hook=_pdc_COPY if copy else _pdc_VIEW, strict_map_key=False)"
+    unpacking = [f"        o = {'_pdc_unpackb(data)' if plain else general}"]
+    # Scalars and array fields only: the arrays can be views of the input bytes themselves.
+    arrays = frozenset(i + 1 for i, f in enumerate(fields) if _array_field(info.adapters[f.name]))
+    scalars = all(
+        _array_field(info.adapters[f.name]) or _native(info.adapters[f.name]) is not None
+        or f.name in STANDARD_FIELDS for f in fields
+    )  # fmt: skip
+    if arrays and scalars:
+        src.ns["_pdc_views"] = _codec.unpack_with_views
+        src.ns["_pdc_ARRAYS"] = arrays
+        unpacking = [
+            f"        o = _pdc_views(data, {n + 1}, _pdc_ARRAYS, copy)",
+            "        if o is None:",
+            f"            o = {general}",
+        ]
     # from_bytes repeats the decode body inline: one call less on the hot path.
     from_bytes = [
         "def from_bytes(data, *, copy=False):",
         "    try:",
-        f"        o = {unpack_call}",
+        *unpacking,
         "    except _pdc_MDE:",
         "        raise",
         "    except Exception as exc:  # msgpack raises many types for malformed input",

@@ -92,6 +92,14 @@ class Checked:
             raise ValueError(f"low {self.low} > high {self.high}")
 
 
+@message
+class Samples:
+    name: str
+    vec: Array[np.float32, 4]
+    data: np.ndarray
+    n: int
+
+
 def samples() -> list[Any]:
     return [
         Leaf(x=1.5, name="leaf"),
@@ -106,6 +114,7 @@ def samples() -> list[Any]:
             either=b"raw", items={1, "two"}, table={"k": [1, 2]},
         ),
         Checked(low=1, high=2),
+        Samples(name="s", vec=[1, 2, 3, 4], data=np.arange(12.0).reshape(3, 4).T, n=5),
     ]  # fmt: skip
 
 
@@ -208,22 +217,28 @@ def nest_messages(data: bytes, depth: int) -> bytes:
     return data
 
 
+def outcome(decode: Any, data: Any, copy: bool) -> str:
+    """What decoding gives: the message's repr, or the error's text; nothing else may escape."""
+    try:
+        out = decode(data, copy=copy)
+    except MessageDecodeError as exc:  # a PyDotComputeError: the only one allowed
+        text = str(exc)
+        assert len(text) < 2000  # the message is bounded, whatever the input
+        return "error: " + text
+    assert is_message(out)
+    return repr(out)
+
+
 def decode_all(data: bytes, cls: Any) -> None:
-    """Every decoder, both array modes: a message or MessageDecodeError, nothing else."""
+    """Every decoder, both array modes, bytes and a bytearray: the same outcome for both."""
     for decode in (cls.from_bytes, decode_message):
         for copy in (False, True):
-            try:
-                out = decode(data, copy=copy)
-            except MessageDecodeError as exc:  # a PyDotComputeError: the only one allowed
-                text = str(exc)
-            else:
-                assert is_message(out)
-                continue
-            assert len(text) < 2000  # the message is bounded, whatever the input
+            # bytes may decode arrays as views of the input; a bytearray never does
+            assert outcome(decode, data, copy) == outcome(decode, bytearray(data), copy)
 
 
 @FUZZ
-@given(which=st.integers(0, 4), data=st.data(), value=hostile)
+@given(which=st.integers(0, 5), data=st.data(), value=hostile)
 def test_fuzz_values_replaced_anywhere_decode_or_raise_decode_error(
     which: int, data: st.DataObject, value: Any
 ) -> None:
@@ -235,7 +250,7 @@ def test_fuzz_values_replaced_anywhere_decode_or_raise_decode_error(
 
 
 @FUZZ
-@given(which=st.integers(0, 4), data=st.data(), depth=st.integers(0, 1100))
+@given(which=st.integers(0, 5), data=st.data(), depth=st.integers(0, 1100))
 def test_fuzz_deep_lists_anywhere(which: int, data: st.DataObject, depth: int) -> None:
     m = samples()[which]
     tree = parse(m.to_bytes())
@@ -249,7 +264,7 @@ def test_fuzz_deep_lists_anywhere(which: int, data: st.DataObject, depth: int) -
 
 @FUZZ
 @given(
-    which=st.integers(0, 4),
+    which=st.integers(0, 5),
     cuts=st.lists(st.integers(0, 5000), max_size=3),
     flips=st.lists(st.tuples(st.integers(0, 5000), st.integers(1, 255)), max_size=4),
 )
@@ -510,3 +525,35 @@ def test_definition_errors_stay_definition_errors() -> None:
         @message
         class Bad:
             x: 3  # type: ignore[valid-type]
+
+
+def _owner(arr: np.ndarray) -> Any:
+    base: Any = arr
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return base
+
+
+def test_array_fields_decode_as_read_only_views_of_the_input_bytes() -> None:
+    m = Samples(name="s", vec=[1, 2, 3, 4], data=np.arange(6.0).reshape(2, 3), n=1)
+    data = m.to_bytes()
+    back = Samples.from_bytes(data)
+    assert back == m
+    for arr in (back.vec, back.data):
+        assert _owner(arr) is data and not arr.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        back.data[0, 0] = 9.0
+    copied = Samples.from_bytes(data, copy=True)
+    assert copied == m and copied.data.flags.writeable and _owner(copied.data) is not data
+    # A mutable buffer never backs the arrays: changing it later changes nothing decoded.
+    buf = bytearray(data)
+    from_buf = Samples.from_bytes(buf)
+    assert _owner(from_buf.data) is not buf and not from_buf.data.flags.writeable
+    buf[:] = bytes(len(buf))
+    assert from_buf == m
+
+
+def test_arrays_inside_any_values_are_read_only_unless_copied() -> None:
+    m = Open(anything={"a": np.arange(3)}, either=1, items=set(), table={})
+    assert not Open.from_bytes(m.to_bytes()).anything["a"].flags.writeable
+    assert Open.from_bytes(m.to_bytes(), copy=True).anything["a"].flags.writeable
