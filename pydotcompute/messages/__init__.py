@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._codec import (
-    MAX_DIMS,
-    MAX_DTYPE_DEPTH,
-    MAX_DTYPE_ITEMS,
-    MAX_DTYPE_STR,
-    MAX_MESSAGE_DEPTH,
-    WIRE_VERSION,
-    decode_any,
-)
+from ._arrays import MAX_DIMS, MAX_DTYPE_DEPTH, MAX_DTYPE_ITEMS, MAX_DTYPE_STR
+from ._codec import MAX_MESSAGE_DEPTH, WIRE_VERSION, decode_any
 from ._decorator import is_message, message
 from ._layout import FixedLayout
 from ._types import Array

@@ -20,7 +20,8 @@ import msgpack
 import numpy as np
 
 from ..errors import MessageDecodeError, MessageEncodeError, MessageValidationError, _short_repr
-from . import _codec
+from . import _arrays, _codec
+from ._construct import FACTORY, Source, constructor, initvar_defaults, late_block, validator
 from ._ids import AUTO_ID, MessageIdField, _checked_uuid, correlation_bytes, id_bytes
 from ._types import (
     Adapter,
@@ -48,20 +49,6 @@ _NATIVE = {
     BoolAdapter: bool,
     BytesAdapter: bytes,
 }
-_FACTORY = object()  # default of a parameter whose field has a default_factory
-
-
-class _Source:
-    """Lines of generated code and the names they refer to."""
-
-    def __init__(self, ns: dict[str, Any]) -> None:
-        self.ns = ns
-
-    def const(self, value: Any, hint: str) -> str:
-        """A global name for ``value`` in the generated code."""
-        name = f"_pdc_{hint}{len(self.ns)}"
-        self.ns[name] = value
-        return name
 
 
 def generate(
@@ -90,13 +77,13 @@ def generate(
         "_pdc_cuuid": _checked_uuid,
         "_pdc_AUTO": AUTO_ID,
         "_pdc_MIF": MessageIdField,
-        "_pdc_FACTORY": _FACTORY,
+        "_pdc_FACTORY": FACTORY,
         "_pdc_user": user_post,
-        "_pdc_plain": _codec.plain_pack,
+        "_pdc_plain": _arrays.plain_pack,
         "_pdc_nested": _codec.pack_nested,
         "_pdc_Packer": msgpack.Packer,
         "_pdc_default": _codec.default,
-        "_pdc_pack_array": _codec.pack_array,
+        "_pdc_pack_array": _arrays.pack_array,
         "_pdc_ndarray": np.ndarray,
         "_pdc_join": b"".join,
         "_pdc_unpackb": msgpack.unpackb,
@@ -115,7 +102,7 @@ def generate(
         "_pdc_bool": bool,
         "_pdc_shape": f"{name} as [tag, {', '.join(info.names)}]",
     }
-    src = _Source(ns)
+    src = Source(ns)
     checks = {f.name: _check(f.name, info.adapters[f.name], i) for i, f in enumerate(fields)}
     for i, f in enumerate(fields):
         adapter = info.adapters[f.name]
@@ -124,12 +111,12 @@ def generate(
         ns[f"_pdc_d{i}"] = adapter.decode
     late = [f for f in fields if not f.init and f.name not in ("message_id", "correlation_id")]
     parts = [
-        _validator(fields, checks, user_post, late),
+        validator(fields, checks, user_post, late),
         *_encoders(fields, info, init_signature is not None),
         _decoder(fields, info, checks, user_post, late, init_signature, frozen, src),
     ]
     if init_signature is not None:
-        parts.append(_constructor(fields, checks, user_post, late, init_signature, frozen, src))
+        parts.append(constructor(fields, checks, user_post, late, init_signature, frozen, src))
     code = "\n\n".join("\n".join(p) for p in parts)
     exec(compile(code, f"<pydotcompute message {name}>", "exec"), ns)
     _install(cls, info, ns, init_signature)
@@ -175,165 +162,6 @@ def _check(name: str, adapter: Adapter, i: int) -> str:
         return "type({v}) is not _pdc_int or {v} < 0 or {v} > 255"
     fast = _FAST_TYPES.get(_native(adapter))
     return f"type({{v}}) is not _pdc_{fast}" if fast else "True"
-
-
-def _coerce_block(key: str, i: int, check: str, var: str, indent: str, on_error: str) -> list[str]:
-    """Coerce ``var`` in place with field ``i``'s adapter when ``check`` says it must."""
-    cond = check.format(v=var)
-    body = [
-        "try:",
-        f"    {var} = _pdc_c{i}({var})",
-        "except _pdc_Invalid as e:",
-        f"    {on_error}",
-    ]
-    if cond == "True":
-        return [indent + line for line in body]
-    return [f"{indent}if {cond}:", *(indent + "    " + line for line in body)]
-
-
-def _mve(key: str, me: str = "self") -> str:
-    """Raise MessageValidationError naming the instance's own class (a subclass included)."""
-    return f"raise _pdc_MVE(type({me}).__name__, {key} + e.path, e.value, e.expected) from None"
-
-
-def _mve_init(key: str) -> str:
-    return _mve(key, "_pdc_self")
-
-
-def _late_block(
-    late: list[dataclasses.Field[Any]], fields: tuple[Any, ...], checks: dict[str, str], err: Any
-) -> list[str]:
-    """Checks of ``init=False`` fields, on ``d``, after the user's ``__post_init__``."""
-    out: list[str] = []
-    index = {f.name: i for i, f in enumerate(fields)}
-    for f in late:
-        key = repr(f.name)
-        out += [f"    v = _pdc_d.get({key}, _pdc_d)", "    if v is not _pdc_d:"]
-        out += _coerce_block(key, index[f.name], checks[f.name], "v", "        ", err(key))
-        out.append(f"        _pdc_d[{key}] = v")
-    return out
-
-
-def _validator(
-    fields: tuple[Any, ...], checks: dict[str, str], user_post: Any, late: list[Any]
-) -> list[str]:
-    """``__post_init__``: validation on ``self.__dict__``, for ``__init__``s not generated here
-    (a class's own ``__init__``, or a plain @dataclass subclass of a message)."""
-    lines = ["def __post_init__(self, *initvars):", "    _pdc_d = self.__dict__"]
-    for i, f in enumerate(fields):
-        if not f.init or f.name in ("message_id", "correlation_id"):
-            continue  # ids: validated by their descriptors on assignment
-        key = repr(f.name)
-        lines += [f"    v = _pdc_d.get({key}, _pdc_d)", "    if v is not _pdc_d:"]
-        lines += _coerce_block(key, i, checks[f.name], "v", "        ", _mve(key))
-        lines.append(f"        _pdc_d[{key}] = v")
-    if user_post is not None:
-        lines.append("    _pdc_user(self, *initvars)")
-    return lines + _late_block(late, fields, checks, _mve)
-
-
-def _initvar_defaults(init_signature: inspect.Signature | None, fields: tuple[Any, ...]) -> Any:
-    """Defaults of the InitVar parameters, in order, or the name of one without a default."""
-    if init_signature is None:
-        return ()
-    names = {f.name for f in fields}
-    values = []
-    for p in list(init_signature.parameters.values())[1:]:
-        if p.name not in names:
-            if p.default is inspect.Parameter.empty:
-                return p.name
-            values.append(p.default)
-    return tuple(values)
-
-
-def _constructor(
-    fields: tuple[Any, ...],
-    checks: dict[str, str],
-    user_post: Any,
-    late: list[Any],
-    init_signature: inspect.Signature,
-    frozen: bool,
-    src: _Source,
-) -> list[str]:
-    """``__init__``: the dataclass signature, coercion on locals, then the attributes."""
-    by_name = {f.name: (i, f) for i, f in enumerate(fields)}
-    params = list(init_signature.parameters.values())[1:]
-    sig: list[str] = []
-    defaults: dict[str, str] = {}
-    star = False
-    for p in params:
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and not star:
-            sig.append("*")
-            star = True
-        f = by_name.get(p.name, (None, None))[1]
-        if f is not None and f.default_factory is not dataclasses.MISSING:
-            sig.append(f"{p.name}=_pdc_FACTORY")
-        elif p.default is not inspect.Parameter.empty:
-            defaults[p.name] = src.const(p.default, "dflt")
-            sig.append(f"{p.name}={defaults[p.name]}")
-        else:
-            sig.append(p.name)
-    body: list[str] = []
-    for f in fields:
-        if f.init and f.default_factory is not dataclasses.MISSING:
-            body += [
-                f"    if {f.name} is _pdc_FACTORY:",
-                f"        {f.name} = {src.const(f.default_factory, 'factory')}()",
-            ]
-    stores: list[str] = []
-    for i, f in enumerate(fields):
-        key = repr(f.name)
-        if f.name in ("message_id", "correlation_id"):
-            continue
-        if f.init:
-            check = checks[f.name]
-            if check != "True" and _default_is_valid(f, src.ns[f"_pdc_c{i}"]):
-                # The declared default passed the check once: skip it for that object.
-                check = f"{{v}} is not {defaults[f.name]} and ({check})"
-            body += _coerce_block(key, i, check, f.name, "    ", _mve_init(key))
-            value = f.name
-        elif f.default is not dataclasses.MISSING:
-            value = src.const(f.default, "dflt")
-        elif f.default_factory is not dataclasses.MISSING:
-            value = f"{src.const(f.default_factory, 'factory')}()"
-        else:
-            continue  # set by __post_init__, or never
-        stores.append(
-            f"    _pdc_osa(_pdc_self, {key}, {value})"
-            if frozen
-            else f"    _pdc_self.{f.name} = {value}"
-        )
-    body += stores
-    body.append("    _pdc_d = _pdc_self.__dict__")
-    names = {f.name for f in fields}
-    if "message_id" in names:
-        first = f"message_id is {defaults['message_id']} or " if "message_id" in defaults else ""
-        body += [
-            f"    if {first}message_id is _pdc_AUTO or type(message_id) is _pdc_MIF:",
-            "        _pdc_d['message_id'] = None",
-            "    else:",
-            "        _pdc_d['message_id'] = _pdc_cuuid(_pdc_self, 'message_id', message_id)",
-        ]
-    if "correlation_id" in names:
-        body += [
-            "    _pdc_d['correlation_id'] = (None if correlation_id is None else",
-            "        _pdc_cuuid(_pdc_self, 'correlation_id', correlation_id))",
-        ]
-    if user_post is not None:
-        initvars = [p.name for p in params if p.name not in names]
-        body.append(f"    _pdc_user(_pdc_self{''.join(', ' + n for n in initvars)})")
-    body += _late_block(late, fields, checks, _mve_init)
-    return [f"def __init__(_pdc_self, {', '.join(sig)}):", *body]
-
-
-def _default_is_valid(f: dataclasses.Field[Any], coerce: Any) -> bool:
-    """Whether a field's plain default is accepted unchanged by its adapter."""
-    if f.default is dataclasses.MISSING:
-        return False
-    try:
-        return coerce(f.default) is f.default
-    except Invalid:
-        return False
 
 
 def _array_field(adapter: Adapter) -> bool:
@@ -394,7 +222,7 @@ def _encoders(fields: tuple[Any, ...], info: MessageInfo, generated_init: bool) 
         pack = [f"    return _pdc_nested([{listed}])"]
     else:
         pack = ["    p = _pdc_Packer(default=_pdc_default, use_bin_type=True).pack"]
-        pieces = [repr(_array_header(len(items)))]
+        pieces = [repr(_list_header(len(items)))]
         run: list[str] = []
         for k, item in enumerate(items):
             if k in arrays:
@@ -422,7 +250,7 @@ def _encoders(fields: tuple[Any, ...], info: MessageInfo, generated_init: bool) 
     return [encode_list, to_bytes]
 
 
-def _array_header(n: int) -> bytes:
+def _list_header(n: int) -> bytes:
     return bytes([0x90 + n]) if n < 16 else b"\xdc" + n.to_bytes(2, "big")
 
 
@@ -438,7 +266,7 @@ def _decoder(
     late: list[Any],
     init_signature: inspect.Signature | None,
     frozen: bool,
-    src: _Source,
+    src: Source,
 ) -> list[str]:
     """``decode_list`` (a decoded list to a message), its wrapper, and ``from_bytes``."""
     dec: list[str] = []
@@ -554,7 +382,7 @@ def _after_decode(
     user_post: Any,
     late: list[Any],
     init_signature: inspect.Signature | None,
-    src: _Source,
+    src: Source,
 ) -> list[str] | None:
     """``_pdc_after(self)``: the user's ``__post_init__`` and the late checks, run on a
     decoded message as the constructor runs them (``None`` when there is nothing to run)."""
@@ -563,7 +391,7 @@ def _after_decode(
     lines = ["def _pdc_after(self):"]
     cls_name = src.ns["_pdc_NAME"]
     if user_post is not None:
-        initvars = _initvar_defaults(init_signature, fields)
+        initvars = initvar_defaults(init_signature, fields)
         if isinstance(initvars, str):
             text = (
                 f"cannot decode {cls_name}: its __post_init__ takes the InitVar {initvars!r}, "
@@ -578,7 +406,7 @@ def _after_decode(
                 "        raise _pdc_refused(_pdc_NAME, exc) from exc",
             ]
     lines.append("    _pdc_d = self.__dict__")
-    lines += _late_block(late, fields, checks, lambda key: f"raise e.within('.' + {key}) from None")
+    lines += late_block(late, fields, checks, lambda key: f"raise e.within('.' + {key}) from None")
     return lines
 
 

@@ -32,7 +32,7 @@ from pydotcompute import (
     is_message,
     message,
 )
-from pydotcompute.messages import _codec
+from pydotcompute.messages import _arrays, _codec
 
 FUZZ = settings(
     max_examples=300,
@@ -341,14 +341,14 @@ def test_shape_arithmetic_never_grows_past_the_data_size(
 
     def watch(frame: Any, event: str, arg: Any) -> Any:
         nonlocal biggest
-        if frame.f_code is _codec._element_count.__code__ and event == "line":
+        if frame.f_code is _arrays.element_count.__code__ and event == "line":
             count = frame.f_locals.get("count", 0)
             biggest = max(biggest, count if isinstance(count, int) else 0)
         return watch
 
     sys.settrace(watch)
     try:
-        count = _codec._element_count(shape, dtype, nbytes)
+        count = _arrays.element_count(shape, dtype, nbytes)
     except MessageDecodeError:
         pass
     else:
