@@ -166,8 +166,9 @@ def constructor(
     if "message_id" in names:
         first = f"message_id is {defaults['message_id']} or " if "message_id" in defaults else ""
         body += [
+            # An automatic id is not stored at all: its descriptor generates it when read.
             f"    if {first}message_id is _pdc_AUTO or type(message_id) is _pdc_MIF:",
-            "        _pdc_d['message_id'] = None",
+            "        pass",
             "    else:",
             "        _pdc_d['message_id'] = _pdc_cuuid(_pdc_self, 'message_id', message_id)",
         ]
