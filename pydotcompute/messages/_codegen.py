@@ -314,11 +314,12 @@ def _decoder(
     decode_body = [
         "    if type(o) is not _pdc_list:",
         "        raise _pdc_Invalid(o, _pdc_shape)",
-        f"    if _pdc_len(o) != {n + 1}:",  # wrong length: say whether it is even this type
+        "    try:",
+        f"        tag, {unpack}{',' if n == 1 else ''} = o",
+        "    except ValueError:",  # wrong length: say whether it is even this type
         "        if o and (type(o[0]) is not _pdc_TAGT or o[0] != _pdc_TAG):",
-        "            raise _pdc_Invalid(o[0], repr(_pdc_TAG)).within('<tag>')",
-        "        raise _pdc_Invalid(o, _pdc_shape)",
-        f"    tag, {unpack}{',' if n == 1 else ''} = o",
+        "            raise _pdc_Invalid(o[0], repr(_pdc_TAG)).within('<tag>') from None",
+        "        raise _pdc_Invalid(o, _pdc_shape) from None",
         "    if type(tag) is not _pdc_TAGT or tag != _pdc_TAG:",
         "        raise _pdc_Invalid(tag, repr(_pdc_TAG)).within('<tag>')",
         *dec,
