@@ -33,9 +33,13 @@ MAX_DTYPE_STR = 256
 
 # ------------------------------------------------------------------ msgpack framing
 
-_plain_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
-#: Packs values of plain types only (no hook, so it never runs Python code and can be shared).
-plain_pack = _plain_packer.pack
+# Shared packers must never run Python code while packing (another thread could then use them
+# half way): no hook, and for message fields strict types, so that a subclass whose items()
+# or __iter__ is Python is refused (and packed on a fresh Packer by the caller) instead.
+#: Packs the items of a message of plain fields: exact int, float, str, bytes, bool, None.
+plain_pack = msgpack.Packer(use_bin_type=True, autoreset=True, strict_types=True).pack
+#: Packs headers this module builds itself (dtype descriptions, shapes, raw bytes).
+header_pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
 # Bytes that follow each msgpack type byte before its payload, and the payload length's size.
 _FIXED_SIZE = {0xC0: 0, 0xC2: 0, 0xC3: 0, 0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4,
@@ -139,7 +143,7 @@ def descr_of(dtype: np.dtype[Any]) -> Any:
 
 def array_parts(arr: np.ndarray) -> tuple[bytes, memoryview]:
     """The extension payload of an array: its msgpack header and its data (not copied)."""
-    head = b"\x93" + plain_pack(descr_of(arr.dtype)) + plain_pack(list(arr.shape))
+    head = b"\x93" + header_pack(descr_of(arr.dtype)) + header_pack(list(arr.shape))
     c = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
     data = memoryview(c.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
     return head + _bin_header(c.nbytes), data

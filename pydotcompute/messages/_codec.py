@@ -48,7 +48,7 @@ from ._arrays import (
     array_parts,
     descr_of,
     ext_span,
-    plain_pack,
+    header_pack,
     skip,
     unpack_array,
     unpack_scalar,
@@ -127,7 +127,7 @@ def _make_default(depth: int) -> Callable[[Any], Any]:
             head, data = array_parts(obj)
             return msgpack.ExtType(EXT_NDARRAY, b"".join((head, data)))
         if isinstance(obj, np.generic):
-            raw = plain_pack([descr_of(obj.dtype), obj.tobytes()])
+            raw = header_pack([descr_of(obj.dtype), obj.tobytes()])
             return msgpack.ExtType(EXT_NPSCALAR, raw)
         info = getattr(type(obj), "__pdc_message__", None)
         if info is not None:

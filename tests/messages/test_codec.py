@@ -382,3 +382,12 @@ def test_array_fields_are_packed_byte_for_byte_as_msgpack_would(size: int) -> No
     assert packed == msgpack.packb(expected, use_bin_type=True)
     back = WithArray.from_bytes(packed)
     assert back == m and not back.data.flags.writeable
+
+
+def test_values_of_subclasses_assigned_after_construction_still_pack() -> None:
+    class Name(str):
+        pass
+
+    m = Scalars(1, 2.5, "s", b"", True, None, None, uuid4())
+    m.s = Name("sub")  # not validated: assignments after construction are not
+    assert Scalars.from_bytes(m.to_bytes()).s == "sub"
