@@ -388,6 +388,12 @@ def test_values_of_subclasses_assigned_after_construction_still_pack() -> None:
     class Name(str):
         pass
 
-    m = Scalars(1, 2.5, "s", b"", True, None, None, uuid4())
-    m.s = Name("sub")  # not validated: assignments after construction are not
-    assert Scalars.from_bytes(m.to_bytes()).s == "sub"
+    @message
+    class Named:  # plain fields: packed by the shared strict packer
+        name: str
+
+    for cls, field in ((Named, "name"), (Scalars, "s")):
+        m = Named("n") if cls is Named else Scalars(1, 2.5, "s", b"", True, None, None, uuid4())
+        setattr(m, field, Name("sub"))  # not validated: assignments after construction are not
+        back = cls.from_bytes(m.to_bytes())  # type: ignore[attr-defined]
+        assert getattr(back, field) == "sub" and type(getattr(back, field)) is str
