@@ -93,6 +93,7 @@ def generate(
         "_pdc_wrap_unpack": _wrap_unpack,
         "_pdc_wrap_pack": _wrap_pack,
         "_pdc_refused": _refused,
+        "_pdc_type": type,  # builtins by other names: a field may be called "type"
         "_pdc_bytes": bytes,
         "_pdc_list": list,
         "_pdc_len": len,
@@ -159,9 +160,9 @@ def _native(adapter: Adapter) -> Any:
 def _check(name: str, adapter: Adapter, i: int) -> str:
     """The condition under which value ``v`` needs the adapter (``True``: always)."""
     if name == "priority":
-        return "type({v}) is not _pdc_int or {v} < 0 or {v} > 255"
+        return "_pdc_type({v}) is not _pdc_int or {v} < 0 or {v} > 255"
     fast = _FAST_TYPES.get(_native(adapter))
-    return f"type({{v}}) is not _pdc_{fast}" if fast else "True"
+    return f"_pdc_type({{v}}) is not _pdc_{fast}" if fast else "True"
 
 
 def _array_field(adapter: Adapter) -> bool:
@@ -198,10 +199,10 @@ def _encoders(fields: tuple[Any, ...], info: MessageInfo, generated_init: bool) 
     ids = [
         "    d = self.__dict__",
         "    mid = d.get('message_id')",
-        "    if type(mid) is not _pdc_bytes:",
+        "    if _pdc_type(mid) is not _pdc_bytes:",
         "        mid = _pdc_idb(d)",
         "    cid = d.get('correlation_id')",
-        "    if cid is not None and type(cid) is not _pdc_bytes:",
+        "    if cid is not None and _pdc_type(cid) is not _pdc_bytes:",
         "        cid = _pdc_cb(d)",
     ]
     listed = ", ".join(items)
@@ -230,7 +231,7 @@ def _encoders(fields: tuple[Any, ...], info: MessageInfo, generated_init: bool) 
                     pieces.append(f"p([{', '.join(run)}])[{_header_size(len(run))}:]")
                     run = []
                 pieces.append(
-                    f"*(_pdc_pack_array(a) if type(a := {item}) is _pdc_ndarray else (p(a),))"
+                    f"*(_pdc_pack_array(a) if _pdc_type(a := {item}) is _pdc_ndarray else (p(a),))"
                 )
             else:
                 run.append(item)
@@ -273,12 +274,12 @@ def _decoder(
     for i, f in enumerate(fields):
         if f.name == "message_id":
             dec += [
-                f"    if type(v{i}) is not _pdc_bytes or _pdc_len(v{i}) != 16:",
+                f"    if _pdc_type(v{i}) is not _pdc_bytes or _pdc_len(v{i}) != 16:",
                 f"        raise _pdc_Invalid(v{i}, 'UUID as 16 bytes').within('.message_id')",
             ]
         elif f.name == "correlation_id":
             dec += [
-                f"    if v{i} is not None and (type(v{i}) is not _pdc_bytes"
+                f"    if v{i} is not None and (_pdc_type(v{i}) is not _pdc_bytes"
                 f" or _pdc_len(v{i}) != 16):",
                 f"        raise _pdc_Invalid(v{i}, 'UUID as 16 bytes or nil')"
                 ".within('.correlation_id')",
@@ -312,15 +313,15 @@ def _decoder(
             if f.name in ("message_id", "correlation_id")
         ]
     decode_body = [
-        "    if type(o) is not _pdc_list:",
+        "    if _pdc_type(o) is not _pdc_list:",
         "        raise _pdc_Invalid(o, _pdc_shape)",
         "    try:",
         f"        tag, {unpack}{',' if n == 1 else ''} = o",
         "    except ValueError:",  # wrong length: say whether it is even this type
-        "        if o and (type(o[0]) is not _pdc_TAGT or o[0] != _pdc_TAG):",
+        "        if o and (_pdc_type(o[0]) is not _pdc_TAGT or o[0] != _pdc_TAG):",
         "            raise _pdc_Invalid(o[0], repr(_pdc_TAG)).within('<tag>') from None",
         "        raise _pdc_Invalid(o, _pdc_shape) from None",
-        "    if type(tag) is not _pdc_TAGT or tag != _pdc_TAG:",
+        "    if _pdc_type(tag) is not _pdc_TAGT or tag != _pdc_TAG:",
         "        raise _pdc_Invalid(tag, repr(_pdc_TAG)).within('<tag>')",
         *dec,
         "    s = _pdc_new(_pdc_CLS)",

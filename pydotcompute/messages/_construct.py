@@ -50,7 +50,9 @@ def _coerce_block(key: str, i: int, check: str, var: str, indent: str, on_error:
 
 def _mve(key: str, me: str = "self") -> str:
     """Raise MessageValidationError naming the instance's own class (a subclass included)."""
-    return f"raise _pdc_MVE(type({me}).__name__, {key} + e.path, e.value, e.expected) from None"
+    return (
+        f"raise _pdc_MVE(_pdc_type({me}).__name__, {key} + e.path, e.value, e.expected) from None"
+    )
 
 
 def _mve_init(key: str) -> str:
@@ -167,7 +169,7 @@ def constructor(
         first = f"message_id is {defaults['message_id']} or " if "message_id" in defaults else ""
         body += [
             # An automatic id is not stored at all: its descriptor generates it when read.
-            f"    if {first}message_id is _pdc_AUTO or type(message_id) is _pdc_MIF:",
+            f"    if {first}message_id is _pdc_AUTO or _pdc_type(message_id) is _pdc_MIF:",
             "        pass",
             "    else:",
             "        _pdc_d['message_id'] = _pdc_cuuid(_pdc_self, 'message_id', message_id)",

@@ -405,3 +405,20 @@ def test_a_plain_dataclass_subclass_of_a_message_is_validated() -> None:
     assert s.result == 2.0 and type(s.result) is float
     with pytest.raises(MessageValidationError, match=r"Sub\.result: expected float"):
         Sub(result="x")
+
+
+def test_fields_may_be_named_like_builtins_and_generated_locals() -> None:
+    @message
+    class Odd:
+        type: str
+        self: int
+        e: float
+        v: list[int]
+        d: dict[str, int]
+        o: bytes
+
+    m = Odd(type="t", self=1, e=2, v=(3,), d={"k": 4}, o=b"5")
+    assert (m.type, m.self, m.e, m.v, m.d, m.o) == ("t", 1, 2.0, [3], {"k": 4}, b"5")
+    assert Odd.from_bytes(m.to_bytes()) == m  # type: ignore[attr-defined]
+    with pytest.raises(MessageValidationError, match=r"Odd\.e: expected float, got str"):
+        Odd(type="t", self=1, e="x", v=[], d={}, o=b"")
