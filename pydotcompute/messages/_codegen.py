@@ -196,13 +196,21 @@ def _encoders(fields: tuple[Any, ...], info: MessageInfo, generated_init: bool) 
         else:
             items.append(f"_pdc_e{i}({value})")
     # Ids already held as raw bytes (decoded, or packed before) are written as they are.
+    # A key may be missing (an automatic id not generated yet, a class's own __init__); the
+    # subscripts, with the rare KeyError handled, are cheaper than dict.get on the hot path.
     ids = [
         "    d = self.__dict__",
-        "    mid = d.get('message_id')",
-        "    if _pdc_type(mid) is not _pdc_bytes:",
+        "    try:",
+        "        mid = d['message_id']",
+        "        if _pdc_type(mid) is not _pdc_bytes:",
+        "            mid = _pdc_idb(d)",
+        "    except KeyError:",
         "        mid = _pdc_idb(d)",
-        "    cid = d.get('correlation_id')",
-        "    if cid is not None and _pdc_type(cid) is not _pdc_bytes:",
+        "    try:",
+        "        cid = d['correlation_id']",
+        "        if cid is not None and _pdc_type(cid) is not _pdc_bytes:",
+        "            cid = _pdc_cb(d)",
+        "    except KeyError:",
         "        cid = _pdc_cb(d)",
     ]
     listed = ", ".join(items)
