@@ -127,8 +127,9 @@ class MessageDecodeError(PyDotComputeError, ValueError):
     * an extension payload is malformed (a UUID that is not 16 bytes, a numpy array whose
       header does not match its data, an unknown extension type);
     * a limit was exceeded (the message names it): messages nested inside ``Any`` values
-      more than 16 deep, an array with more than 64 dimensions, a dtype description too
-      large or too deep. Such bytes were not made by ``to_bytes()``; refuse them;
+      more than 16 deep, lists or maps nested more than 1024 deep, an array with more than
+      64 dimensions, a dtype description too large or too deep. Such bytes were not made by
+      ``to_bytes()``; refuse them;
     * the class's own ``__post_init__`` refused the decoded values (the original error is
       the ``__cause__``): the bytes hold values the constructor refuses too.
     """

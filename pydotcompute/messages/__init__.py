@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from ._arrays import MAX_DIMS, MAX_DTYPE_DEPTH, MAX_DTYPE_ITEMS, MAX_DTYPE_STR
-from ._codec import MAX_MESSAGE_DEPTH, WIRE_VERSION, decode_any
+from ._codec import MAX_CONTAINER_DEPTH, MAX_MESSAGE_DEPTH, WIRE_VERSION, decode_any
 from ._decorator import is_message, message
 from ._layout import FixedLayout
 from ._types import Array
 
 __all__ = [
+    "MAX_CONTAINER_DEPTH",
     "MAX_DIMS",
     "MAX_DTYPE_DEPTH",
     "MAX_DTYPE_ITEMS",

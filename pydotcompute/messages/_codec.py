@@ -57,6 +57,8 @@ from ._ids import uuid_from_bytes
 
 #: Messages nested inside ``Any`` values (extension type 4) deeper than this are refused.
 MAX_MESSAGE_DEPTH = 16
+#: msgpack lists and maps nested deeper than this are refused (msgpack's own stack).
+MAX_CONTAINER_DEPTH = 1024
 
 #: Version of the wire format described above; a change of meaning gets a new version.
 WIRE_VERSION = 1
@@ -248,6 +250,11 @@ def decode_failure(what: str, exc: BaseException, data: Any) -> MessageDecodeErr
     """The error for bytes that msgpack (or a hook) refused."""
     size = len(data) if isinstance(data, (bytes, bytearray, memoryview)) else None
     given = f"{size} bytes" if size is not None else f"a {type(data).__name__}"
+    if isinstance(exc, msgpack.StackError):
+        return MessageDecodeError(
+            f"cannot decode {what} from {given}: msgpack containers nested more than "
+            f"{MAX_CONTAINER_DEPTH} deep exceed the limit; the bytes were not made by to_bytes()"
+        )
     return MessageDecodeError(
         f"cannot decode {what} from {given}: {type(exc).__name__}: {exc!s:.200}; pass the "
         "exact bytes produced by to_bytes()"

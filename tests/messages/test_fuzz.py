@@ -453,6 +453,17 @@ def test_init_var_defaults_reach_post_init_when_decoding() -> None:
         NeedsIt.from_bytes(NeedsIt(x=1.0, scale=2.0).to_bytes())
 
 
+def test_containers_nested_beyond_msgpacks_stack_are_a_decode_error() -> None:
+    tag = Open.__pdc_message__.tag  # type: ignore[attr-defined]
+    deep = b"\x98" + msgpack.packb(tag) + b"\x91" * 5000 + b"\xc0" + msgpack.packb(1)
+    deep += msgpack.packb([]) + msgpack.packb({}) + msgpack.packb(uuid4().bytes) + b"\xcc\x80\xc0"
+    for decode in (Open.from_bytes, decode_message):
+        with pytest.raises(
+            MessageDecodeError, match=r"nested more than 1024 deep exceed the limit"
+        ):
+            decode(deep)
+
+
 def test_error_messages_of_deep_values_are_bounded() -> None:
     deep: Any = 1
     for _ in range(1000):
