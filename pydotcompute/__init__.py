@@ -30,6 +30,7 @@ from .compute import (
 )
 from .errors import (
     BackendUnavailableError,
+    CacheTrustError,
     DeviceFaultError,
     DeviceNotFoundError,
     InvalidArgumentError,
@@ -94,6 +95,7 @@ __all__ = [
     "Accelerator",
     "Array",
     "BackendUnavailableError",
+    "CacheTrustError",
     "Backpressure",
     "BufferState",
     "BufferStats",

@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "BackendUnavailableError",
+    "CacheTrustError",
     "DeviceFaultError",
     "DeviceNotFoundError",
     "InvalidArgumentError",
@@ -182,6 +183,14 @@ class KernelFailedError(PyDotComputeError, RuntimeError):
         err.__cause__ = error
         err.__suppress_context__ = True
         return err
+
+
+class CacheTrustError(PyDotComputeError, PermissionError):
+    """A cache directory or file could have been written by another user: never loaded.
+
+    The message names the path, its owner or mode, and the fix (``chmod 700 DIR``, delete the
+    file, or set ``PYDOTCOMPUTE_CACHE_DIR`` to a folder of your own).
+    """
 
 
 class QueueFullError(PyDotComputeError):
