@@ -2,7 +2,9 @@
 
 * SAXPY (``out = a * x + y``, float32) and a sum (float64 accumulation over float32) for
   1e3..1e8 elements. CPU rows: the ``@kernel`` CPU target (Numba, all cores) against NumPy
-  (``np.multiply``/``np.add`` into preallocated arrays; ``x.sum(dtype=float64)``). GPU rows,
+  (``np.multiply``/``np.add`` into preallocated arrays; ``x.sum(dtype=float64)``), for the
+  element-index form and (up to 1e6) for the same SAXPY written as a Numba CUDA kernel
+  (``cuda.grid(1)``, launched as ``saxpy_cuda[blocks, 256]``). GPU rows,
   when a GPU is usable: the ``@kernel`` GPU target against a CuPy ``ElementwiseKernel`` and
   ``cupy.sum``, timed with CUDA events. Median of alternating rounds; compilation excluded.
 * First launch: a new process runs ``import`` + first call of a fresh kernel, with an empty
@@ -30,6 +32,7 @@ from typing import Any
 
 import numpy as np
 from _harness import Result, median, no_gc
+from numba import cuda
 
 from pydotcompute import UnifiedBuffer, kernel
 from pydotcompute._cuda import cuda_status
@@ -41,6 +44,13 @@ ROUNDS = 5
 @kernel
 def saxpy(i, a, x, y, out):
     out[i] = a * x[i] + y[i]
+
+
+@kernel
+def saxpy_cuda(a, x, y, out):
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = a * x[i] + y[i]
 
 
 @kernel(reduce="sum")
@@ -104,6 +114,16 @@ def _cpu_size(n: int) -> list[Result]:
         f"saxpy cpu {_label(n)}", ours * 1e6, base * 1e6, "us", "NumPy multiply+add (out=)",
         target, ours <= limit * base, {"n": n, "ours_GBps": round(3 * 4 * n / ours / 1e9, 2)},
     )]  # fmt: skip
+    if n <= 10**6:
+        blocks = (n + 255) // 256
+        saxpy_cuda[blocks, 256](a, x, y, out)
+        np.testing.assert_allclose(out.host_view(), a * xh + yh, rtol=1e-6)
+        ours, base = _pair(lambda: saxpy_cuda[blocks, 256](a, x, y, out), np_saxpy, n)
+        rows.append(Result(
+            f"saxpy cuda-form cpu {_label(n)}", ours * 1e6, base * 1e6, "us",
+            "NumPy multiply+add (out=)", target, ours <= limit * base,
+            {"n": n, "ours_GBps": round(3 * 4 * n / ours / 1e9, 2)},
+        ))  # fmt: skip
     got, want = total(x), xh.sum(dtype=np.float64)
     ours, base = _pair(lambda: total(x), lambda: xh.sum(dtype=np.float64), n)
     rows.append(Result(

@@ -2,7 +2,8 @@
 
 Each ``Batch`` message carries readings for a fixed set of channels. The actor folds every
 batch into an exponential moving average held in a ``UnifiedBuffer`` (on the GPU when there
-is one, else the CPU) with one ``@kernel`` launch, and replies with the channel that moved
+is one, else the CPU) with one awaited ``@kernel`` launch (``launch_async``: other ring
+kernels keep running meanwhile), and replies with the channel that moved
 most. The state never leaves the device between batches: only the batch goes in, and the
 reply reads the state back once.
 
@@ -56,7 +57,8 @@ async def smoother(ctx: KernelContext[Batch, Summary]) -> None:
     while not ctx.should_terminate:
         msg = await ctx.receive()
         batch.host[:] = msg.values  # host side written: one copy to the device at launch
-        blend(np.float32(0.25), batch, state)  # state stays on the device
+        # Awaited: the launch (and its first compilation) leaves the event loop free.
+        await blend.launch_async(np.float32(0.25), batch, state)  # state stays on the device
         seen += 1
         averages = state.host_view()  # one copy back, read-only
         hottest = int(np.argmax(averages))

@@ -30,6 +30,7 @@ from .compute import (
 )
 from .errors import (
     BackendUnavailableError,
+    CacheTrustError,
     DeviceFaultError,
     DeviceNotFoundError,
     InvalidArgumentError,
@@ -98,6 +99,7 @@ __all__ = [
     "BufferState",
     "BufferStats",
     "BuildEvent",
+    "CacheTrustError",
     "ComputeOrchestrator",
     "DeadLetter",
     "DeadLetterReason",

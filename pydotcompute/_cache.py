@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import PyDotComputeError
+from .errors import CacheTrustError, PyDotComputeError
 
 __all__ = [
     "CacheTrustError",
@@ -38,10 +38,6 @@ __all__ = [
 
 ENV_VAR = "PYDOTCOMPUTE_CACHE_DIR"
 _UNSAFE = stat.S_IWGRP | stat.S_IWOTH
-
-
-class CacheTrustError(PyDotComputeError, PermissionError):
-    """A cache directory or file could have been written by another user: never loaded."""
 
 
 def _uid() -> int | None:

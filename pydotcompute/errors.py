@@ -8,10 +8,12 @@ expected, and how to fix it.
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 __all__ = [
     "BackendUnavailableError",
+    "CacheTrustError",
     "DeviceFaultError",
     "DeviceNotFoundError",
     "InvalidArgumentError",
@@ -35,8 +37,36 @@ __all__ = [
 ]
 
 
+class _BoundedRepr(reprlib.Repr):
+    """``repr`` with bounded depth and size, for values that came from untrusted bytes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = self.maxother = self.maxlong = 60
+        self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = self.maxdeque = 6
+        self.maxdict = 4
+
+    def repr_bytes(self, value: bytes, level: int) -> str:
+        text = repr(value[: self.maxstring])
+        return text if len(value) <= self.maxstring else text + "..."
+
+    def repr_instance(self, value: Any, level: int) -> str:
+        try:
+            return super().repr_instance(value, level)
+        except Exception:  # a __repr__ that raises must not hide the error being reported
+            return f"<{type(value).__name__} object>"
+
+
+_bounded = _BoundedRepr()
+
+
 def _short_repr(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+    """A repr of at most ``limit`` characters that never recurses without bound."""
+    try:
+        text = _bounded.repr(value)
+    except Exception:  # a container subclass whose iteration or repr raises
+        text = f"<{type(value).__name__} object>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -84,7 +114,26 @@ class MessageEncodeError(PyDotComputeError, TypeError):
 
 
 class MessageDecodeError(PyDotComputeError, ValueError):
-    """Bytes given to ``from_bytes`` are not a valid encoding of the message type."""
+    """Bytes given to ``from_bytes`` or ``decode_message`` were refused.
+
+    Every failure to decode raises this error (never a bare msgpack, numpy or Python error),
+    and building its message never recurses without bound. The message says which of these
+    happened:
+
+    * the bytes are not msgpack, are truncated, or have bytes left over (``cannot decode X
+      from N bytes``): pass exactly the bytes one ``to_bytes()`` produced;
+    * a field does not match its declared type (``X: field: expected T, got ...``), or the
+      tag names another class or none known here: decode with the right class, or import
+      the class that encoded the bytes first;
+    * an extension payload is malformed (a UUID that is not 16 bytes, a numpy array whose
+      header does not match its data, an unknown extension type);
+    * a limit was exceeded (the message names it): messages nested inside ``Any`` values
+      more than 16 deep, lists or maps nested more than 1024 deep, an array with more than
+      64 dimensions, a dtype description too large or too deep. Such bytes were not made by
+      ``to_bytes()``; refuse them;
+    * the class's own ``__post_init__`` refused the decoded values (the original error is
+      the ``__cause__``): the bytes hold values the constructor refuses too.
+    """
 
 
 class LayoutError(PyDotComputeError, TypeError):
@@ -134,6 +183,14 @@ class KernelFailedError(PyDotComputeError, RuntimeError):
         err.__cause__ = error
         err.__suppress_context__ = True
         return err
+
+
+class CacheTrustError(PyDotComputeError, PermissionError):
+    """A cache directory or file could have been written by another user: never loaded.
+
+    The message names the path, its owner or mode, and the fix (``chmod 700 DIR``, delete the
+    file, or set ``PYDOTCOMPUTE_CACHE_DIR`` to a folder of your own).
+    """
 
 
 class QueueFullError(PyDotComputeError):

@@ -42,10 +42,18 @@ def _header(body: BodySource, target: str, reduce: str | None) -> str:
 
 
 def launcher_source(body: BodySource, target: str, reduce: str | None) -> str:
-    """The Python source of the launcher ``launch`` for ``target`` (``"cpu"`` or ``"cuda"``)."""
+    """The Python source of the launcher ``launch`` for ``target`` (``"cpu"`` or ``"cuda"``).
+
+    A body without source text is called as ``_pdc_body``, the body compiled by Numba from
+    its bytecode (a CPU function, or a CUDA device function), bound by the loader.
+    """
     args = ", ".join(body.params)
-    call = f"{body.name}(_pdc_i{', ' if args else ''}{args})"
-    nested = textwrap.indent(body.text, "    ")
+    if body.has_source:
+        call = f"{body.name}(_pdc_i{', ' if args else ''}{args})"
+        nested = textwrap.indent(body.text, "    ")
+    else:
+        call = f"_pdc_body(_pdc_i{', ' if args else ''}{args})"
+        nested = f"    # {body.name}: no source text; compiled by Numba from its bytecode"
     if target == "cpu":
         return _cpu(body, args, call, nested, reduce)
     return _cuda(body, args, call, nested, reduce)

@@ -1,44 +1,44 @@
 """``@kernel``: one Python body, compiled by Numba for the CPU or as a CUDA kernel.
 
-A body's first parameter is the element index; the launcher runs it for every index in
-``0..size`` (``_codegen`` shows how). ``f(*args)`` picks the accelerator from the arguments,
-synchronizes ``UnifiedBuffer`` arguments, finds or compiles the variant for the argument
-types and launches it; ``f[grid, block](*args)`` fixes the CUDA launch configuration.
+Two forms. An *element-index* body's first parameter is the index; the launcher runs it for
+every index in ``0..size`` (``_codegen`` shows how). A *CUDA* body is a Numba CUDA kernel as
+written for ``@cuda.jit`` (``cuda.grid(1)``, shared memory, atomics); on a GPU numba-cuda
+compiles it as it is, on the CPU ``_cudaform``/``_threadloops`` translate it. ``f(*args)``
+picks the accelerator from the arguments, synchronizes ``UnifiedBuffer`` arguments, finds or
+compiles the variant for the argument types and launches it; ``f[blocks, threads](*args)``
+fixes the launch configuration; ``await f.launch_async(*args)`` does it off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import math
-import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .._progress import build_step
-from ..errors import KernelArgumentError
-from ._accelerator import Accelerator, numba_cuda
-from ._args import arg_key, check_abi, is_device_array, numba_type, pack_args
+from ..errors import KernelArgumentError, KernelCompileError, OperationTimeoutError
+from ._accelerator import Accelerator
+from ._args import arg_key, is_device_array, numba_type
 from ._buffer import UnifiedBuffer
 from ._codegen import REDUCTIONS, launcher_source
+from ._config import Config, Configured, auto_config, parse_config
+from ._cudaform import CpuPlan, plan_cpu
+from ._gpukernel import KernelBase
 from ._memory import wait_event
 from ._source import BodySource, read_body
 from ._targets import (
     compile_cpu,
-    compile_ptx,
-    exec_launcher,
-    load_ptx,
-    reduce_constants,
-    result_type,
+    compile_cpu_cuda,
 )
+from ._variant import FastPath, Variant, run_variant, simulator_kernel
 
 __all__ = ["Kernel", "KernelStats", "kernel"]
 
-GPU_BLOCK = 256
-SIM_BLOCK = 32  # the simulator runs a Python thread per CUDA thread: keep blocks small
-GPU_BLOCKS_PER_SM = 32
-SIM_MAX_GRID = 4
 # Below this many indices a parallel CPU loop costs more to start than it saves (waking the
 # worker threads takes tens of microseconds, far more on a busy machine): run them in order.
 PARALLEL_MIN = 1 << 16
@@ -66,26 +66,21 @@ class KernelStats:
         return self.compiles
 
 
-@dataclass
-class _Variant:
-    target: str
-    keys: tuple[tuple, ...]
-    run: Any
-    result_dtype: np.dtype[Any] | None = None
-    ptx_params: tuple[str, ...] = ()
-    constants: dict[str, Any] = field(default_factory=dict)
-
-
-class Kernel:
-    """A ``@kernel``: call it to run the body for every index on an accelerator.
+class Kernel(KernelBase):
+    """A ``@kernel``: call it to run the body on an accelerator.
 
     Parameters of a call
     --------------------
     *args:
-        The body's parameters after the index: numbers, NumPy arrays (CPU), CuPy arrays
-        (GPU) or :class:`UnifiedBuffer` objects (either; synchronized automatically).
+        The body's parameters (after the index in the element-index form): numbers, NumPy
+        arrays (CPU), CuPy arrays (GPU) or :class:`UnifiedBuffer` objects (either;
+        synchronized automatically).
     size:
-        How many indices to run (default: the size of the first array argument).
+        Element-index form: how many indices to run (default: the size of the first array
+        argument). CUDA form: the threads to cover, an int or a tuple of 1-3 ints (one per
+        grid dimension); the launch configuration is chosen for it (256 threads per block in
+        1-D, 16x16 in 2-D, 8x8x8 in 3-D). A CUDA-form call needs ``size`` or ``f[blocks,
+        threads]``.
     accelerator:
         Where to run (default: the accelerator of the buffer or device-array arguments, else
         the decorator's, else the CPU for NumPy arrays, else :meth:`Accelerator.default`).
@@ -94,8 +89,9 @@ class Kernel:
     timeout:
         A reduction on a GPU waits for its result at most this long.
 
-    Returns ``None`` for an element-wise kernel (a GPU launch returns before the kernel
-    finishes), and the reduced value as a NumPy scalar for a reduction.
+    Returns ``None`` for an element-wise or CUDA-form kernel (a GPU launch returns before
+    the kernel finishes; a CPU launch after), and the reduced value as a NumPy scalar for a
+    reduction. :meth:`launch_async` is the awaitable form.
     """
 
     def __init__(
@@ -115,25 +111,36 @@ class Kernel:
         self.reduce = reduce
         self.parallel = parallel
         self._accelerator = None if accelerator is None else Accelerator(accelerator)
-        self._variants: dict[tuple, _Variant] = {}
+        self._variants: dict[tuple, Variant] = {}
         self._launches = 0
         self._compiles = 0
         self._hits = 0
         self._compile_s = 0.0
+        self._plan: CpuPlan | None = None
+        self._warned = False
+        self._fast: FastPath | None = None
+        self._configured: dict[Any, Configured] = {}
+        if self._body.form == "cuda" and reduce is not None:
+            raise KernelArgumentError(
+                f"@kernel(reduce={reduce!r}) {self._body.name}: a CUDA-form kernel (one using "
+                "cuda.grid, cuda.threadIdx, ...) writes its results itself; reduce= is for the "
+                "element-index form"
+            )
         functools.update_wrapper(self, func)
 
     def __repr__(self) -> str:
         mode = f" reduce={self.reduce}" if self.reduce else ""
-        return f"<kernel {self._body.qualname}{mode} writes={list(self.writes)}>"
+        form = " cuda" if self.form == "cuda" else ""
+        return f"<kernel {self._body.qualname}{form}{mode} writes={list(self.writes)}>"
 
     @property
-    def name(self) -> str:
-        """The body function's name."""
-        return self._body.name
+    def form(self) -> str:
+        """``"index"`` (the body's first parameter is the element index) or ``"cuda"``."""
+        return self._body.form
 
     @property
     def params(self) -> tuple[str, ...]:
-        """The body's parameters after the index (what a call passes)."""
+        """The parameters a call passes (after the index in the element-index form)."""
         return self._body.params
 
     @property
@@ -151,28 +158,48 @@ class Kernel:
         )  # fmt: skip
 
     def source(self, target: str = "cpu") -> str:
-        """The generated launcher's Python source for ``target`` (``"cpu"`` or ``"cuda"``)."""
+        """The generated launcher's Python source for ``target`` (``"cpu"`` or ``"cuda"``).
+
+        A CUDA-form kernel's ``"cuda"`` source is its own; its ``"cpu"`` launcher is the one
+        the last CPU launch compiled (its per-thread variables are typed from the arguments).
+        """
         if target not in ("cpu", "cuda"):
             raise KernelArgumentError(f"target must be 'cpu' or 'cuda', got {target!r}")
-        return launcher_source(self._body, target, self.reduce)
+        if self.form == "index":
+            return launcher_source(self._body, target, self.reduce)
+        if target == "cuda":
+            return self._body.text
+        built = [v.source for v in self._variants.values() if v.target == "cpu" and v.source]
+        if not built:
+            raise KernelArgumentError(
+                f"{self.name}.source('cpu'): a CUDA-form kernel's CPU launcher is generated "
+                "for its argument types; launch it on the CPU once first"
+            )
+        return built[-1]
 
-    def __getitem__(self, config: Any) -> _Configured:
-        """Fix the CUDA launch configuration: ``f[grid, block](*args)``."""
+    def __getitem__(self, config: Any) -> Configured:
+        """Fix the launch configuration: ``f[blocks, threads](*args)`` as in Numba.
+
+        ``blocks`` and ``threads`` are ints or tuples of 1-3 ints; an optional third item is
+        the CuPy stream. The element-index form ignores the configuration on the CPU.
+        """
         try:
-            grid, block = (int(c[0] if isinstance(c, tuple) else c) for c in config)
-        except (TypeError, ValueError):
+            found = self._configured.get(config)
+        except TypeError:  # unhashable (a list): parse it every time
+            found = None
+        if found is not None:
+            return found
+        cfg, stream = parse_config(self.name, config, self.reduce is not None)
+        if self.form == "index" and (cfg.grid[1:] != (1, 1) or cfg.block[1:] != (1, 1)):
             raise KernelArgumentError(
-                f"{self.name}[...]: expected [grid, block] (two positive ints), got {config!r}"
-            ) from None
-        if grid < 1 or not 1 <= block <= 1024:
-            raise KernelArgumentError(
-                f"{self.name}[{grid}, {block}]: grid must be >= 1 and block in 1..1024"
+                f"{self.name}[{config}]: an element-index kernel runs a 1-D grid (its index "
+                "walks 0..size); pass ints, or write the body in the CUDA form with "
+                "cuda.grid(2)"
             )
-        if self.reduce is not None and block & (block - 1):
-            raise KernelArgumentError(
-                f"{self.name}[{grid}, {block}]: a reduction's block must be a power of two"
-            )
-        return _Configured(self, grid, block)
+        configured = Configured(self, cfg, stream)
+        if stream is None and len(self._configured) < 64:
+            self._configured[config] = configured  # f[blocks, threads] in a loop: parse once
+        return configured
 
     def __call__(
         self,
@@ -182,32 +209,117 @@ class Kernel:
         stream: Any = None,
         timeout: float | None = None,
     ) -> Any:
+        """Run the kernel (see the class docstring for the parameters)."""
+        if size is None and accelerator is None:
+            done, result = self._repeat(args, None)
+            if done:
+                return result
         return self._launch(args, size, accelerator, stream, timeout, None)
+
+    def _repeat(self, args: tuple[Any, ...], config: Config | None) -> tuple[bool, Any]:
+        """Repeat the last CPU launch if ``args`` and ``config`` repeat it: (done, result)."""
+        fast = self._fast
+        if fast is None or fast.config != config:
+            return False, None
+        values = fast.match(args)
+        if values is None:
+            return False, None
+        self._launches += 1
+        if self.reduce is None:
+            run_variant(fast.variant, *fast.lead, *values)
+            return True, None
+        dtype = fast.variant.result_dtype
+        if not fast.lead[0] or dtype is None:
+            return False, None
+        return True, dtype.type(run_variant(fast.variant, *fast.lead, *values))
+
+    async def launch_async(
+        self,
+        *args: Any,
+        size: Any = None,
+        accelerator: Accelerator | str | None = None,
+        stream: Any = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Launch and return when the kernel has finished, without blocking the event loop.
+
+        Takes what a call takes. The first launch's compilation runs on a worker thread; a
+        CPU launch runs there too (its threads release the GIL), a GPU launch is issued on
+        ``stream`` (default: a new non-blocking stream) and awaited through a CUDA event
+        waited on by a worker thread. So a ring kernel can launch a long kernel while other
+        ring kernels keep answering. ``f[blocks, threads].launch_async(...)`` fixes the
+        configuration.
+
+        Raises
+        ------
+        OperationTimeoutError
+            The kernel had not finished after ``timeout`` seconds (it keeps running; its
+            results land when it finishes).
+        """
+        return await self._launch_async(args, size, accelerator, stream, timeout, None)
+
+    async def _launch_async(
+        self,
+        args: tuple[Any, ...],
+        size: Any,
+        accelerator: Any,
+        stream: Any,
+        timeout: float | None,
+        config: Config | None,
+    ) -> Any:
+        acc = self._target(args, accelerator)
+        if acc.kind == "cpu" or acc.simulated or self.reduce is not None:
+            work = asyncio.to_thread(self._launch, args, size, acc, stream, None, config)
+            task = asyncio.ensure_future(work)
+            try:
+                return await asyncio.wait_for(asyncio.shield(task), timeout)
+            except TimeoutError:
+                raise OperationTimeoutError(
+                    f"{self.name}.launch_async() did not finish within {timeout} s; the "
+                    "kernel is still running on a worker thread. Pass a larger timeout, or "
+                    "timeout=None"
+                ) from None
+        if stream is None:
+            stream = acc.stream()
+        await asyncio.to_thread(self._launch, args, size, acc, stream, timeout, config, True)
+        self._launch(args, size, acc, stream, timeout, config)  # compiled: only issues it
+        event = acc._memory.record(stream)
+        await asyncio.to_thread(wait_event, event, timeout, f"the kernel {self.name}")
+        return None
 
     # ------------------------------------------------------------------ launching
     def _launch(
         self,
         args: tuple[Any, ...],
-        size: int | None,
+        size: Any,
         accelerator: Accelerator | str | None,
         stream: Any,
         timeout: float | None,
-        config: tuple[int, int] | None,
+        config: Config | None,
+        prepare: bool = False,
     ) -> Any:
         body = self._body
         if len(args) != len(body.params):
+            after = " after the index" if self.form == "index" else ""
             raise KernelArgumentError(
-                f"{self.name}() takes {len(body.params)} arguments ({', '.join(body.params)}) "
-                f"after the index, got {len(args)}"
+                f"{self.name}() takes {len(body.params)} arguments ({', '.join(body.params)})"
+                f"{after}, got {len(args)}"
             )
         keys = tuple(arg_key(self.name, p, a) for p, a in zip(body.params, args))
         acc = self._target(args, accelerator)
+        if self.form == "cuda":
+            cfg = config or auto_config(self.name, size)
+            if acc.kind == "cpu":
+                return self._run_cpu_cuda(acc, keys, args, cfg, prepare)
+            if acc.simulated:
+                return self._run_sim_cuda(acc, args, cfg, prepare)
+            return self._run_gpu(acc, keys, args, 0, stream, timeout, cfg, prepare)
         n = self._size(args, size)
         if acc.kind == "cpu":
-            return self._run_cpu(acc, keys, args, n)
+            return self._run_cpu(acc, keys, args, n, prepare)
         if acc.simulated:
-            return self._run_sim(acc, keys, args, n, config)
-        return self._run_gpu(acc, keys, args, n, stream, timeout, config)
+            return self._run_sim(acc, keys, args, n, config, prepare)
+        return self._run_gpu(acc, keys, args, n, stream, timeout, config, prepare)
 
     def _target(self, args: tuple[Any, ...], accelerator: Any) -> Accelerator:
         if accelerator is not None:
@@ -225,7 +337,7 @@ class Kernel:
             return self._accelerator
         return Accelerator("cpu") if saw_numpy else Accelerator.default()
 
-    def _size(self, args: tuple[Any, ...], size: int | None) -> int:
+    def _size(self, args: tuple[Any, ...], size: Any) -> int:
         if size is not None:
             if not isinstance(size, int | np.integer) or size < 0:
                 raise KernelArgumentError(
@@ -241,46 +353,9 @@ class Kernel:
             f"{self.name}(): no array argument to take the size from; pass size=N"
         )
 
-    def _device_values(self, acc: Accelerator, args: tuple[Any, ...], stream: Any) -> list:
-        values = []
-        for name, a in zip(self._body.params, args):
-            if isinstance(a, UnifiedBuffer):
-                if a.accelerator is not acc:
-                    raise KernelArgumentError(
-                        f"{self.name}(): argument {name!r} is a UnifiedBuffer on "
-                        f"{a.accelerator.id}, but the kernel runs on {acc.id}; create the "
-                        f"buffer with accelerator={acc.id!r}"
-                    )
-                values.append(a._for_kernel(stream, name in self._body.writes))
-            elif isinstance(a, np.ndarray) and acc.is_gpu and not acc.simulated:
-                raise KernelArgumentError(
-                    f"{self.name}(): argument {name!r} is a NumPy array in host memory, but "
-                    f"the kernel runs on {acc.id}; wrap it in a UnifiedBuffer or pass a CuPy "
-                    "array"
-                )
-            elif is_device_array(a) and not acc.is_gpu:
-                raise KernelArgumentError(
-                    f"{self.name}(): argument {name!r} is a GPU array, but the kernel runs on "
-                    f"{acc.id}; pass a NumPy array or a UnifiedBuffer"
-                )
-            else:
-                values.append(a)
-        return values
-
-    def _finished(self, args: tuple[Any, ...], stream: Any) -> None:
-        self._launches += 1
-        for a in args:
-            if isinstance(a, UnifiedBuffer):
-                a._used_on(stream)
-
-    def _record(self, hit: bool, seconds: float) -> None:
-        self._compile_s += seconds
-        if hit:
-            self._hits += 1
-        else:
-            self._compiles += 1
-
-    def _run_cpu(self, acc: Accelerator, keys: tuple, args: tuple, n: int) -> Any:
+    def _run_cpu(
+        self, acc: Accelerator, keys: tuple, args: tuple, n: int, prepare: bool = False
+    ) -> Any:
         parallel = self.parallel and n >= PARALLEL_MIN
         variant = self._variants.get(("cpu", keys, parallel))
         if variant is None:
@@ -291,176 +366,82 @@ class Kernel:
                 compiled = compile_cpu(self._body, self.reduce, parallel, signature)
                 step.done(compiled.cache_hit)
             self._record(compiled.cache_hit, compiled.seconds)
-            variant = _Variant("cpu", keys, compiled.dispatcher, compiled.result_dtype)
+            variant = Variant(
+                "cpu", keys, compiled.dispatcher, compiled.result_dtype, parallel=parallel
+            )
             self._variants[("cpu", keys, parallel)] = variant
+        if prepare:
+            return None
         values = self._device_values(acc, args, None)
         self._launches += 1
+        self._fast = FastPath.remember(args, variant, (n,), None)
         if self.reduce is None:
-            variant.run(n, *values)
+            run_variant(variant, n, *values)
             return None
         if n == 0:
             return self._empty(variant.result_dtype)
-        return variant.result_dtype.type(variant.run(n, *values))  # type: ignore[union-attr]
+        return variant.result_dtype.type(run_variant(variant, n, *values))  # type: ignore[union-attr]
 
-    def _empty(self, dtype: np.dtype[Any] | None) -> Any:
-        if self.reduce != "sum" or dtype is None:
-            raise KernelArgumentError(
-                f"{self.name}(): a {self.reduce} reduction over size=0 has no value"
-            )
-        return dtype.type(0)
-
-    def _reduction_dtype(self, keys: tuple) -> np.dtype[Any]:
-        assert self.reduce is not None
-        return result_type(self._body, self.reduce, keys)
-
-    def _run_sim(
-        self, acc: Accelerator, keys: tuple, args: tuple, n: int, config: tuple[int, int] | None
-    ) -> Any:
-        cuda = numba_cuda(acc)
-        grid, block = config or (min(max(1, -(-n // SIM_BLOCK)), SIM_MAX_GRID), SIM_BLOCK)
-        vkey = ("sim", keys, block)
+    def _run_cpu_cuda(
+        self, acc: Accelerator, keys: tuple, args: tuple, cfg: Config, prepare: bool
+    ) -> None:
+        parallel = self.parallel and cfg.threads >= PARALLEL_MIN
+        vkey = ("cpu", keys, parallel)
         variant = self._variants.get(vkey)
         if variant is None:
-            t0 = time.perf_counter()
-            constants: dict[str, Any] = {}
-            dtype = None
-            if self.reduce is not None:
-                dtype = self._reduction_dtype(keys)
-                constants = reduce_constants(self.reduce, dtype, block)
-            source = launcher_source(self._body, "cuda", self.reduce)
-            launch = exec_launcher(self._body, source, constants, f"<launcher {self.name}>")
-            variant = _Variant("cuda-simulator", keys, cuda.jit(launch), dtype, (), constants)
+            variant = self._compile_cpu_cuda(keys, parallel)
             self._variants[vkey] = variant
-            self._record(False, time.perf_counter() - t0)
+        if prepare:
+            return
         values = self._device_values(acc, args, None)
         self._launches += 1
-        if self.reduce is None:
-            if n:
-                variant.run[grid, block](n, *values)
-            return None
-        if n == 0:
-            return self._empty(variant.result_dtype)
-        assert variant.result_dtype is not None
-        result = np.full(1, variant.constants["_PDC_IDENTITY"], variant.result_dtype)
-        variant.run[grid, block](n, *values, result)
-        return result[0]
+        self._fast = FastPath.remember(args, variant, (*cfg.grid, *cfg.block), cfg)
+        if cfg.threads:
+            run_variant(variant, *cfg.grid, *cfg.block, *values)
 
-    def _gpu_variant(self, acc: Accelerator, keys: tuple, block: int) -> _Variant:
-        vkey = ("cuda", acc.index, keys, block if self.reduce else 0)
-        variant = self._variants.get(vkey)
-        if variant is not None:
-            return variant
-        t0 = time.perf_counter()
-        compiled, dtype, constants = self._ptx(keys, acc.compute_capability or (7, 5), block)
-        _module, function = load_ptx(compiled, acc._memory.cupy, acc.index)
-        self._record(compiled.cache_hit, time.perf_counter() - t0)
-        variant = _Variant("cuda", keys, function, dtype, compiled.params, constants)
-        self._variants[vkey] = variant
-        return variant
+    def _compile_cpu_cuda(self, keys: tuple, parallel: bool) -> Variant:
+        body = self._body
+        why = "its source cannot be read (it was made by exec or from a string)"
+        if body.tree is not None:
+            try:
+                if self._plan is None:
+                    self._plan = plan_cpu(body.tree, body.cuda_roots, body.qualname)
+                signature = tuple(numba_type(k) for k in keys)
+                with build_step(
+                    f"@kernel {self.name}", "cpu", cached=None,
+                    detail=", ".join(map(str, signature)),
+                ) as step:  # fmt: skip
+                    compiled, source = compile_cpu_cuda(body, self._plan, parallel, signature)
+                    step.done(compiled.cache_hit)
+            except KernelCompileError as exc:
+                if not getattr(exc, "untranslatable", False):
+                    raise
+                why = str(exc).split(" has no CPU translation")[0].split(": ", 1)[-1]
+            else:
+                self._record(compiled.cache_hit, compiled.seconds)
+                return Variant("cpu", keys, compiled.dispatcher, parallel=parallel,
+                                source=source)  # fmt: skip
+        return self._simulated_cpu(keys, why)
 
-    def _ptx(self, keys: tuple, cc: tuple[int, int], block: int) -> tuple[Any, Any, dict]:
-        constants: dict[str, Any] = {}
-        dtype = None
-        if self.reduce is not None:
-            dtype = self._reduction_dtype(keys)
-            constants = reduce_constants(self.reduce, dtype, block)
-        if dtype is not None:
-            keys = (*keys, ("device", dtype.str, 1, "C", False))
-        with build_step(
-            f"@kernel {self.name}", "cuda", cached=None, detail=f"PTX for sm_{cc[0]}{cc[1]}"
-        ) as step:
-            compiled = compile_ptx(self._body, self.reduce, keys, cc, constants)
-            step.done(compiled.cache_hit)
-        return compiled, dtype, constants
-
-    def _run_gpu(
-        self,
-        acc: Accelerator,
-        keys: tuple,
-        args: tuple,
-        n: int,
-        stream: Any,
-        timeout: float | None,
-        config: tuple[int, int] | None,
-    ) -> Any:
-        cupy = acc._memory.cupy
-        if config is None:
-            sms = acc.sm_count or 1
-            config = (min(max(1, -(-n // GPU_BLOCK)), sms * GPU_BLOCKS_PER_SM), GPU_BLOCK)
-        grid, block = config
-        variant = self._gpu_variant(acc, keys, block)
-        if stream is None:
-            stream = acc._memory.current_stream()
-        values = self._device_values(acc, args, stream)
-        values = [cupy.asarray(v) if is_device_array(v) else v for v in values]
-        result = None
-        if self.reduce is not None:
-            if n == 0:
-                return self._empty(variant.result_dtype)
-            with acc._memory.device:
-                result = cupy.full(1, variant.constants["_PDC_IDENTITY"], variant.result_dtype)
-            values.append(result)
-            keys = (*keys, ("device", result.dtype.str, 1, "C", False))
-        elif n == 0:
-            return None
-        packed = [np.int64(n), *pack_args(keys, values)]
-        check_abi(self.name, packed, variant.ptx_params)
-        with acc._memory.device:
-            variant.run((grid,), (block,), tuple(packed), stream=stream)
-        self._finished(args, stream)
-        if result is None:
-            return None
-        host = np.empty(1, result.dtype)
-        with acc._memory.device:
-            result.get(stream=stream, out=host, blocking=False)
-        wait_event(acc._memory.record(stream), timeout, f"the reduction {self.name}")
-        return host[0]
-
-    def ptx(self, *args: Any, cc: tuple[int, int] = (7, 5), block: int = GPU_BLOCK) -> str:
-        """The PTX this kernel compiles to for arguments like ``args`` (no GPU needed).
-
-        Uses (and fills) the on-disk PTX cache, and counts in :attr:`stats` like a launch's
-        compilation. ``args`` are example values: arrays give their dtype and rank.
-        """
-        if len(args) != len(self._body.params):
-            raise KernelArgumentError(
-                f"{self.name}.ptx() takes {len(self._body.params)} example arguments "
-                f"({', '.join(self._body.params)}), got {len(args)}"
+    def _simulated_cpu(self, keys: tuple, why: str) -> Variant:
+        """Numba's CUDA simulator: the last resort for a CUDA body the CPU cannot translate."""
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"@kernel {self._body.qualname} runs on the CPU through Numba's CUDA simulator "
+                f"(one Python thread per CUDA thread: thousands of times slower than compiled "
+                f"code) because {why}. Define it in a file or a notebook cell, or run it on a "
+                "GPU",
+                RuntimeWarning,
+                stacklevel=5,
             )
-        keys = tuple(
-            _as_device_key(arg_key(self.name, p, a)) for p, a in zip(self._body.params, args)
-        )
-        compiled, _dtype, _constants = self._ptx(keys, cc, block)
-        self._record(compiled.cache_hit, compiled.seconds)
-        return str(compiled.ptx)
+        fake = simulator_kernel(self._body.func)
 
+        def run(gx: int, gy: int, gz: int, bx: int, by: int, bz: int, *values: Any) -> None:
+            fake[(gx, gy, gz), (bx, by, bz)](*values)
 
-def _as_device_key(key: tuple) -> tuple:
-    if key[0] == "scalar":
-        return key
-    return ("device", key[1], key[2], key[3], False)
-
-
-class _Configured:
-    """A kernel with a fixed CUDA launch configuration (``f[grid, block]``)."""
-
-    def __init__(self, kernel: Kernel, grid: int, block: int) -> None:
-        self.kernel, self.grid, self.block = kernel, grid, block
-
-    def __repr__(self) -> str:
-        return f"{self.kernel!r}[{self.grid}, {self.block}]"
-
-    def __call__(
-        self,
-        *args: Any,
-        size: int | None = None,
-        accelerator: Accelerator | str | None = None,
-        stream: Any = None,
-        timeout: float | None = None,
-    ) -> Any:
-        """Launch with this configuration (the CPU ignores it)."""
-        config = (self.grid, self.block)
-        return self.kernel._launch(args, size, accelerator, stream, timeout, config)
+        self._record(False, 0.0)
+        return Variant("cuda-simulator", keys, run)
 
 
 def kernel(
@@ -472,9 +453,9 @@ def kernel(
 ) -> Any:
     """Compile a Python function with Numba for the CPU or a CUDA GPU: ``@kernel``.
 
-    The body's first parameter is the element index ``i``; it is run for every ``i`` in
-    ``0..size``, in parallel and in no particular order, so each index should write only its
-    own elements::
+    In the element-index form the body's first parameter is the index ``i``; it is run for
+    every ``i`` in ``0..size``, in parallel and in no particular order, so each index should
+    write only its own elements::
 
         @kernel
         def saxpy(i, a, x, y, out):
@@ -490,6 +471,20 @@ def kernel(
         def dot(i, x, y):
             return x[i] * y[i]
 
+    A Numba CUDA kernel body (one that uses ``numba.cuda``: ``cuda.grid(1)``,
+    ``cuda.threadIdx.x``, ``cuda.shared.array``, ``cuda.syncthreads()``, ``cuda.atomic.add``)
+    is the CUDA form: decorated with ``@kernel`` instead of ``@cuda.jit`` it runs unchanged,
+    compiled by numba-cuda on a GPU and translated for the CPU elsewhere::
+
+        @kernel
+        def saxpy(a, x, y, out):
+            i = cuda.grid(1)
+            if i < out.size:
+                out[i] = a * x[i] + y[i]
+
+        saxpy[blocks, 256](2.0, x, y, out)
+        saxpy(2.0, x, y, out, size=n)         # the configuration is chosen for n threads
+
     Parameters
     ----------
     reduce:
@@ -503,8 +498,9 @@ def kernel(
     Raises
     ------
     KernelCompileError
-        The function cannot be a kernel (no source, defaults, ``*args``) or Numba cannot
-        compile it (raised at the first launch, with Numba's error).
+        The function cannot be a kernel (defaults, ``*args``), Numba cannot compile it, or a
+        CUDA-form body uses something the CPU cannot run (raised at the first launch, with
+        the reason).
     KernelArgumentError
         An argument has a type a kernel cannot take; the message names it.
     """

@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import KernelArgumentError, OperationTimeoutError
 from ._accelerator import Accelerator
 from ._buffer import BufferStats, UnifiedBuffer
+from ._config import Config, parse_config
 from ._kernel import Kernel
 from ._memory import wait_event
 
@@ -59,8 +60,8 @@ class _Step:
     func: Any
     args: tuple[Any, ...]
     stream: str
-    size: int | None
-    config: tuple[int, int] | None
+    size: int | tuple[int, ...] | None
+    config: Config | None
 
 
 def _buffers(args: tuple[Any, ...]) -> list[UnifiedBuffer]:
@@ -108,13 +109,17 @@ class ComputeOrchestrator:
         self,
         kern: Kernel,
         *args: Any,
-        size: int | None = None,
-        grid: int | None = None,
-        block: int | None = None,
+        size: int | tuple[int, ...] | None = None,
+        grid: int | tuple[int, ...] | None = None,
+        block: int | tuple[int, ...] | None = None,
         stream: str = "default",
         name: str | None = None,
     ) -> int:
-        """Append a kernel launch on the named stream; return the step's index."""
+        """Append a kernel launch on the named stream; return the step's index.
+
+        ``grid`` and ``block`` fix the launch configuration (ints or tuples of 1-3 ints, as in
+        ``kern[grid, block]``); a CUDA-form kernel needs them or ``size``.
+        """
         if not isinstance(kern, Kernel):
             raise KernelArgumentError(
                 f"add_kernel() takes a @kernel, got {type(kern).__name__}; use add_host() for "
@@ -123,7 +128,9 @@ class ComputeOrchestrator:
         if (grid is None) != (block is None):
             raise KernelArgumentError("add_kernel(): give both grid and block, or neither")
         self._check_buffers(args)
-        config = None if grid is None or block is None else (grid, block)
+        config = None
+        if grid is not None and block is not None:
+            config = parse_config(kern.name, (grid, block), kern.reduce is not None)[0]
         self._steps.append(_Step("kernel", name or kern.name, kern, args, stream, size, config))
         return len(self._steps) - 1
 

@@ -1,7 +1,11 @@
 """Reading a ``@kernel`` body: its source, parameters, the arrays it writes, its constants.
 
-The body's source is placed, unchanged, inside a generated launcher (``_codegen``), where
-Numba inlines it; so it needs its source text (a file or a notebook cell). Which array
+Two forms: the *element-index* form (``def saxpy(i, a, x, y, out)``, run for every ``i``) and
+the *CUDA* form, a Numba CUDA kernel body (it uses ``numba.cuda``: ``cuda.grid(1)``, ...). An
+element-index body's source is placed, unchanged, inside a generated launcher (``_codegen``),
+where Numba inlines it; a CUDA body's syntax tree is translated for the CPU (``_cudaform``).
+A body whose source cannot be read (made with ``exec``, in a string) is compiled by Numba
+from its bytecode instead (``text`` is then empty). Which array
 parameters the body writes is read from its syntax, conservatively: a parameter counts as
 read-only only if every use is ``p[...]`` read, ``p.shape``/``p.size``/``p.ndim``/``p.dtype``
 or ``len(p)``; anything else (a store, an alias, passing it to a function) counts as a write.
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import hashlib
 import inspect
 import textwrap
 import types
@@ -20,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import KernelCompileError
+from ._cudaform import is_cuda_module
 
 __all__ = ["BodySource", "read_body"]
 
@@ -38,17 +44,28 @@ class BodySource:
     writes: frozenset[str]
     namespace: dict[str, Any]
     constants: dict[str, str]
+    form: str = "index"  # "index" or "cuda"
+    func: Any = None
+    tree: ast.FunctionDef | None = None
+    cuda_roots: frozenset[str] = frozenset()
+    fingerprint: str = ""
+
+    @property
+    def has_source(self) -> bool:
+        """Whether the body's source text was read (else Numba compiles its bytecode)."""
+        return bool(self.text)
 
 
 def _fail(func: Any, what: str) -> KernelCompileError:
     name = getattr(func, "__qualname__", repr(func))
     return KernelCompileError(
         f"@kernel {name}: {what}. A kernel body is a plain function whose first parameter is "
-        "the element index, e.g. 'def saxpy(i, a, x, y, out): out[i] = a * x[i] + y[i]'"
+        "the element index, e.g. 'def saxpy(i, a, x, y, out): out[i] = a * x[i] + y[i]', or "
+        "a Numba CUDA kernel body (using cuda.grid(1), cuda.threadIdx.x, ...)"
     )
 
 
-def _signature(func: Any) -> tuple[str, ...]:
+def _signature(func: Any, cuda_form: bool) -> tuple[str, ...]:
     if not isinstance(func, types.FunctionType):
         raise _fail(func, f"expected a Python function, got {type(func).__name__}")
     if inspect.iscoroutinefunction(func) or inspect.isgeneratorfunction(func):
@@ -60,21 +77,22 @@ def _signature(func: Any) -> tuple[str, ...]:
         if p.default is not p.empty:
             raise _fail(func, f"parameter {p.name!r} has a default value")
         names.append(p.name)
-    if not names:
+    if not names and not cuda_form:
         raise _fail(func, "it takes no parameters (the first one is the element index)")
     return tuple(names)
 
 
-def _function_def(func: Any) -> tuple[str, ast.FunctionDef]:
+def _function_def(func: Any) -> tuple[str, ast.FunctionDef] | None:
+    """The body's source from its 'def' line and its syntax tree; ``None`` without source."""
     try:
         lines, _ = inspect.getsourcelines(func)
-    except (OSError, TypeError) as exc:
-        raise _fail(
-            func, f"its source cannot be read ({exc}); define it in a file or a cell"
-        ) from exc
-    text = textwrap.dedent("".join(lines))
-    tree = ast.parse(text)
+        text = textwrap.dedent("".join(lines))
+        tree = ast.parse(text)
+    except (OSError, TypeError, SyntaxError):
+        return None  # made by exec, in a string, or its file changed: compile its bytecode
     node = tree.body[0]
+    if isinstance(node, ast.FunctionDef) and node.name != func.__name__:
+        return None  # the lines found are not this function's (e.g. an exec in a loop)
     if not isinstance(node, ast.FunctionDef):
         raise _fail(func, "it must be defined with 'def' (a lambda cannot be a kernel)")
     start = node.lineno - 1  # the 'def' line: decorators above it are dropped
@@ -154,12 +172,24 @@ def _constant(value: Any) -> str | None:
     return None
 
 
+def _fingerprint(code: types.CodeType) -> str:
+    parts = [code.co_code.hex(), repr(code.co_names), repr(code.co_varnames)]
+    for const in code.co_consts:
+        parts.append(_fingerprint(const) if isinstance(const, types.CodeType) else repr(const))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def _cuda_roots(func: Any, namespace: dict[str, Any]) -> frozenset[str]:
+    """Names through which the body uses ``numba.cuda`` (non-empty: the CUDA form)."""
+    code = func.__code__
+    used = set(code.co_names) | set(code.co_freevars)
+    return frozenset(n for n in used if is_cuda_module(namespace.get(n)))
+
+
 def read_body(func: Any) -> BodySource:
     """Read ``func`` as a kernel body, or raise :class:`KernelCompileError` saying why not."""
-    names = _signature(func)
-    text, node = _function_def(func)
-    params = names[1:]
-    writes = _written(node, set(params))
+    if not isinstance(func, types.FunctionType):
+        raise _fail(func, f"expected a Python function, got {type(func).__name__}")
     namespace = dict(func.__globals__)
     code = func.__code__
     if code.co_freevars:
@@ -168,6 +198,16 @@ def read_body(func: Any) -> BodySource:
                 namespace[name] = cell.cell_contents
             except ValueError:
                 raise _fail(func, f"it uses {name!r} before it is assigned") from None
+    roots = _cuda_roots(func, namespace)
+    names = _signature(func, bool(roots))
+    params = names if roots else names[1:]
+    found = _function_def(func)
+    if found is None:
+        text, node = "", None
+        writes = set(params)  # no syntax to read: every array may be written
+    else:
+        text, node = found
+        writes = _written(node, set(params))
     referenced = set(code.co_names) | set(code.co_freevars)
     constants = {}
     for name in sorted(referenced):
@@ -179,10 +219,15 @@ def read_body(func: Any) -> BodySource:
     return BodySource(
         name=func.__name__,
         qualname=f"{func.__module__}.{func.__qualname__}",
-        index=names[0],
+        index="" if roots else names[0],
         params=params,
         text=text,
         writes=frozenset(writes),
         namespace=namespace,
         constants=constants,
+        form="cuda" if roots else "index",
+        func=func,
+        tree=node,
+        cuda_roots=roots,
+        fingerprint=_fingerprint(code),
     )

@@ -14,7 +14,7 @@ from uuid import UUID
 
 import numpy as np
 
-from ..errors import MessageDefinitionError
+from ..errors import MessageDefinitionError, _short_repr
 from ._types import (
     Adapter,
     AnyAdapter,
@@ -133,7 +133,17 @@ class SetAdapter(Adapter):
         self.passthrough = False
 
     def _build(self, items: list[Any]) -> set[Any] | frozenset[Any]:
-        return frozenset(items) if self.frozen else set(items)
+        try:
+            return frozenset(items) if self.frozen else set(items)
+        except TypeError:  # an unhashable item: name the first one
+            for i, x in enumerate(items):
+                try:
+                    hash(x)
+                except TypeError:
+                    raise Invalid(x, f"a hashable item of {self.expected}").within(
+                        f"[{i}]"
+                    ) from None
+            raise
 
     def coerce(self, v: Any) -> Any:
         if not isinstance(v, (set, frozenset, list, tuple)):
@@ -163,11 +173,11 @@ class DictAdapter(Adapter):
             try:
                 key = kf(k)
             except Invalid as exc:
-                raise exc.within(f"[key {k!r}]") from None
+                raise exc.within(f"[key {_short_repr(k, 40)}]") from None
             try:
                 out[key] = vf(x)
             except Invalid as exc:
-                raise exc.within(f"[{k!r}]") from None
+                raise exc.within(f"[{_short_repr(k, 40)}]") from None
         return out
 
     def coerce(self, v: Any) -> Any:
@@ -250,7 +260,7 @@ class EnumAdapter(Adapter):
             return v
         try:
             return self.cls(v)
-        except (ValueError, TypeError):
+        except Exception:  # ValueError, or whatever the enum's own _missing_ raises
             raise Invalid(v, self.expected) from None
 
     def encode(self, v: Any) -> Any:
@@ -379,8 +389,14 @@ def adapter_for(tp: Any, where: str) -> Adapter:
         return DictAdapter(adapter_for(k, where), adapter_for(v, where))
     if origin is np.ndarray:
         return NDArrayAdapter(_ndarray_dtype(args))
-    if tp in (list, tuple, set, frozenset, dict):
-        return adapter_for(tp[Any] if tp is not tuple else tuple[Any, ...], where)
+    if tp is list:  # bare containers mean their Any forms
+        return ListAdapter(AnyAdapter())
+    if tp is tuple:
+        return TupleAdapter(None, AnyAdapter())
+    if tp in (set, frozenset):
+        return SetAdapter(AnyAdapter(), tp is frozenset)
+    if tp is dict:
+        return DictAdapter(AnyAdapter(), AnyAdapter())
     if tp is np.ndarray:
         return NDArrayAdapter(None)
     if isinstance(tp, type):

@@ -228,6 +228,7 @@ def _build(cls: type, tag: Any, localns: dict[str, Any]) -> type:
                 f"method; rename the field (reserved: {', '.join(_RESERVED)})"
             )
     user_post_init = cls.__dict__.get("__post_init__")
+    own_init = "__init__" in cls.__dict__
     _prepare_standard_fields(cls)
     hints = _resolve_hints(cls, localns)
     _check_standard(cls, hints)
@@ -260,11 +261,12 @@ def _build(cls: type, tag: Any, localns: dict[str, Any]) -> type:
         raise MessageDefinitionError(f"@message(tag=...) takes an int or a str, got {tag!r}")
     info = MessageInfo(cls, tag, adapters)
     base_post = _inherited_user_post_init(cls) if user_post_init is None else user_post_init
-    generate(cls, info, fields, base_post)
+    frozen = bool(params.frozen) if params else False
+    init_signature = None if own_init else inspect.signature(cls.__dict__["__init__"])
+    generate(cls, info, fields, base_post, init_signature, frozen)
     eq = params.eq if params else True
     if eq:
         cls.__eq__ = _make_eq(info)  # type: ignore[method-assign]
-        frozen = params.frozen if params else False
         if "__hash__" not in cls.__dict__ or cls.__dict__["__hash__"] is None:
             cls.__hash__ = _make_hash(info) if frozen else None  # type: ignore[assignment]
     if "__getstate__" not in cls.__dict__:

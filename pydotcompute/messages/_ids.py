@@ -162,7 +162,7 @@ class CorrelationIdField:
 
 def id_bytes(d: dict[str, Any]) -> bytes:
     """Return the 16 bytes of the ``message_id`` held in a message's instance dict."""
-    v = d["message_id"]
+    v = d.get("message_id")
     if type(v) is bytes:
         return v
     if v is None:
@@ -175,7 +175,7 @@ def id_bytes(d: dict[str, Any]) -> bytes:
 
 def correlation_bytes(d: dict[str, Any]) -> bytes | None:
     """Return the 16 bytes of a message's ``correlation_id``, or ``None``."""
-    v = d["correlation_id"]
+    v = d.get("correlation_id")
     if v is None or type(v) is bytes:
         return v
     if type(v) is not UUID:

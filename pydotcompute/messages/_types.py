@@ -281,7 +281,7 @@ def _as_array(v: Any, dtype: np.dtype[Any] | None, expected: str) -> np.ndarray:
     elif isinstance(v, (list, tuple, np.generic)):
         try:
             arr = np.asarray(v)
-        except ValueError:
+        except (ValueError, TypeError, OverflowError, RecursionError):  # ragged, too deep
             raise Invalid(v, expected) from None
         if arr.dtype.kind not in "biufc":
             raise Invalid(v, expected)
@@ -319,6 +319,11 @@ class NDArrayAdapter(Adapter):
     def coerce(self, v: Any) -> Any:
         return _as_array(v, self.dtype, self.expected)
 
+    def decode(self, w: Any) -> Any:
+        if not isinstance(w, np.ndarray):  # arrays always travel as arrays (extension 2)
+            raise Invalid(w, self.expected)
+        return _as_array(w, self.dtype, self.expected)
+
 
 class FixedArrayAdapter(Adapter):
     """``Array[dtype, shape]``: an ndarray of exactly that dtype and shape."""
@@ -334,3 +339,8 @@ class FixedArrayAdapter(Adapter):
         if arr.shape != self.spec.shape:
             raise Invalid(v, f"{self.expected} (shape {self.spec.shape}, got {arr.shape})")
         return arr
+
+    def decode(self, w: Any) -> Any:
+        if not isinstance(w, np.ndarray):  # arrays always travel as arrays (extension 2)
+            raise Invalid(w, self.expected)
+        return self.coerce(w)

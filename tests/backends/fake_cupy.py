@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pydotcompute.backends.device._memory import CMD_TERMINATE, WORD
+from pydotcompute.backends.device._memory import CMD_TERMINATE, doorbell_command
 
 _ptrs = itertools.count(0x7F0000000000, 0x100000)
 
@@ -67,7 +67,7 @@ class Stream:
             return self.code
         if self.memory is None:
             return 0
-        command = int(self.memory[: 8 * (WORD["command"] + 1)].view(np.uint64)[WORD["command"]])
+        command = doorbell_command(self.memory)
         return 0 if command == CMD_TERMINATE and not self.hangs else 600
 
 

@@ -37,8 +37,17 @@ def bench(monkeypatch: pytest.MonkeyPatch) -> Any:
     return importlib.import_module("_device_kernels")
 
 
+def _value(node: ast.expr) -> Any:
+    """A literal argument; an f-string id (kernels declared in a loop) with 0 for its fields."""
+    if isinstance(node, ast.JoinedStr):
+        return "".join(
+            str(part.value) if isinstance(part, ast.Constant) else "0" for part in node.values
+        )
+    return ast.literal_eval(node)
+
+
 def declared_kernels() -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
-    """Every ``declare(...)`` call with literal arguments in benchmarks/*.py."""
+    """Every ``declare(...)`` call in benchmarks/*.py (literal arguments or f-string ids)."""
     found = []
     for path in sorted(BENCH.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -47,8 +56,8 @@ def declared_kernels() -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
                 and isinstance(node.func, ast.Name)
                 and node.func.id == "declare"
             ):
-                args = tuple(ast.literal_eval(a) for a in node.args)
-                kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg}
+                args = tuple(_value(a) for a in node.args)
+                kwargs = {k.arg: _value(k.value) for k in node.keywords if k.arg}
                 found.append((path.name, args, kwargs))
     return found
 

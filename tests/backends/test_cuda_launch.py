@@ -18,7 +18,7 @@ from pydotcompute import BackendUnavailableError, KernelRegistrationError
 from pydotcompute._cuda import CudaStatus, check_ring_kernel_environment
 from pydotcompute.backends.device import _cuda_launch
 from pydotcompute.backends.device._cuda_launch import CudaLauncher, residency
-from pydotcompute.backends.device._memory import CMD_TERMINATE, WORD
+from pydotcompute.backends.device._memory import CMD_TERMINATE, doorbell_command
 from tests.backends import fake_cupy
 from tests.backends.fake_cupy import FakeGpu
 
@@ -91,7 +91,7 @@ def test_released_while_starting_the_memory_is_kept_and_the_late_loop_told_to_st
         gpu.launch_gate.set()
         started.result(timeout=10)
     assert _cuda_launch._launched == set()
-    command = launcher.memory[: 8 * (WORD["command"] + 1)].view(np.uint64)[WORD["command"]]
+    command = doorbell_command(launcher.memory)
     assert command == CMD_TERMINATE
     with pytest.raises(BackendUnavailableError, match="released before it started"):
         launcher.start(Path("k.cubin"), ARGS, 1)
@@ -209,7 +209,7 @@ def test_at_exit_running_kernels_stop_and_a_hung_one_is_leaked(
     gpu.launches[-1][3].hangs = True
     _cuda_launch._stop_all()
     assert not good.running() and hung.running()
-    command = hung.memory[: 8 * (WORD["command"] + 1)].view(np.uint64)[WORD["command"]]
+    command = doorbell_command(hung.memory)
     assert command == CMD_TERMINATE  # it was asked
     kept = _cuda_launch._kept
     # good's block went to the pool, which is never freed (that could wait for the hung

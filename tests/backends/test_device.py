@@ -244,7 +244,7 @@ async def test_relaunch_swaps_the_handler_and_keeps_queued_messages(
     replies = await receive_n(druntime, "worker", 3)
     assert [(int(r.n), float(r.y)) for r in replies] == [(0, -1.0), (1, -1.0), (2, -1.0)]
     t = druntime.telemetry("worker")
-    assert (t.redeploys, t.launches) == (1, 2)
+    assert (t.redeploys, t.launches, t.errors) == (1, 2, 0)
 
 
 async def test_relaunch_that_does_not_compile_leaves_the_old_loop_serving(
@@ -389,3 +389,17 @@ async def test_terminate_past_deadline_fails_the_kernel() -> None:
         assert rt.state("worker") is KernelState.FAILED
         await within(rt.terminate("worker", timeout=10), 15)
         assert rt.state("worker") is KernelState.TERMINATED
+
+
+async def test_relaunch_of_an_active_kernel_is_not_counted_as_a_failure(
+    druntime: RingKernelRuntime,
+) -> None:
+    declare()
+    await started(druntime)
+    for n in range(3):
+        await within(druntime.relaunch("worker"), 60)
+        reply = await within(druntime.call("worker", Job(n=n, x=0.0, spin=0), timeout=10))
+        assert int(reply.n) == n
+    t = druntime.telemetry("worker")
+    assert (t.state, t.errors, t.redeploys) == ("ACTIVE", 0, 3)
+    assert not any("failed" in what for _, what in t.events)

@@ -54,17 +54,25 @@ def gpu() -> Accelerator:
 
 
 def run_python(
-    code: str, *, cache: Path, script: Path, sim: bool = False, timeout: float = 240
+    code: str,
+    *,
+    cache: Path,
+    script: Path,
+    sim: bool = False,
+    timeout: float = 240,
+    env: dict[str, str] | None = None,
 ) -> Any:
     """Run ``code`` from the file ``script`` in a fresh interpreter; return its last JSON line.
 
     Kernel bodies need their source, so the code runs from a file rather than ``-c``.
     """
     script.write_text(textwrap.dedent(code))
+    extra = env or {}
     env = dict(os.environ, PYDOTCOMPUTE_CACHE_DIR=str(cache), PYTHONPATH=str(ROOT))
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     if sim:
         env["NUMBA_ENABLE_CUDASIM"] = "1"
+    env.update(extra)
     proc = subprocess.run(
         [sys.executable, str(script)],
         capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT,

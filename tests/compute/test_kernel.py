@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import math
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -228,9 +230,9 @@ def test_numba_errors_become_compile_errors() -> None:
 def test_kernel_object_keeps_the_function() -> None:
     assert isinstance(saxpy, Kernel) and saxpy.name == "saxpy" and saxpy.__doc__ is None
     assert saxpy.func.__name__ == "saxpy"
-    with pytest.raises(KernelArgumentError, match=r"expected \[grid, block\]"):
+    with pytest.raises(KernelArgumentError, match=r"expected \[blocks, threads\]"):
         saxpy["x"]
-    with pytest.raises(KernelArgumentError, match=r"block in 1\.\.1024"):
+    with pytest.raises(KernelArgumentError, match=r"1\.\.1024 threads per block \(got 2048\)"):
         saxpy[1, 2048]
     with pytest.raises(KernelArgumentError, match="power of two"):
         sum_squares[1, 100]
@@ -321,6 +323,52 @@ def test_cpu_compilation_is_cached_for_a_new_process(tmp_path: Path) -> None:
     second = run_python(code, cache=cache, script=tmp_path / "cpu_job.py")
     assert first == {"hits": 0, "compiles": 1, "value": 45}
     assert second == {"hits": 1, "compiles": 0, "value": 45}
+
+
+def test_numba_cache_stays_in_the_checked_cache_directory(tmp_path: Path) -> None:
+    code = """
+        import json
+        import numpy as np
+        from numba import cuda
+        from pydotcompute import kernel
+
+        @kernel
+        def double(x):
+            i = cuda.grid(1)
+            if i < x.size:
+                x[i] *= 2
+
+        x = np.ones(10)
+        double[1, 32](x)
+        print(json.dumps({"hits": double.stats.cache_hits, "ok": bool((x == 2).all())}))
+    """
+    cache = tmp_path / "cache"
+    elsewhere = tmp_path / "numba-elsewhere"
+    env = {"NUMBA_CACHE_DIR": str(elsewhere)}
+    first = run_python(code, cache=cache, script=tmp_path / "nc_job.py", env=env)
+    second = run_python(code, cache=cache, script=tmp_path / "nc_job.py", env=env)
+    assert first == {"hits": 0, "ok": True} and second == {"hits": 1, "ok": True}
+    assert list((cache / "cpu").glob("*.nbi")) and list((cache / "cpu").glob("*.nbc"))
+    assert not elsewhere.exists() or not any(elsewhere.rglob("*"))
+
+
+def test_repeated_launches_take_new_values_and_keep_no_array_alive() -> None:
+    x = np.arange(4.0)
+    out = np.zeros(4)
+    saxpy(1.0, x, x, out)
+    saxpy(3.0, x, x, out)  # same arrays, a new number
+    assert out.tolist() == (4 * x).tolist()
+    saxpy(np.float32(0.5), x, x, out)  # another number type: another variant
+    assert out.tolist() == (1.5 * x).tolist()
+    other = np.ones(4)
+    saxpy(1.0, other, x, out)  # another array
+    assert out.tolist() == (1 + x).tolist()
+    ref = weakref.ref(other)
+    del other
+    gc.collect()
+    assert ref() is None
+    with pytest.raises(KernelArgumentError, match="does not fit in int64"):
+        saxpy(2**70, x, x, out)
 
 
 def test_cuda_path_runs_under_the_simulator(tmp_path: Path) -> None:

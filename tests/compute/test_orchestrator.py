@@ -143,3 +143,22 @@ def test_gpu_pipeline_times_steps_with_events() -> None:
     assert [r.h2d_copies for r in records] == [1, 1, 0]
     assert all(r.duration_s > 0 for r in records)
     assert other.host_view()[0] == 5.0
+
+
+def test_a_cuda_form_kernel_is_a_pipeline_step() -> None:
+    from numba import cuda
+
+    @kernel
+    def add_one(x):
+        i = cuda.grid(1)
+        if i < x.size:
+            x[i] += 1.0
+
+    x = UnifiedBuffer.from_array(np.zeros(100), accelerator="cpu")
+    pipeline = ComputeOrchestrator("cpu")
+    pipeline.add_kernel(add_one, x, grid=1, block=128)
+    pipeline.add_kernel(add_one, x, size=100)
+    pipeline.run(timeout=60)
+    assert (x.host_view() == 2.0).all()
+    with pytest.raises(KernelArgumentError, match=r"threads must be a non-negative int"):
+        pipeline.add_kernel(add_one, x, grid=1, block="wide")

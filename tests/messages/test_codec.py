@@ -113,7 +113,10 @@ def test_numpy_scalars_arrays_and_nested_messages_round_trip() -> None:
     )
     back = roundtrip(m)
     assert back.arr.dtype == np.float16 and back.arr.shape == (3, 2)
-    assert back.arr.flags.writeable and type(back.f32) is np.float32
+    assert not back.arr.flags.writeable and type(back.f32) is np.float32
+    copied = Numeric.from_bytes(m.to_bytes(), copy=True)
+    assert copied == m and copied.arr.flags.writeable and copied.fixed.flags.writeable
+    assert decode_message(m.to_bytes(), copy=True).arr.flags.writeable
 
 
 def test_structured_and_zero_size_arrays_round_trip() -> None:
@@ -325,3 +328,72 @@ def test_complex_values_with_a_bad_part_are_a_decode_error() -> None:
     good[3] = ["one", 2.0]
     with pytest.raises(MessageDecodeError, match=r"c64: expected np\.complex64 as \[real, imag\]"):
         Numeric.from_bytes(msgpack.packb(good))
+
+
+# ------------------------------------------------------------------ the wire format (version 1)
+
+
+@message
+class WithArray:
+    name: str
+    data: np.ndarray
+    n: int
+
+
+def test_wire_format_of_scalar_fields_is_pinned() -> None:
+    m = Inner(value=1.5, message_id=UUID(int=1), priority=3)
+    tag = Inner.__pdc_message__.tag  # type: ignore[attr-defined]
+    assert m.to_bytes() == msgpack.packb([tag, 1.5, UUID(int=1).bytes, 3, None])
+    assert Inner.from_bytes(msgpack.packb([tag, 1.5, bytes(16), 0, UUID(int=2).bytes])) == Inner(
+        value=1.5, message_id=UUID(int=0), priority=0, correlation_id=UUID(int=2)
+    )
+
+
+def test_wire_format_of_extension_types_is_pinned() -> None:
+    u = UUID(int=7)
+    m = Loose(anything=[u, np.int16(5), np.arange(3, dtype="<i2")], choice=1, message_id=u)
+    ext = msgpack.ExtType
+    expected = [
+        Loose.__pdc_message__.tag,  # type: ignore[attr-defined]
+        [
+            ext(1, u.bytes),
+            ext(3, msgpack.packb(["<i2", np.int16(5).tobytes()])),
+            ext(2, msgpack.packb(["<i2", [3], np.arange(3, dtype="<i2").tobytes()])),
+        ],
+        1, u.bytes, 128, None,
+    ]  # fmt: skip
+    assert m.to_bytes() == msgpack.packb(expected, use_bin_type=True)
+    nested = Loose(anything=Inner(value=1.0, message_id=u), choice="x", message_id=u)
+    tag = Loose.__pdc_message__.tag  # type: ignore[attr-defined]
+    inner = Inner(value=1.0, message_id=u).to_bytes()
+    assert nested.to_bytes() == msgpack.packb([tag, ext(4, inner), "x", u.bytes, 128, None])
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 7, 12, 13, 200, 255, 256, 16_000, 70_000])
+def test_array_fields_are_packed_byte_for_byte_as_msgpack_would(size: int) -> None:
+    # Array fields are written piecewise from the array's buffer: the headers must be exactly
+    # msgpack's (fixext, ext 8/16/32 and bin 8/16/32 by size).
+    data = np.arange(size, dtype=np.uint8)[::-1]  # not contiguous: packed in C order
+    m = WithArray(name="a", data=data, n=size, message_id=UUID(int=3))
+    payload = msgpack.packb(["|u1", [size], data.tobytes()], use_bin_type=True)
+    tag = WithArray.__pdc_message__.tag  # type: ignore[attr-defined]
+    expected = [tag, "a", msgpack.ExtType(2, payload), size, UUID(int=3).bytes, 128, None]
+    packed = m.to_bytes()
+    assert packed == msgpack.packb(expected, use_bin_type=True)
+    back = WithArray.from_bytes(packed)
+    assert back == m and not back.data.flags.writeable
+
+
+def test_values_of_subclasses_assigned_after_construction_still_pack() -> None:
+    class Name(str):
+        pass
+
+    @message
+    class Named:  # plain fields: packed by the shared strict packer
+        name: str
+
+    for cls, field in ((Named, "name"), (Scalars, "s")):
+        m = Named("n") if cls is Named else Scalars(1, 2.5, "s", b"", True, None, None, uuid4())
+        setattr(m, field, Name("sub"))  # not validated: assignments after construction are not
+        back = cls.from_bytes(m.to_bytes())  # type: ignore[attr-defined]
+        assert getattr(back, field) == "sub" and type(getattr(back, field)) is str

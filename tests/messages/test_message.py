@@ -310,3 +310,115 @@ def test_arbitrary_classes_are_checked_with_isinstance() -> None:
     Holder(thing=Thing())
     with pytest.raises(MessageValidationError, match=r"Holder\.thing: expected Thing, got int"):
         Holder(thing=1)
+
+
+def test_generated_init_keeps_dataclass_semantics() -> None:
+    @message
+    @dataclass(kw_only=True)
+    class Options:
+        name: str
+        tags: list[str] = field(default_factory=list)
+        weight: float = 1
+        derived: int = field(init=False, default=0)
+
+        def __post_init__(self) -> None:
+            self.derived = len(self.tags)
+
+    a, b = Options(name="a"), Options(name="b", tags=("x", "y"), weight=2)
+    assert a.tags == [] and a.tags is not Options(name="c").tags  # a fresh list each time
+    assert a.weight == 1.0 and type(a.weight) is float  # the default is coerced too
+    assert b.tags == ["x", "y"] and b.derived == 2 and b.weight == 2.0
+    params = inspect.signature(Options).parameters
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
+    assert "derived" not in params
+    with pytest.raises(TypeError, match="positional"):
+        Options("a")  # type: ignore[misc]
+    assert Options.from_bytes(b.to_bytes()) == b  # type: ignore[attr-defined]
+
+
+def test_init_false_fields_are_validated_after_post_init() -> None:
+    @message
+    @dataclass
+    class Late:
+        x: int
+        half: float = field(init=False)
+
+        def __post_init__(self) -> None:
+            self.half = self.x / 2 if self.x >= 0 else "negative"  # type: ignore[assignment]
+
+    assert Late(3).half == 1.5
+    with pytest.raises(MessageValidationError, match=r"Late\.half: expected float, got str"):
+        Late(-1)
+
+
+def test_frozen_messages_build_and_decode() -> None:
+    @message
+    @dataclass(frozen=True)
+    class Point:
+        x: float
+        y: float
+
+    p = Point(1, 2)
+    back = Point.from_bytes(p.to_bytes())  # type: ignore[attr-defined]
+    assert back == p and hash(back) == hash(p) and type(back.x) is float
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        back.x = 3.0  # type: ignore[misc]
+
+
+def test_a_class_with_its_own_init_keeps_it() -> None:
+    @message
+    class Custom:
+        x: float
+
+        def __init__(self, value: str) -> None:
+            self.x = float(value)
+            self.__post_init__()
+
+    c = Custom("2")
+    assert c.x == 2.0 and c.priority == 128 and isinstance(c.message_id, UUID)
+    back = Custom.from_bytes(c.to_bytes())  # type: ignore[attr-defined]
+    assert back.x == 2.0 and back.message_id == c.message_id
+
+
+def test_a_custom_setattr_still_decodes() -> None:
+    seen: list[str] = []
+
+    @message
+    class Watched:
+        x: int
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            seen.append(name)
+            object.__setattr__(self, name, value)
+
+    w = Watched(x=1)
+    assert "x" in seen
+    assert Watched.from_bytes(w.to_bytes()).x == 1  # type: ignore[attr-defined]
+
+
+def test_a_plain_dataclass_subclass_of_a_message_is_validated() -> None:
+    @dataclass
+    class Sub(ComputeResponse):
+        extra: int = 0
+
+    s = Sub(result=2, extra=1)
+    assert s.result == 2.0 and type(s.result) is float
+    with pytest.raises(MessageValidationError, match=r"Sub\.result: expected float"):
+        Sub(result="x")
+
+
+def test_fields_may_be_named_like_builtins_and_generated_locals() -> None:
+    @message
+    class Odd:
+        type: str
+        self: int
+        e: float
+        v: list[int]
+        d: dict[str, int]
+        o: bytes
+
+    m = Odd(type="t", self=1, e=2, v=(3,), d={"k": 4}, o=b"5")
+    assert (m.type, m.self, m.e, m.v, m.d, m.o) == ("t", 1, 2.0, [3], {"k": 4}, b"5")
+    assert Odd.from_bytes(m.to_bytes()) == m  # type: ignore[attr-defined]
+    with pytest.raises(MessageValidationError, match=r"Odd\.e: expected float, got str"):
+        Odd(type="t", self=1, e="x", v=[], d={}, o=b"")

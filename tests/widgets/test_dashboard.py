@@ -107,6 +107,26 @@ async def test_new_kernels_appear_and_terminated_ones_keep_their_final_row(
     assert list(dash.table.root.children[1:]) == [dash.table.lines["a"], dash.table.lines["late"]]
 
 
+async def test_links_and_dead_letters_show_in_the_table(
+    runtime: RingKernelRuntime, open_dashboard: Any
+) -> None:
+    async def sink(ctx: KernelContext[Result, Result]) -> None:
+        while not ctx.should_terminate:
+            await ctx.send(await ctx.receive())
+
+    await started(runtime, "a")
+    await runtime.launch("b", func=sink)
+    await runtime.activate("b")
+    dash = open_dashboard(runtime, interval=0.1)
+    assert cell(dash, "a", "next") == "" and cell(dash, "b", "dead") == "0"
+    await runtime.link("a", "b")
+    await until(lambda: cell(dash, "a", "next") == "b")
+    await runtime.terminate("b")
+    await runtime.send("a", Job(n=1))  # a forwards it to b, which has ended: a dead letter
+    await until(lambda: cell(dash, "b", "dead") == "1")
+    assert [d.reason.value for d in runtime.dead_letters("b")] == ["terminated"]
+
+
 async def test_an_update_with_no_kernel_changed_sends_no_kernel_data(
     runtime: RingKernelRuntime, open_dashboard: Any
 ) -> None:

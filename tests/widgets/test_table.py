@@ -15,7 +15,8 @@ def test_row_shows_every_column_of_the_issue() -> None:
     t = telemetry(
         "worker", state="FAILED", inbox_depth=3, outbox_depth=1, processed=12345,
         throughput=2500.4, latency_p50_us=4.25, latency_p99_us=80.0, dropped=2, errors=1,
-        last_error="ValueError: boom", restarts=2,
+        last_error="ValueError: boom", restarts=2, dead_letters=7,
+        outputs_to=("detector", "archive"),
     )  # fmt: skip
     cells = row_cells(t)
     assert len(cells) == len(COLUMNS)
@@ -29,6 +30,8 @@ def test_row_shows_every_column_of_the_issue() -> None:
     assert (_col(cells, "dropped"), _col(cells, "errors")) == ("2", "1")
     assert _col(cells, "last_error") == "ValueError: boom"
     assert _col(cells, "restarts") == "2"
+    assert _col(cells, "dead") == "7"
+    assert _col(cells, "next") == "detector, archive"
 
 
 def test_row_names_the_device_of_a_device_kernel_and_dashes_missing_latency() -> None:

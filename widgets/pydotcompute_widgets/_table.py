@@ -1,5 +1,8 @@
 """The kernel table: one row per kernel, each row re-sent only when what it shows changed.
 
+The "→ next" column names the kernels a kernel's output is linked to (``runtime.link``), and
+"dead letters" counts the messages meant for it that could not be delivered.
+
 Each row has a button that opens the kernel's event log (launch, activation, failures with
 their message, restarts, relaunches: the ``events`` of its telemetry) under the row.
 """
@@ -26,6 +29,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("p50", "p50 µs"),
     ("p99", "p99 µs"),
     ("dropped", "dropped"),
+    ("dead", "dead letters"),
+    ("next", "→ next"),
     ("errors", "errors"),
     ("restarts", "restarts"),
     ("last_error", "last error"),
@@ -41,8 +46,10 @@ STATE_COLOURS = {
     "FAILED": "#dc2626",
 }
 
-_GRID = "8.5em 6.5em 7.5em 5em 5em 6em 5em 4.5em 4.5em 5em 4em 4.5em minmax(10em, 1fr)"
-_NUMERIC = {"inbox", "outbox", "processed", "rate", "p50", "p99", "dropped", "errors", "restarts"}
+_GRID = "8.5em 6.5em 7.5em 5em 5em 6em 5em 4.5em 4.5em 5em 5.5em 7em 4em 4.5em minmax(10em, 1fr)"
+_NUMERIC = {
+    "inbox", "outbox", "processed", "rate", "p50", "p99", "dropped", "dead", "errors", "restarts"
+}  # fmt: skip
 _ERROR_SHOWN = 60  # characters of the last error in the cell; the full text is its tooltip
 
 #: The dashboard's style sheet, shipped inside the table header (an HTML widget), scoped to
@@ -56,6 +63,7 @@ STYLE = f"""<style>
   var(--jp-border-color1, #9ca3af); }}
 .pdc-dashboard .pdc-num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 .pdc-dashboard .pdc-c-id {{ font-weight: 600; overflow: hidden; text-overflow: ellipsis; }}
+.pdc-dashboard .pdc-c-next {{ overflow: hidden; text-overflow: ellipsis; }}
 .pdc-dashboard .pdc-c-last_error {{ overflow: hidden; text-overflow: ellipsis;
   color: #b91c1c; }}
 .pdc-dashboard .pdc-badge {{ color: white; border-radius: 3px; padding: 0 6px;
@@ -101,6 +109,8 @@ def row_cells(t: KernelTelemetry) -> tuple[str, ...]:
         _us(t.latency_p50_us),
         _us(t.latency_p99_us),
         _count(t.dropped),
+        _count(t.dead_letters),
+        ", ".join(t.outputs_to),
         _count(t.errors),
         _count(t.restarts),
         t.last_error or "",
@@ -115,7 +125,8 @@ def _cell(key: str, text: str) -> str:
         body = f'<span class="pdc-badge" style="background:{colour}">{body}</span>'
     elif key == "last_error" and len(text) > _ERROR_SHOWN:
         body = html.escape(text[: _ERROR_SHOWN - 1] + "…")
-    title = f' title="{html.escape(text, quote=True)}"' if key in ("id", "last_error") else ""
+    titled = ("id", "next", "last_error")
+    title = f' title="{html.escape(text, quote=True)}"' if key in titled else ""
     return f'<div class="{classes}"{title}>{body}</div>'
 
 

@@ -4,9 +4,10 @@ device that runs the same generated source on the CPU.
 Private modules, one concept each: ``_definition`` (the declaration), ``_codegen`` (the
 generated source), ``_shim`` (CUDA names for the host compiler), ``_memory`` (control block
 and ring layout), ``_compile`` / ``_nvrtc`` (builds and their disk cache), ``_records``
-(messages to ring slots), ``_inbox`` / ``_outbox`` (host side of the rings),
-``_cuda_launch`` / ``_emulated`` (starting the loop), ``_kernel`` (the kernel the runtime
-drives).
+(messages to ring slots), ``_inbox`` / ``_outbox`` (host side of the rings), ``_native``
+(the native host endpoint: doorbell stores and the reply spin), ``_waiting`` (spin, then park
+or pump), ``_cuda_launch`` / ``_emulated`` (starting the loop; the emulated device runs each
+kernel in ``_host_program``'s process), ``_kernel`` (the kernel the runtime drives).
 """
 
 from __future__ import annotations

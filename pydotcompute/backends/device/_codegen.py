@@ -18,10 +18,11 @@ from ._memory import control_c_source
 
 __all__ = ["GENERATOR_VERSION", "GeneratedSource", "generate"]
 
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 KERNEL_SYMBOL = "pdc_ring_kernel"
-SPIN_NS = 50_000  # an idle loop polls without sleeping this long, then backs off
+SPIN_NS = 200_000  # an idle loop polls without sleeping this long, then sleeps or naps
 MAX_NAP_NS = 100_000  # longest __nanosleep of an idle or parked loop
+PREEMPTED_NS = 200_000  # a gap this long between two polls: the emulated device was preempted
 SEQ_BATCH = 64  # messages a sequential loop takes before re-reading its command word
 SEQ_BATCH_NS = 20_000  # ... or fewer, once a batch has run this long
 PAR_ROUNDS = 32  # a parallel block takes up to PAR_ROUNDS * blockDim.x messages at once
@@ -45,31 +46,74 @@ static __device__ __forceinline__ unsigned long long pdc_now_ns()
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
     return t;
 }
+// The emulated device records which message is in flight (to name it when a handler faults);
+// on a GPU the CUDA error says what happened.
+#define PDC_TAKING(first, end)
+#define PDC_HANDLING(index)
 #endif
 // NVRTC cannot evaluate offsetof in a constant expression, so field offsets are checked by
 // the host compiler (the emulated device build, run in CI); CUDA lays out these structs by
 // the same rules as the host ABI. Sizes are checked by both.
 #if defined(PDC_EMULATED)
-#define PDC_CHECK_OFFSET(type, member, offset) \
+#define PDC_CHECK_OFFSET(type, member, offset) \\
     static_assert(offsetof(type, member) == offset, "offset of " #type "::" #member)
 #else
 #define PDC_CHECK_OFFSET(type, member, offset)
 #endif"""
 
 _PROTOCOL = f"""\
-// Each control word has one writer. Loads are volatile (they go to memory every time) and
-// followed by a system-scope fence (acquire); stores are preceded by one (release).
+// Each control word has one writer. The loop polls one word, the doorbell (inbox tail and
+// command), with an acquire load, and publishes indices with release stores: on a GPU these
+// are ld.acquire.sys / st.release.sys (no full fence per poll); on the emulated device they
+// are std::atomic acquire / release. Counters are plain stores, published once per batch.
+#if defined(PDC_EMULATED)
+static inline unsigned long long pdc_load_acquire(const unsigned long long* p)
+{{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}}
+
+static inline void pdc_store_release(unsigned long long* p, unsigned long long v)
+{{
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}}
+
+static inline void pdc_store_relaxed(unsigned long long* p, unsigned long long v)
+{{
+    __atomic_store_n(p, v, __ATOMIC_RELAXED);
+}}
+
+// A slot is read after the acquire load that made it visible: a plain copy.
+template <typename T> static inline T pdc_read_slot(const T* slot)
+{{
+    return *slot;
+}}
+#else
 static __device__ __forceinline__ unsigned long long pdc_load_acquire(const unsigned long long* p)
 {{
-    const unsigned long long v = *reinterpret_cast<const volatile unsigned long long*>(p);
+    unsigned long long v;
+#if __CUDA_ARCH__ >= 700
+    asm volatile("ld.acquire.sys.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+#else
+    v = *reinterpret_cast<const volatile unsigned long long*>(p);
     __threadfence_system();
+#endif
     return v;
 }}
 
 static __device__ __forceinline__ void pdc_store_release(unsigned long long* p,
                                                          unsigned long long v)
 {{
+#if __CUDA_ARCH__ >= 700
+    asm volatile("st.release.sys.u64 [%0], %1;" : : "l"(p), "l"(v) : "memory");
+#else
     __threadfence_system();
+    *reinterpret_cast<volatile unsigned long long*>(p) = v;
+#endif
+}}
+
+static __device__ __forceinline__ void pdc_store_relaxed(unsigned long long* p,
+                                                         unsigned long long v)
+{{
     *reinterpret_cast<volatile unsigned long long*>(p) = v;
 }}
 
@@ -100,39 +144,93 @@ template <typename T> static __device__ __forceinline__ T pdc_read_slot(const T*
     }}
     return v;
 }}
+#endif
 
-// Counters the device publishes into the control block (it is their only writer).
+// Counters the device publishes into the control block (it is their only writer), and the
+// host_wait generation it last signalled (emulated device).
 struct pdc_counters {{
-    unsigned long long processed, idle_polls, busy_ns, full_waits, heartbeat;
+    unsigned long long processed, idle_polls, busy_ns, full_waits, heartbeat, told;
 }};
 
 static __device__ __forceinline__ void pdc_publish(pdc_control* ctl, const pdc_counters& c)
 {{
-    *reinterpret_cast<volatile unsigned long long*>(&ctl->processed) = c.processed;
-    *reinterpret_cast<volatile unsigned long long*>(&ctl->idle_polls) = c.idle_polls;
-    *reinterpret_cast<volatile unsigned long long*>(&ctl->busy_ns) = c.busy_ns;
-    *reinterpret_cast<volatile unsigned long long*>(&ctl->full_waits) = c.full_waits;
-    *reinterpret_cast<volatile unsigned long long*>(&ctl->heartbeat) = c.heartbeat;
+    pdc_store_relaxed(&ctl->processed, c.processed);
+    pdc_store_relaxed(&ctl->idle_polls, c.idle_polls);
+    pdc_store_relaxed(&ctl->busy_ns, c.busy_ns);
+    pdc_store_relaxed(&ctl->full_waits, c.full_waits);
+    pdc_store_relaxed(&ctl->heartbeat, c.heartbeat);
 }}
 
-static __device__ __forceinline__ void pdc_set_status(pdc_control* ctl, unsigned long long& now,
+// Tell the host about progress. The emulated device signals the host's wake-up pipe, once per
+// host_wait generation, only while the host has said it waits; a GPU cannot signal the host,
+// which polls instead (only while somebody waits).
+#if defined(PDC_EMULATED)
+static inline void pdc_notify_host(pdc_control* ctl, pdc_counters& c)
+{{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);  // what was published, before reading host_wait
+    const unsigned long long want = __atomic_load_n(&ctl->host_wait, __ATOMIC_ACQUIRE);
+    if (want != 0 && want != c.told) {{
+        c.told = want;
+        pdc_emu::notify_host();
+    }}
+}}
+#else
+#define pdc_notify_host(ctl, c) ((void)0)
+#endif
+
+static __device__ __forceinline__ void pdc_set_status(pdc_control* ctl, pdc_counters& c,
+                                                      unsigned long long& now,
                                                       unsigned long long next)
 {{
     if (now != next) {{
         now = next;
         pdc_store_release(&ctl->status, next);
+        pdc_notify_host(ctl, c);
     }}
 }}
 
-// Idle back-off: poll without sleeping for {SPIN_NS} ns, then __nanosleep with doubling naps
-// up to {MAX_NAP_NS} ns, so a parked or idle kernel costs almost nothing.
+// Idle back-off: poll for {SPIN_NS} ns after the last message, then sleep. The emulated device
+// sleeps in the OS (a futex on wake_seq) until the host rings; a GPU naps with doubling
+// __nanosleep up to {MAX_NAP_NS} ns. Either way an idle or parked kernel costs almost nothing.
 struct pdc_backoff {{
     bool idle;
-    unsigned long long since;
+    unsigned long long since, last;
     unsigned int nap;
 }};
 
-static __device__ __forceinline__ void pdc_idle(pdc_control* ctl, pdc_backoff& b, pdc_counters& c)
+#if defined(PDC_EMULATED)
+// sleeping = 1: idle, wake me when the doorbell changes; 2: the outbox is full, wake me also
+// when the host takes replies. The host bumps wake_seq when it sees either.
+static inline void pdc_sleep(pdc_control* ctl, pdc_backoff& b, unsigned long long bell,
+                             bool full, unsigned long long out_head)
+{{
+    const unsigned long long seq = __atomic_load_n(&ctl->wake_seq, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&ctl->sleeping, full ? 2ull : 1ull, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&ctl->doorbell, __ATOMIC_SEQ_CST) == bell &&
+        (!full || __atomic_load_n(&ctl->out_head, __ATOMIC_SEQ_CST) == out_head)) {{
+        pdc_emu::wait_while(&ctl->wake_seq, seq);
+    }}
+    __atomic_store_n(&ctl->sleeping, 0ull, __ATOMIC_SEQ_CST);
+}}
+#define pdc_relax() pdc_emu::relax()
+// Caught up with the host: if the OS runs this process on the host's core, the host (spinning
+// for the replies just published) gets the core now rather than at the end of a time slice.
+#define pdc_caught_up() std::this_thread::yield()
+#else
+static __device__ __forceinline__ void pdc_sleep(pdc_control* ctl, pdc_backoff& b,
+                                                 unsigned long long bell, bool full,
+                                                 unsigned long long out_head)
+{{
+    __nanosleep(b.nap);
+    b.nap = b.nap * 2 < {MAX_NAP_NS}u ? b.nap * 2 : {MAX_NAP_NS}u;
+}}
+#define pdc_relax() __nanosleep(32)
+#define pdc_caught_up() ((void)0)
+#endif
+
+static __device__ __forceinline__ void pdc_idle(pdc_control* ctl, pdc_backoff& b,
+                                                pdc_counters& c, unsigned long long bell,
+                                                bool full, unsigned long long out_head)
 {{
     const unsigned long long now = pdc_now_ns();
     c.idle_polls += 1;
@@ -140,15 +238,18 @@ static __device__ __forceinline__ void pdc_idle(pdc_control* ctl, pdc_backoff& b
         b.idle = true;
         b.since = now;
         b.nap = 32;
+        pdc_caught_up();
+    }} else if (now - b.last > {PREEMPTED_NS}ull) {{
+        b.since += now - b.last;  // the OS ran something else: that time was not spent polling
     }}
+    b.last = now;
     if (now - b.since < {SPIN_NS}ull) {{
-        __nanosleep(32);
+        pdc_relax();
         return;
     }}
     c.heartbeat += 1;
     pdc_publish(ctl, c);
-    __nanosleep(b.nap);
-    b.nap = b.nap * 2 < {MAX_NAP_NS}u ? b.nap * 2 : {MAX_NAP_NS}u;
+    pdc_sleep(ctl, b, bell, full, out_head);
 }}"""
 
 
@@ -336,9 +437,11 @@ _SEQUENTIAL = (
     pdc_counters c = pdc_counters();
     pdc_backoff backoff = pdc_backoff();
     unsigned long long status = 0;
-    pdc_set_status(ctl, status, PDC_STATUS_PARKED);
+    pdc_set_status(ctl, c, status, PDC_STATUS_PARKED);
     for (;;) {{
-        const unsigned long long cmd = pdc_load_acquire(&ctl->command);
+        // One load says all the host has to say: the command and the inbox tail.
+        const unsigned long long bell = pdc_load_acquire(&ctl->doorbell);
+        const unsigned long long cmd = bell & PDC_CMD_MASK;
         if (cmd == PDC_CMD_TERMINATE) {{
             break;
         }}
@@ -351,10 +454,10 @@ _SEQUENTIAL = (
                 *state_slot = state;  // published by the status store below
             }}
         }}
-        pdc_set_status(ctl, status, active ? PDC_STATUS_ACTIVE : PDC_STATUS_PARKED);
-        const unsigned long long tail = active ? pdc_load_acquire(&ctl->in_tail) : head;
+        pdc_set_status(ctl, c, status, active ? PDC_STATUS_ACTIVE : PDC_STATUS_PARKED);
+        const unsigned long long tail = active ? bell >> PDC_CMD_BITS : head;
         if (tail == head) {{
-            pdc_idle(ctl, backoff, c);
+            pdc_idle(ctl, backoff, c, bell, false, 0);
             continue;
         }}
         const unsigned long long t0 = pdc_now_ns();
@@ -370,8 +473,11 @@ _SEQUENTIAL = (
                 }}
             }}
             const {In} msg = pdc_read_slot(&inbox[head & in_mask]);
+            PDC_TAKING(head, head + 1);
             head += 1;
-            pdc_store_release(&ctl->in_head, head);  // taken: a fault now loses only this one
+            // Taken before the handler runs: the inbox depth the host sees excludes it, and a
+            // fault from here on loses only this message (a GPU cannot say which one failed).
+            pdc_store_release(&ctl->in_head, head);
             {Out} out = {Out}();
             bool reply = true;
             handle(msg, out, state, reply);
@@ -385,7 +491,7 @@ _SEQUENTIAL = (
             }}
             c.processed += 1;
             if (pdc_now_ns() - t0 > {batch_ns}ull) {{
-                break;  // a slow handler: publish now and look at the command word again
+                break;  // a slow handler: publish now and look at the doorbell again
             }}
         }}
         if (head != start) {{
@@ -393,10 +499,12 @@ _SEQUENTIAL = (
             c.heartbeat += 1;
             pdc_publish(ctl, c);
             backoff.idle = false;
+            pdc_notify_host(ctl, c);
         }}
         if (outbox_full) {{
             c.full_waits += 1;
-            pdc_idle(ctl, backoff, c);
+            pdc_notify_host(ctl, c);
+            pdc_idle(ctl, backoff, c, bell, true, out_head);
         }}
     }}
     if (was_active) {{
@@ -404,6 +512,7 @@ _SEQUENTIAL = (
     }}
     pdc_publish(ctl, c);
     pdc_store_release(&ctl->status, PDC_STATUS_EXITED);
+    pdc_notify_host(ctl, c);
 }}
 """
 )
@@ -420,21 +529,23 @@ _PARALLEL = (
         head = pdc_load_acquire(&ctl->in_head);
         out_tail = pdc_load_acquire(&ctl->out_tail);
         out_head = pdc_load_acquire(&ctl->out_head);
-        pdc_set_status(ctl, status, PDC_STATUS_PARKED);
+        pdc_set_status(ctl, c, status, PDC_STATUS_PARKED);
     }}
     for (;;) {{
         if (threadIdx.x == 0) {{
             // Thread 0 alone looks for work; the rest of the block waits at the barrier.
             unsigned long long cmd = 0, count = 0;
             for (;;) {{
-                cmd = pdc_load_acquire(&ctl->command);
+                const unsigned long long bell = pdc_load_acquire(&ctl->doorbell);
+                cmd = bell & PDC_CMD_MASK;
                 if (cmd == PDC_CMD_TERMINATE) {{
                     break;
                 }}
                 const bool active = cmd == PDC_CMD_ACTIVE;
-                pdc_set_status(ctl, status, active ? PDC_STATUS_ACTIVE : PDC_STATUS_PARKED);
+                pdc_set_status(ctl, c, status, active ? PDC_STATUS_ACTIVE : PDC_STATUS_PARKED);
+                bool full = false;
                 if (active) {{
-                    const unsigned long long avail = pdc_load_acquire(&ctl->in_tail) - head;
+                    const unsigned long long avail = (bell >> PDC_CMD_BITS) - head;
                     if (avail != 0) {{
                         const unsigned long long most = {rounds}ull * blockDim.x;
                         unsigned long long want = avail < most ? avail : most;
@@ -447,15 +558,18 @@ _PARALLEL = (
                             break;
                         }}
                         c.full_waits += 1;  // wait for the host: a reply is never overwritten
+                        full = true;
+                        pdc_notify_host(ctl, c);
                     }}
                 }}
-                pdc_idle(ctl, backoff, c);
+                pdc_idle(ctl, backoff, c, bell, full, out_head);
             }}
             backoff.idle = false;
             s_cmd = cmd;
             s_count = count;
             s_head = head;
             s_out = out_tail;
+            PDC_TAKING(head, head + count);  // a fault loses this batch, nothing after it
             t0 = pdc_now_ns();
         }}
         __syncthreads();
@@ -464,6 +578,7 @@ _PARALLEL = (
         }}
         for (unsigned long long i = threadIdx.x; i < s_count; i += blockDim.x) {{
             const {In} msg = pdc_read_slot(&inbox[(s_head + i) & in_mask]);
+            PDC_HANDLING(s_head + i);
             {Out} out = {Out}();
             bool reply = true;
             handle(msg, out, state, reply);
@@ -472,7 +587,7 @@ _PARALLEL = (
     + """
             outbox[(s_out + i) & out_mask] = out;
         }}
-        __threadfence_system();
+        __threadfence_system();  // once per batch: this thread's replies, before the barrier
         __syncthreads();
         if (threadIdx.x == 0) {{
             head += s_count;
@@ -483,11 +598,13 @@ _PARALLEL = (
             c.busy_ns += pdc_now_ns() - t0;
             c.heartbeat += 1;
             pdc_publish(ctl, c);
+            pdc_notify_host(ctl, c);
         }}
     }}
     if (threadIdx.x == 0) {{
         pdc_publish(ctl, c);
         pdc_store_release(&ctl->status, PDC_STATUS_EXITED);
+        pdc_notify_host(ctl, c);
     }}
 }}
 """

@@ -31,7 +31,7 @@ from ._shim import ENTRY, SHIM_HEADER
 __all__ = ["Build", "build_cuda", "build_emulated", "find_cxx", "parse_errors"]
 
 NVRTC_OPTIONS = ("-std=c++17", "-lineinfo")
-CXX_OPTIONS = ("-std=c++17", "-O2", "-shared", "-fPIC", "-pthread", "-DPDC_EMULATED", "-w")
+CXX_OPTIONS = ("-std=c++17", "-O2", "-g", "-shared", "-fPIC", "-pthread", "-DPDC_EMULATED", "-w")
 _COMPILE_TIMEOUT_S = 300
 
 # "summer.handle(3): error: ..." (NVRTC) and "summer.handle:3:5: error: ..." (gcc, clang)

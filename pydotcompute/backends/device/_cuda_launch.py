@@ -35,7 +35,7 @@ import numpy as np
 from ..._cuda import check_ring_kernel_environment, cuda_status, require_cupy
 from ...errors import BackendUnavailableError, DeviceFaultError, KernelRegistrationError
 from ._codegen import KERNEL_SYMBOL
-from ._memory import CMD_TERMINATE, WORD
+from ._memory import ring_terminate
 
 __all__ = ["CudaLauncher", "residency"]
 
@@ -281,9 +281,7 @@ class CudaLauncher:
     def request_stop(self) -> None:
         """Write the terminate command into the control block (the loop exits on its own)."""
         if self._owns_memory:
-            self.memory[: 8 * (WORD["command"] + 1)].view(np.uint64)[WORD["command"]] = (
-                CMD_TERMINATE
-            )
+            ring_terminate(self.memory)
 
     def __del__(self) -> None:
         # Dropped without release(): never let the pinned block be freed (cudaFreeHost may

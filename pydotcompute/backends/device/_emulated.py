@@ -1,123 +1,280 @@
-"""Run a device ring kernel on the emulated device: a native thread over host memory.
+"""Run a device ring kernel on the emulated device: a process of its own over shared memory.
 
-The kernel's shared library is loaded from a private copy, so every launch has its own
-``__shared__`` and global variables (as every CUDA launch has its own module), and
-``pdc_emulated_run`` is called through ctypes on a Python thread: ctypes releases the GIL
-for the whole call, so the loop runs in parallel with Python and costs the interpreter
-nothing.
+The mailbox memory is a shared-memory file (``memfd_create`` on Linux, else an unlinked
+temporary file), reserved in full up front and mapped by Python and by the kernel's process,
+``pdc-emulated-host`` (see ``_host_program.py``), which loads the kernel's cached shared
+library and runs its loop. The kernel sees offsets into its own mapping, never Python's
+addresses. This gives the emulated device a GPU's failure model: a handler that faults ends
+its own process only, and the kernel is ``FAILED`` with a :class:`DeviceFaultError` naming
+the signal (and the handler line, read from the library's debug information with
+``addr2line`` where it is installed); Python and every other kernel go on. When the kernel
+ends, its process exits and the operating system unloads its library.
+
+Two pipes connect the processes: the kernel writes a byte to the *notify* pipe when it has
+progress for a host that said it waits (``host_wait``), and Python watches the pipe with
+``loop.add_reader``; the pipe also reaches end of file when the process ends, however it
+ends. The kernel's process watches the *alive* pipe, whose write end only Python holds, and
+exits when Python goes away.
 """
 
 from __future__ import annotations
 
-import atexit
-import ctypes
+import mmap
 import os
+import re
 import shutil
+import signal
+import subprocess
 import tempfile
-import threading
-import weakref
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ...errors import DeviceFaultError
-from ._memory import CMD_TERMINATE, ERR_TRAP, WORD
+from ._host_program import host_program
+from ._memory import (
+    CONTROL_BYTES,
+    ERR_EXCEPTION,
+    ERR_SIGNAL,
+    ERR_TRAP,
+    FAULT_FRAMES,
+    NO_MESSAGE,
+    WORD,
+)
 
-__all__ = ["EmulatedLauncher"]
+__all__ = ["EmulatedLauncher", "reserve_shared_memory"]
 
-_live: weakref.WeakSet[EmulatedLauncher] = weakref.WeakSet()
+_SIGNAL_CODES: dict[tuple[int, int], str] = {
+    # (signal, si_code) -> what it means (si_code values are the Linux ones)
+    (signal.SIGFPE, 1): "integer divide by zero",
+    (signal.SIGFPE, 2): "integer overflow",
+    (signal.SIGFPE, 3): "floating-point divide by zero",
+    (signal.SIGSEGV, 1): "address not mapped",
+    (signal.SIGSEGV, 2): "invalid permissions for the address",
+    (signal.SIGBUS, 1): "invalid address alignment",
+    (signal.SIGBUS, 2): "nonexistent physical address",
+    (signal.SIGILL, 1): "illegal opcode",
+}
+_ADDRESS_SIGNALS = (signal.SIGSEGV, signal.SIGBUS)
+_LINE = re.compile(r"(?P<file>[^\s:]+)\.(?P<part>handle|prelude):(?P<line>\d+)")
 
 
-def aligned_zeros(size: int, align: int = 64) -> np.ndarray:
-    """A zeroed uint8 buffer whose first byte is ``align``-byte aligned."""
-    raw = np.zeros(size + align, np.uint8)
-    skip = (-raw.ctypes.data) % align
-    return raw[skip : skip + size]
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def reserve_shared_memory(name: str, size: int) -> int:
+    """A file descriptor of ``size`` bytes of shared memory, all of it reserved now.
+
+    Reserving up front (``posix_fallocate``) makes a size the machine cannot hold fail here,
+    with an ``OSError``, rather than as ``SIGBUS`` on first touch. Sizes beyond the available
+    memory are refused before anything is reserved.
+    """
+    available = _available_memory()
+    if available is not None and size > available:
+        raise MemoryError(
+            f"{size:,} bytes of mailbox memory exceed the {available:,} bytes available"
+        )
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create(f"pdc-{name}"[:200], os.MFD_CLOEXEC)
+    else:
+        fd, path = tempfile.mkstemp(prefix="pdc-mailbox-")
+        os.unlink(path)
+    try:
+        os.ftruncate(fd, size)
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class EmulatedLauncher:
-    """One kernel instance on the emulated device."""
+    """One kernel instance on the emulated device: its shared memory and its process."""
 
     device = "emulated"
+    #: The kernel is given offsets into its mailbox memory: its process adds its own base.
+    base_address = 0
 
     def __init__(self, kernel_id: str, size: int) -> None:
         self.kernel_id = kernel_id
-        self.memory = aligned_zeros(size)
-        self._thread: threading.Thread | None = None
-        self._rc: int | None = None
-        self._error: BaseException | None = None
-
-    @property
-    def base_address(self) -> int:
-        """The address the kernel sees for byte 0 of :attr:`memory`."""
-        return int(self.memory.ctypes.data)
+        self.size = size
+        self._fd = reserve_shared_memory(kernel_id, size)
+        try:
+            self._map: mmap.mmap | None = mmap.mmap(self._fd, size)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self.memory: Any = np.frombuffer(self._map, np.uint8)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._library: Path | None = None
+        self.notify_fd = -1  # read end of the notify pipe (watched by the kernel)
+        self._alive_fd = -1  # write end of the alive pipe (closing it ends the process)
+        self.killed = False
 
     def start(self, library: Path, args: tuple[int, ...], threads: int) -> None:
-        """Load a private copy of ``library`` and run its loop on a native thread."""
-        fd, private = tempfile.mkstemp(prefix="pdc-kernel-", suffix=".so")
-        os.close(fd)
+        """Start the kernel's process on ``library``; ``args`` are the loop's arguments."""
+        program = host_program()
+        notify_r, notify_w = os.pipe()
+        alive_r, alive_w = os.pipe()
+        os.set_blocking(notify_r, False)
+        argv = [
+            str(program),
+            str(library),
+            str(self._fd),
+            str(self.size),
+            str(notify_w),
+            str(alive_r),
+            str(threads),
+            *(str(a) for a in args[1:]),
+        ]
         try:
-            shutil.copyfile(library, private)
-            lib = ctypes.CDLL(private)
+            self._proc = subprocess.Popen(
+                argv, pass_fds=(self._fd, notify_w, alive_r), stdin=subprocess.DEVNULL
+            )
+        except BaseException:
+            os.close(notify_r)
+            os.close(alive_w)
+            raise
         finally:
-            os.unlink(private)  # the mapping stays valid; nothing is left on disk
-        run = lib.pdc_emulated_run
-        run.argtypes = [ctypes.c_uint, *([ctypes.c_ulonglong] * 6)]
-        run.restype = ctypes.c_int
+            os.close(notify_w)
+            os.close(alive_r)
+            os.close(self._fd)  # the mapping and the child keep the memory
+            self._fd = -1
+        self._library = library
+        self.notify_fd = notify_r
+        self._alive_fd = alive_w
 
-        def body() -> None:
-            try:
-                self._rc = run(threads, *args)
-            except BaseException as exc:  # recorded and reported as the kernel's fault
-                self._error = exc
-
-        self._thread = threading.Thread(
-            target=body, name=f"pydotcompute emulated {self.kernel_id}", daemon=True
-        )
-        self._thread.start()
-        _live.add(self)
+    @property
+    def pid(self) -> int | None:
+        """The process id of the kernel's process (``None`` before it starts)."""
+        return None if self._proc is None else self._proc.pid
 
     def running(self) -> bool:
-        """Whether the loop is still running (the ``cudaStreamQuery`` of the emulation)."""
-        return self._thread is not None and self._thread.is_alive()
+        """Whether the kernel's process is still running (it is reaped once it ends)."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def reap(self) -> None:
+        """Wait for a process whose notify pipe has ended (it is exiting) to be gone.
+
+        The pipe ends while the process is still being torn down, a few microseconds before
+        it can be reaped; one that holds on beyond a second is ended.
+        """
+        if self._proc is None:
+            return
+        try:
+            self._proc.wait(1.0)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self._proc.wait()
+
+    def kill(self) -> None:
+        """End the kernel's process at once (a handler that never returns)."""
+        if self.running():
+            assert self._proc is not None
+            self.killed = True
+            self._proc.kill()
 
     def fault(self) -> DeviceFaultError | None:
-        """The failure of a loop that ended abnormally, else ``None``."""
-        if self.running() or self._thread is None:
+        """The failure of a process that ended abnormally, else ``None``."""
+        if self._proc is None or self.running() or self.memory is None:
             return None
-        if self._error is not None:
-            return DeviceFaultError(
-                self.kernel_id,
-                f"could not run on the emulated device: {self._error!r}",
-                cuda_error=None,
-                context_usable=True,
-            )
-        if self._rc:
-            code = int(self.memory[WORD["error"] * 8 : WORD["error"] * 8 + 8].view(np.uint64)[0])
+        rc = self._proc.returncode
+        ctl = self.memory[:CONTROL_BYTES].view(np.uint64)
+        error = int(ctl[WORD["error"]])
+        if error == ERR_TRAP:
+            what = "trapped: the handler called __trap()"
+        elif error == ERR_EXCEPTION:
+            what = "failed: the handler threw a C++ exception"
+        elif error == ERR_SIGNAL:
+            what = self._signal_text(ctl)
+        elif self.killed:
+            return None  # the kernel reports why it was stopped
+        elif rc == 0:
+            return None
+        elif rc < 0:
+            what = f"died: its process was killed by {_signal_name(-rc)}"
+        elif rc > 128:
+            what = f"faulted with {_signal_name(rc - 128)}"
+        else:
             what = (
-                "trapped: the handler called __trap()"
-                if code == ERR_TRAP
-                else "failed: the handler threw a C++ exception"
+                f"could not run: its process (pdc-emulated-host) exited with code {rc}; "
+                "its standard error says why"
             )
-            return DeviceFaultError(self.kernel_id, what, cuda_error=None, context_usable=True)
-        return None
+        message = int(ctl[WORD["fault_message"]])
+        if error and message != NO_MESSAGE:
+            what += f" while handling message {message} (counted from 0 since launch)"
+        return DeviceFaultError(self.kernel_id, what, cuda_error=None, context_usable=True)
+
+    def _signal_text(self, ctl: Any) -> str:
+        sig = int(ctl[WORD["fault_signal"]])
+        code = int(ctl[WORD["fault_code"]])
+        text = f"faulted with {_signal_name(sig)}"
+        meaning = _SIGNAL_CODES.get((sig, code))
+        if sig == signal.SIGABRT:
+            meaning = "abort() was called"
+        if sig in _ADDRESS_SIGNALS:
+            addr = f"address {int(ctl[WORD['fault_addr']]):#x}"
+            meaning = f"{meaning}: {addr}" if meaning else addr
+        if meaning:
+            text += f" ({meaning})"
+        frames = [int(ctl[WORD[f"fault_frame{i}"]]) for i in range(FAULT_FRAMES)]
+        where = _source_line(self._library, [f for f in frames if f])
+        return f"{text} {where}" if where else text
 
     def context_usable(self) -> bool:
         """The emulated device survives any kernel's failure."""
         return True
 
     def release(self) -> None:
-        """Let go of the memory (only once the loop has ended; a running loop keeps it)."""
-        if not self.running():
-            _live.discard(self)
+        """Let go of the memory and the pipes once the process has ended (else keep them)."""
+        if self.running():
+            return
+        for fd in (self.notify_fd, self._alive_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.notify_fd = self._alive_fd = -1
+        # The mapping is unmapped when the last view of it goes (the rings drop theirs first).
+        self.memory = None
+        self._map = None
 
 
-@atexit.register
-def _stop_all() -> None:
-    """Ask loops still running at interpreter exit to stop before their memory goes away."""
-    for launcher in list(_live):
-        if launcher.running():
-            ctl = launcher.memory[: 8 * (WORD["command"] + 1)].view(np.uint64)
-            ctl[WORD["command"]] = CMD_TERMINATE
-            assert launcher._thread is not None
-            launcher._thread.join(1.0)
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def _source_line(library: Path | None, offsets: list[int]) -> str:
+    """``at handle line N`` for the first offset inside the user's code, else ``""``.
+
+    Reads the kernel library's debug information with ``addr2line`` (binutils), when
+    installed; inlined frames are listed innermost first, so the handler's own line wins.
+    """
+    tool = shutil.which("addr2line")
+    if library is None or not offsets or tool is None:
+        return ""
+    try:
+        out = subprocess.run(
+            [tool, "-i", "-e", str(library), *(f"{o:#x}" for o in offsets)],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""  # no line then: the signal alone still names the fault
+    m = _LINE.search(out)
+    if m is None:
+        return ""
+    return f"at {m['part']} line {m['line']}"

@@ -10,6 +10,10 @@ leaves room for priority to act while the device is behind.
 The kernel's backpressure policy applies at the sender when staged + in-ring messages reach
 ``capacity``. ``drop_oldest`` evicts the oldest *staged* message: a message already in the
 device ring cannot be taken back, so when none is staged the new message is dropped.
+
+The inbox is the only writer of the doorbell, the control word the device polls: the ring's
+tail shifted left by ``CMD_BITS``, with the kernel's command in the low bits. Each publish
+goes through the host endpoint (``_native.py``), which wakes a sleeping emulated device.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ import numpy as np
 from ...errors import LayoutError, SendTimeoutError
 from ...ring._inbox import priority_of, reject_error
 from ...ring._options import Backpressure
-from ._memory import WORD
+from ._memory import CMD_BITS, CMD_PARK, WORD
+from ._native import NativeEndpoint, PythonEndpoint
 from ._records import RecordCodec
 
 __all__ = ["DeviceInbox", "ring_window"]
 
-_TAIL, _HEAD = WORD["in_tail"], WORD["in_head"]
+_BELL, _HEAD, _PROCESSED = WORD["doorbell"], WORD["in_head"], WORD["processed"]
 Entry = tuple[int, int, Any]  # (arrival sequence, enqueue time in ns, message)
 
 
@@ -51,6 +56,8 @@ class DeviceInbox:
         loop: asyncio.AbstractEventLoop,
         codec: RecordCodec,
         kick: Callable[[], None],
+        after_write: Callable[[], None],
+        calls: dict[Any, Any],
     ) -> None:
         self.kernel_id = kernel_id
         self.capacity = capacity
@@ -59,6 +66,9 @@ class DeviceInbox:
         self.codec = codec
         self._loop = loop
         self._kick = kick
+        self._after_write = after_write
+        self._calls = calls  # the outbox's calls waiting for replies (after_write spins for them)
+        self._publish: Callable[[int, int], None] | None = None
         self._buckets: dict[int, deque[Entry]] = {}
         self._levels: list[int] = []  # negated priorities of non-empty buckets, ascending
         self._staged = 0
@@ -73,6 +83,8 @@ class DeviceInbox:
         # the inbox lets go of undelivered: the runtime turns them into dead letters.
         self.on_drop: Callable[[Any, str], None] | None = None
         self._tail = 0
+        self._command = CMD_PARK
+        self._endpoint: NativeEndpoint | PythonEndpoint | None = None
         self._ctl: Any = None
         self._slots: Any = None
         self._records: np.ndarray | None = None
@@ -80,15 +92,39 @@ class DeviceInbox:
         self._stamps: np.ndarray | None = None
         self._stamp_mask = 0
 
-    def attach(self, ctl: Any, records: np.ndarray, stamps: np.ndarray) -> None:
+    def attach(
+        self,
+        endpoint: NativeEndpoint | PythonEndpoint,
+        records: np.ndarray,
+        stamps: np.ndarray,
+    ) -> None:
         """Use a new ring (at launch or relaunch): control words and slot records."""
-        self._ctl = ctl
+        self._endpoint = endpoint
+        self._publish = endpoint.publish
+        self._ctl = endpoint.ctl
         self._records = records
         self._slots = memoryview(records.view(np.uint8))  # type: ignore[arg-type]
         self._mask = len(records) - 1
-        self._tail = ctl[_TAIL]
+        self._tail = self._ctl[_BELL] >> CMD_BITS
         self._stamps = stamps
         self._stamp_mask = len(stamps) - 1
+        self._command = CMD_PARK
+        self._ring(self._tail)
+
+    @property
+    def commanded(self) -> int:
+        """The command last rung into the doorbell (park, active, terminate)."""
+        return self._command
+
+    def command(self, cmd: int) -> None:
+        """Tell the device a new command (park, active, terminate) through the doorbell."""
+        self._command = cmd
+        if self._endpoint is not None:
+            self._ring(self._tail)
+
+    def _ring(self, tail: int) -> None:
+        assert self._publish is not None
+        self._publish(_BELL, tail << CMD_BITS | self._command)
 
     def __len__(self) -> int:
         return self._staged + self.in_ring()
@@ -101,6 +137,10 @@ class DeviceInbox:
     def in_ring(self) -> int:
         """Messages in the device ring not yet taken by the device."""
         return 0 if self._ctl is None else self._tail - self._ctl[_HEAD]
+
+    def in_flight(self) -> int:
+        """Messages in the ring the device has not finished (taken ones included)."""
+        return 0 if self._ctl is None else self._tail - self._ctl[_PROCESSED]
 
     @property
     def has_waiters(self) -> bool:
@@ -116,7 +156,7 @@ class DeviceInbox:
         self.codec.pack_into(self._slots, (t & self._mask) * self.codec.itemsize, msg)
         self._stamps[t & self._stamp_mask] = ts  # type: ignore[index]
         self._tail = t + 1
-        self._ctl[_TAIL] = t + 1  # published after the slot: x86 keeps the two stores in order
+        self._ring(t + 1)  # published after the slot (a full fence in the native endpoint)
 
     def _write_array(self, arr: np.ndarray, ts: int) -> None:
         n = len(arr)
@@ -128,20 +168,27 @@ class DeviceInbox:
         records[start : start + first] = arr[:first]
         if first < n:
             records[: n - first] = arr[first:]
-        idx = np.arange(t, t + n) & self._stamp_mask
-        self._stamps[idx] = ts
+        stamps = self._stamps
+        s0 = t & self._stamp_mask
+        s1 = min(n, len(stamps) - s0)
+        stamps[s0 : s0 + s1] = ts
+        stamps[: n - s1] = ts
         self._tail = t + n
-        self._ctl[_TAIL] = t + n
+        self._ring(t + n)
 
     # ---------------------------------------------------------------- producer side
     def put_nowait(self, msg: Any) -> bool | None:
         """Queue ``msg``: True if queued, False if dropped, None if full under ``block``."""
-        if self._staged + self.in_ring() >= self.capacity:
+        ctl = self._ctl
+        in_ring = 0 if ctl is None else self._tail - ctl[_HEAD]
+        if self._staged + in_ring >= self.capacity:
             return self._full(msg)
         self.received += 1
         ts = perf_counter_ns()
-        if self.open and not self._staged and self._ring_room() > 0:
+        if self.open and not self._staged and ctl is not None and in_ring < self.window:
             self._write(msg, ts)
+            if self._calls:
+                self._after_write()
         else:
             self._stage(msg, priority_of(msg), ts)
         return True
@@ -356,8 +403,8 @@ class DeviceInbox:
             self.codec.unpack_from(self._slots, (i & self._mask) * self.codec.itemsize)
             for i in range(head, self._tail)
         ]
-        self._ctl[_TAIL] = head
         self._tail = head
+        self._ring(head)
         return out
 
     def refuse_waiters(self, make_error: Callable[[], BaseException]) -> None:
@@ -373,7 +420,7 @@ class DeviceInbox:
 
     def detach(self) -> None:
         """Let go of the ring (its messages must have been taken back or discarded)."""
-        self._ctl = self._records = self._slots = None
+        self._ctl = self._records = self._slots = self._endpoint = self._publish = None
 
     def close(self, make_error: Callable[[], BaseException]) -> int:
         """Refuse waiting senders and discard what is queued; return how many."""

@@ -2,14 +2,22 @@
 
 It offers the same surface as :class:`~pydotcompute.backends.host.HostKernel`. The loop
 runs on the device and is launched once per lifetime; the host side writes the inbox ring,
-reads the outbox ring and flips the command word.
+reads the outbox ring and rings the doorbell (tail and command).
 
-The host cannot be woken by the device, so a *pump* task polls the rings, but only while
-somebody waits (a receiver, a ``call``, a blocked sender, staged messages to feed): it
-yields with ``asyncio.sleep(0)`` for the first millisecond after the last progress (low
-latency; no asyncio sleep is shorter than the selector's 1 ms resolution), then ticks every
-millisecond (about 1,000 cheap wake-ups per second while a receiver waits on a slow kernel).
-With nobody waiting there is no task and no polling.
+Waiting, only while somebody waits (a receiver, a ``call``, a blocked sender, staged
+messages to feed): first the host endpoint spins on the outbox tail for a short window with
+the GIL released (``$PYDOTCOMPUTE_DEVICE_SPIN_US``), when the device has work in flight; a
+reply within the window completes ``receive`` / ``call`` without a trip through the event
+loop. Then the kernel *parks*:
+
+* on the emulated device it sets ``host_wait`` and the loop watches the notify pipe
+  (``loop.add_reader``): the device writes to it at its next progress, and the pipe ends when
+  the kernel's process ends (a fault is noticed at once, with nothing polling);
+* a GPU cannot signal the host, so a *pump* task polls the rings: it yields with
+  ``asyncio.sleep(0)`` for the first millisecond after the last progress, then ticks every
+  millisecond.
+
+With nobody waiting nothing spins, polls or ticks.
 """
 
 from __future__ import annotations
@@ -17,13 +25,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from ...errors import (
     DeviceFaultError,
+    InvalidArgumentError,
     KernelFailedError,
     KernelStateError,
     MessageTypeError,
@@ -50,17 +58,18 @@ from ._memory import (
     MailboxLayout,
     ring_slots,
 )
+from ._native import NativeEndpoint, PythonEndpoint, endpoint, spin_ns
 from ._outbox import DeviceOutbox
 from ._records import RecordCodec
+from ._waiting import DeviceWaits
 
 __all__ = ["DeviceKernel"]
 
 log = logging.getLogger("pydotcompute")
 S = KernelState
 
-SPIN_S = 1e-3  # the pump yields with sleep(0) this long after the last progress
-TICK_S = 1e-3  # then polls at this period
 START_TIMEOUT_S = 60.0  # a cold CUDA start (context, module load) can take seconds
+KILL_WAIT_S = 5.0  # how long a killed emulated kernel's process may take to end
 EMULATED_MAX_THREADS = 4  # parallel blocks on the emulated device use at most this many
 _COUNTERS = ("processed", "heartbeat", "idle_polls", "busy_ns", "full_waits")
 
@@ -81,6 +90,15 @@ class DeviceKernel(KernelBase):
         self.target = target
         self.device = "emulated" if target == "emulated" else "cuda"
         self.metrics = KernelMetrics()
+        self.outbox = DeviceOutbox(
+            self.kernel_id,
+            opts.outbox_capacity,
+            loop,
+            RecordCodec(out_l),
+            self.metrics,
+            self._kick,
+            self._spin,
+        )
         self.inbox = DeviceInbox(
             self.kernel_id,
             opts.inbox_capacity,
@@ -88,9 +106,8 @@ class DeviceKernel(KernelBase):
             loop,
             RecordCodec(in_l),
             self._kick,
-        )
-        self.outbox = DeviceOutbox(
-            self.kernel_id, opts.outbox_capacity, loop, RecordCodec(out_l), self.metrics, self._kick
+            self._after_write,
+            self.outbox._expect,
         )
         self.state = S.CREATED
         self.accepting = False
@@ -100,7 +117,11 @@ class DeviceKernel(KernelBase):
         self._loop = loop
         self._launcher: Any = None
         self._ctl: Any = None
-        self._pump: asyncio.Task[None] | None = None
+        self._endpoint: NativeEndpoint | PythonEndpoint | None = None
+        self._waits = DeviceWaits(self.kernel_id, loop, self.inbox, self.outbox, self._check_health)
+        # The hot paths call the waits directly (one Python frame less per message).
+        self.outbox._spin = self._waits.spin
+        self.inbox._after_write = self._waits.after_write
         self._lock = asyncio.Lock()
         self._run_state = S.LAUNCHED
         self._counters_before = dict.fromkeys(_COUNTERS, 0)
@@ -108,6 +129,7 @@ class DeviceKernel(KernelBase):
         self._stuck: list[Any] = []  # launchers that never exited: their memory is kept
         self._state_slot: np.ndarray | None = None  # the State slot in the mailbox memory
         self._last_state: bytes | None = None  # the state the last loop stored on exit
+        self._stopping = False  # the loop was asked to end (terminate, relaunch)
 
     def __repr__(self) -> str:
         return f"<DeviceKernel {self.kernel_id!r} {self.device} {self.state.value}>"
@@ -121,14 +143,24 @@ class DeviceKernel(KernelBase):
         arch = cuda_status().compute_capability or "90"
         return build_cuda(gen, d, arch)
 
-    def _new_launcher(self, size: int) -> Any:
-        if self.target == "emulated":
-            from ._emulated import EmulatedLauncher
+    def _new_launcher(self, layout: MailboxLayout) -> Any:
+        """Allocate the mailbox memory; a size that cannot be allocated is a clear error."""
+        try:
+            if self.target == "emulated":
+                from ._emulated import EmulatedLauncher
 
-            return EmulatedLauncher(self.kernel_id, size)
-        from ._cuda_launch import CudaLauncher
+                return EmulatedLauncher(self.kernel_id, layout.size)
+            from ._cuda_launch import CudaLauncher
 
-        return CudaLauncher(self.kernel_id, size)
+            return CudaLauncher(self.kernel_id, layout.size)
+        except (MemoryError, OSError, OverflowError, ValueError) as exc:
+            raise InvalidArgumentError(
+                f"device ring kernel {self.kernel_id!r}: queue_size "
+                f"{self.options.inbox_capacity} (inbox) / {self.options.outbox_capacity} "
+                f"(outbox) needs {layout.size:,} bytes of mailbox memory "
+                f"({layout.in_slots:,} + {layout.out_slots:,} slots), which cannot be "
+                f"allocated ({exc}); launch it with a smaller queue_size"
+            ) from exc
 
     async def _build(self, spec: RingKernelSpec) -> tuple[GeneratedSource, Build]:
         """Generate and compile (or load from the cache) the source of ``spec``."""
@@ -158,7 +190,8 @@ class DeviceKernel(KernelBase):
             self.outbox.capacity,
             0 if state_l is None else state_l.itemsize,
         )
-        launcher = self._new_launcher(layout.size)
+        spin = spin_ns()  # a bad $PYDOTCOMPUTE_DEVICE_SPIN_US is refused before allocating
+        launcher = self._new_launcher(layout)
         mem = launcher.memory
         self._state_slot = None
         if state_l is not None:
@@ -166,12 +199,17 @@ class DeviceKernel(KernelBase):
             if state is not None:
                 self._state_slot[:] = np.frombuffer(state, np.uint8)
         ctl = memoryview(mem[:CONTROL_BYTES]).cast("Q")
+        try:
+            ep = endpoint(int(mem.ctypes.data), ctl, spin=spin, require=self.target == "emulated")
+        except BaseException:
+            ctl.release()
+            launcher.release()
+            raise
         in_end = layout.in_offset + layout.in_slots * in_c.itemsize
         out_end = layout.out_offset + layout.out_slots * out_c.itemsize
         stamps = np.zeros(ring_slots(layout.in_slots + layout.out_slots + 1), np.int64)
-        self.inbox.attach(ctl, mem[layout.in_offset : in_end].view(in_c.dtype), stamps)
-        self.outbox.attach(ctl, mem[layout.out_offset : out_end].view(out_c.dtype), stamps)
-        ctl[WORD["command"]] = CMD_PARK
+        self.inbox.attach(ep, mem[layout.in_offset : in_end].view(in_c.dtype), stamps)
+        self.outbox.attach(ep, mem[layout.out_offset : out_end].view(out_c.dtype), stamps)
         base = launcher.base_address
         threads = d.block_size
         if self.target == "emulated":
@@ -184,10 +222,16 @@ class DeviceKernel(KernelBase):
             layout.out_slots - 1,
             self.outbox.capacity,
         )
-        launcher.start(build.path, args, threads)
-        self._launcher, self._ctl, self._threads = launcher, ctl, threads
+        self._launcher, self._ctl, self._endpoint, self._threads = launcher, ctl, ep, threads
+        self._stopping = False
         self.generated, self.build, self.device = gen, build, launcher.device
-        started = await self._poll_until(
+        try:
+            await self._run_start(launcher, build, args, threads)
+        except BaseException:
+            self._stop_tracking()
+            raise
+        self._waits.attach(launcher, ep)
+        started = await self._waits.until(
             lambda: ctl[WORD["status"]] != STATUS_STARTING, START_TIMEOUT_S
         )
         if not started:
@@ -203,18 +247,37 @@ class DeviceKernel(KernelBase):
             self.kernel_id, self.backend, self.device, S.LAUNCHED, build.cache_hit, build.compile_s
         )
 
-    async def _poll_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
-        """Poll ``done()`` (yielding, then ticking) until true, the loop ends, or timeout."""
-        start = time.perf_counter()
-        last = start
-        while not done():
-            if self._launcher is not None and not self._launcher.running():
-                return bool(done())
-            now = time.perf_counter()
-            if timeout is not None and now - start > timeout:
-                return False
-            await asyncio.sleep(0 if now - last < SPIN_S else TICK_S)
-        return True
+    async def _run_start(
+        self, launcher: Any, build: Build, args: tuple[int, ...], threads: int
+    ) -> None:
+        """Start the loop off the event loop (a CUDA module load can take seconds)."""
+        fut = self._loop.run_in_executor(None, launcher.start, build.path, args, threads)
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                await asyncio.shield(fut)
+        except TimeoutError:
+            self._stuck.append(launcher)  # it may start later: its memory is never freed
+            fut.add_done_callback(lambda _: self._abandon(launcher))
+            raise DeviceFaultError(
+                self.kernel_id,
+                f"did not start: launching it did not return within {START_TIMEOUT_S} s (a "
+                "GPU busy with kernels that never yield, or CUDA_LAUNCH_BLOCKING=1?)",
+                cuda_error=None,
+                context_usable=True,
+            ) from None
+
+    def _abandon(self, launcher: Any) -> None:
+        """Stop a loop whose launch returned after the kernel gave up on it."""
+        if hasattr(launcher, "kill"):
+            # The emulated device: end the late process and let go of everything.
+            launcher.kill()
+            launcher.reap()
+            self._stuck.remove(launcher)
+            launcher.release()
+            return
+        ctl = memoryview(launcher.memory[:CONTROL_BYTES]).cast("Q")
+        ctl[WORD["doorbell"]] = CMD_TERMINATE  # a GPU loop: ask it to end; its memory is kept
+        ctl.release()
 
     # ---------------------------------------------------------------- lifecycle verbs
     async def launch(self) -> LaunchResult:
@@ -239,11 +302,11 @@ class DeviceKernel(KernelBase):
         )
 
     async def activate(self) -> None:
-        """Let the loop take messages (the command word turns active)."""
+        """Let the loop take messages (the doorbell's command turns active)."""
         async with self._lock:
             self._check_health()
             check(self.kernel_id, self.state, "activate")
-            self._ctl[WORD["command"]] = CMD_ACTIVE
+            self.inbox.command(CMD_ACTIVE)
             self.inbox.open = True
             self._set_state(S.ACTIVE)
             self._kick()
@@ -253,29 +316,37 @@ class DeviceKernel(KernelBase):
         async with self._lock:
             self._check_health()
             check(self.kernel_id, self.state, "deactivate")
-            self._ctl[WORD["command"]] = CMD_PARK
+            self.inbox.command(CMD_PARK)
             self.inbox.open = False
             self._set_state(S.DEACTIVATED)
 
     async def terminate(
         self, timeout: float | None = 5.0, drain: bool = False, *, if_alive: bool = False
     ) -> TerminateResult | None:
-        """Ask the loop to exit, wait for it (``cudaStreamQuery``), then free the rings.
+        """Ask the loop to exit, wait for it, then free the rings.
 
         With ``drain`` the loop first takes everything queued (within ``timeout``).
 
         Raises
         ------
         OperationTimeoutError
-            The loop did not exit within ``timeout``; the kernel is then ``FAILED`` and its
-            memory is kept (freeing it under a running kernel would fault).
+            The loop did not exit within ``timeout``; the kernel is then ``FAILED``. An
+            emulated kernel's process is ended; a GPU kernel keeps running and its memory is
+            kept (freeing it under a running kernel would fault). Reported once: ending the
+            runtime later does not raise it again.
         """
         async with self._lock:
             if if_alive and self.state is S.TERMINATED:
                 return None
+            start = time.perf_counter()
+            if if_alive and self.state is S.FAILED and self._launcher in self._stuck:
+                # Reported by the terminate that timed out; shutdown only closes it.
+                discarded = self._close("terminated")
+                return TerminateResult(
+                    self.kernel_id, False, discarded, time.perf_counter() - start
+                )
             self._check_health()
             check(self.kernel_id, self.state, "terminate")
-            start = time.perf_counter()
             was = self.state
             self._set_state(S.TERMINATING)
             graceful = True
@@ -296,30 +367,41 @@ class DeviceKernel(KernelBase):
 
     async def _drain(self, timeout: float | None) -> bool:
         self.inbox.open = True
-        self._ctl[WORD["command"]] = CMD_ACTIVE
+        self.inbox.command(CMD_ACTIVE)
         self._kick()
-        return await self._poll_until(lambda: len(self.inbox) == 0, timeout)
+        return await self._waits.until(lambda: len(self.inbox) == 0, timeout)
 
     async def _stop_loop(self, timeout: float | None, asked: float | None) -> None:
-        """Set the terminate command and wait for the loop to end, or fail the kernel."""
+        """Ring the terminate command and wait for the loop to end, or fail the kernel."""
         launcher = self._launcher
-        self._ctl[WORD["command"]] = CMD_TERMINATE
-        ended = await self._poll_until(lambda: not launcher.running(), timeout)
+        self._stopping = True  # the loop's end is expected from now on, not a failure
+        self.inbox.command(CMD_TERMINATE)
+        ended = await self._waits.until(lambda: not launcher.running(), timeout)
         if ended:
             fault = launcher.fault()
             if fault is not None and self.error is None:
                 self.metrics.failed(fault)
                 self.error = fault
             return
+        if hasattr(launcher, "kill"):
+            # The emulated device is a process: end it, so nothing keeps running.
+            launcher.kill()
+            await self._waits.until(lambda: not launcher.running(), KILL_WAIT_S)
+            what = "its process was ended"
+        else:
+            what = (
+                "it keeps running and its mailbox memory is kept, since freeing it under a "
+                "running kernel would fault"
+            )
         err = DeviceFaultError(
             self.kernel_id,
             f"did not exit within {asked} s of being asked to (a handler that never "
-            "returns?); it keeps running and its mailbox memory is kept, since freeing it "
-            "under a running kernel would fault",
+            f"returns?); {what}",
             cuda_error=None,
             context_usable=launcher.context_usable(),
         )
-        self._stuck.append(launcher)
+        if launcher.running():
+            self._stuck.append(launcher)
         self._fail(err)
         raise OperationTimeoutError(
             f"ring kernel {self.kernel_id!r} did not exit within {asked} s; it is FAILED "
@@ -338,11 +420,13 @@ class DeviceKernel(KernelBase):
         if self._state_slot is not None:  # what the loop stored when it exited
             self._last_state = self._state_slot.tobytes()
             self._state_slot = None
+        self._waits.detach()
         self.outbox.detach()
         self.inbox.detach()
+        self._ctl = self._endpoint = None
+        ctl = None
         if self._launcher is not None and self._launcher not in self._stuck:
             self._launcher.release()
-        self._ctl = None
         self._launcher = None
 
     async def relaunch(self, spec: RingKernelSpec | None, timeout: float | None) -> LaunchResult:
@@ -373,7 +457,7 @@ class DeviceKernel(KernelBase):
             await self._start(self.spec, built, kept)
             self.metrics.launches += 1
             if target is S.ACTIVE:
-                self._ctl[WORD["command"]] = CMD_ACTIVE
+                self.inbox.command(CMD_ACTIVE)
                 self.inbox.open = True
             else:
                 self.inbox.open = False
@@ -400,7 +484,9 @@ class DeviceKernel(KernelBase):
     def _check_health(self) -> None:
         """Notice a loop that ended without being asked to."""
         launcher = self._launcher
-        if launcher is None or self.state not in ACCEPTING or launcher.running():
+        if launcher is None or self.state not in ACCEPTING or self._stopping:
+            return
+        if launcher.running():
             return
         self._fail(
             launcher.fault()
@@ -418,8 +504,9 @@ class DeviceKernel(KernelBase):
         log.warning("ring kernel %r failed: %s", self.kernel_id, err)
         self.outbox.service()
         if self._launcher is not None and not self._launcher.running():
-            self.inbox.restage(self.inbox.take_back())
+            back = self.inbox.take_back()
             self._stop_tracking()
+            self.inbox.restage(back)  # kept on the host (after letting go of the dead ring)
         self._set_state(S.FAILED)
         kid = self.kernel_id
 
@@ -429,40 +516,15 @@ class DeviceKernel(KernelBase):
         self.inbox.refuse_waiters(make_error)
         self.outbox.fail(make_error)
 
-    # ---------------------------------------------------------------- the pump
+    # ---------------------------------------------------------------- waiting
     def _kick(self) -> None:
-        if self._pump is None or self._pump.done():
-            if self._launcher is None:
-                return
-            self._pump = self._loop.create_task(
-                self._pump_loop(), name=f"ring kernel {self.kernel_id} pump"
-            )
+        self._waits.kick()
 
-    def _needs_pump(self) -> bool:
-        ib = self.inbox
-        return (ib.open and ib.staged > 0) or ib.has_waiters or self.outbox.has_waiters
+    def _spin(self) -> bool:
+        return self._waits.spin()
 
-    async def _pump_loop(self) -> None:
-        last = time.perf_counter()
-        polls = 0
-        while self._launcher is not None:
-            ib = self.inbox
-            progressed = False
-            if ib.open and ib.staged:
-                progressed = ib.feed() > 0
-            if ib.has_waiters:
-                progressed = ib.admit() or progressed
-            if self.outbox.has_waiters:
-                progressed = self.outbox.service() or progressed
-            if not self._needs_pump():
-                return
-            now = time.perf_counter()
-            polls += 1
-            if progressed:
-                last = now
-            elif polls % 64 == 0 or now - last >= SPIN_S:
-                self._check_health()
-            await asyncio.sleep(0 if now - last < SPIN_S else TICK_S)
+    def _after_write(self) -> None:
+        self._waits.after_write()
 
     # ---------------------------------------------------------------- telemetry
     def device_counters(self) -> dict[str, int]:
@@ -492,6 +554,8 @@ class DeviceKernel(KernelBase):
             "idle_polls": dev["idle_polls"],
             "busy_s": dev["busy_ns"] / 1e9,
             "outbox_full_waits": dev["full_waits"],
+            "sleeping": bool(ctl[WORD["sleeping"]]) if ctl is not None else False,
+            "process_id": getattr(self._launcher, "pid", None),
             "staged": self.inbox.staged,
             "ring_window": self.inbox.window,
             "cache_hit": None if b is None else b.cache_hit,
@@ -527,7 +591,7 @@ class DeviceKernel(KernelBase):
     async def _parked(self) -> None:
         """Wait until the loop has seen the park command (and stored its state)."""
         ctl = self._ctl
-        parked = await self._poll_until(
+        parked = await self._waits.until(
             lambda: ctl[WORD["status"]] == STATUS_PARKED, START_TIMEOUT_S
         )
         if not parked:
@@ -552,14 +616,14 @@ class DeviceKernel(KernelBase):
                 raw = self._last_state or bytes(layout.itemsize)
                 return np.frombuffer(raw, layout.dtype)[0].copy()
             self._check_health()
-            active = self._ctl[WORD["command"]] == CMD_ACTIVE
-            self._ctl[WORD["command"]] = CMD_PARK
+            active = self.inbox.commanded == CMD_ACTIVE
+            self.inbox.command(CMD_PARK)
             try:
                 await self._parked()
                 return np.frombuffer(slot.tobytes(), layout.dtype)[0].copy()
             finally:
                 if active:
-                    self._ctl[WORD["command"]] = CMD_ACTIVE
+                    self.inbox.command(CMD_ACTIVE)
                     self._kick()
 
     async def write_state(self, value: Any) -> None:

@@ -1,13 +1,23 @@
 """The mailbox memory of a device ring kernel: one control block and two rings.
 
-One allocation (pinned mapped host memory on CUDA, a 64-byte aligned numpy buffer on the
-emulated device) holds, in order:
+One allocation (pinned mapped host memory on CUDA, a shared-memory mapping on the emulated
+device) holds, in order:
 
-* the control block: 64-byte lines of ``uint64`` words. Line 0 is written by the host only
-  (``command``); line 1 by the device only (``status``, ``error``, ``heartbeat`` and the
-  counters); then one line per ring index: the inbox ``tail`` (host), the inbox ``head``
-  (device), the outbox ``tail`` (device), the outbox ``head`` (host). Each word has exactly
-  one writer, so no atomic read-modify-write ever crosses PCIe.
+* the control block: 64-byte lines of ``uint64`` words, each word with exactly one writer, so
+  no atomic read-modify-write ever crosses PCIe or a process boundary:
+
+  - line 0, written by the host: ``doorbell`` (the inbox tail shifted left by two bits, with the
+    command in the low two bits: the one word the device polls), ``wake_seq`` (bumped to wake a
+    sleeping emulated device; it sleeps on this word) and ``host_wait`` (non-zero while the host
+    parks until the emulated device signals progress);
+  - line 1, written by the device: ``status``, ``error``, ``heartbeat``, the counters, and
+    ``sleeping`` (the emulated device sleeps in the OS until ``wake_seq`` changes);
+  - one line per ring index: the inbox ``head`` (device), the outbox ``tail`` (device) and the
+    outbox ``head`` (host);
+  - a fault line, written only by the emulated device's host process when a handler faults:
+    the signal, its code and address, the message in flight and code offsets in the kernel's
+    library (for the handler's line);
+
 * the inbox ring: a power-of-two number of slots of the input message's fixed layout;
 * the outbox ring: the same for the output layout;
 * the state slot (sequential kernels): the kernel's ``State`` while the loop is parked. The
@@ -15,43 +25,73 @@ emulated device) holds, in order:
   can read and write it while the kernel is parked, and a relaunch can carry it over. The
   device finds it after the outbox ring, on the next 64-byte boundary.
 
-Indices count messages since launch and never wrap (64 bits); a slot is ``index & mask``.
+Indices count messages since launch and never wrap (64 bits, 62 for the inbox tail in the
+doorbell); a slot is ``index & mask``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 __all__ = [
     "CMD_ACTIVE",
+    "CMD_BITS",
+    "CMD_MASK",
     "CMD_PARK",
     "CMD_TERMINATE",
     "CONTROL_BYTES",
+    "ERR_EXCEPTION",
+    "ERR_SIGNAL",
     "ERR_TRAP",
+    "FAULT_FRAMES",
     "STATUS_ACTIVE",
     "STATUS_EXITED",
     "STATUS_FAILED",
     "STATUS_PARKED",
     "STATUS_STARTING",
     "WORD",
+    "doorbell_command",
+    "ring_terminate",
     "MailboxLayout",
     "control_c_source",
 ]
 
 LINE = 64  # bytes: each writer's words sit on their own cache line
 WORD: dict[str, int] = {}  # control word name -> index of its uint64 in the control block
+FAULT_FRAMES = 4  # code offsets recorded for a fault
 
 # (line, [words]) in order; the comments are copied into the generated C struct.
 _LINES: list[tuple[str, list[str]]] = [
-    ("written by the host", ["command"]),
+    ("written by the host: the doorbell the device polls", ["doorbell", "wake_seq", "host_wait"]),
     (
         "written by the device",
-        ["status", "error", "heartbeat", "processed", "idle_polls", "busy_ns", "full_waits"],
+        [
+            "status",
+            "error",
+            "heartbeat",
+            "processed",
+            "idle_polls",
+            "busy_ns",
+            "full_waits",
+            "sleeping",
+        ],
     ),
-    ("inbox tail: written by the host (producer)", ["in_tail"]),
     ("inbox head: written by the device (consumer)", ["in_head"]),
     ("outbox tail: written by the device (producer)", ["out_tail"]),
     ("outbox head: written by the host (consumer)", ["out_head"]),
+    (
+        "written by the emulated device's host process when a handler faults",
+        [
+            "fault_signal",
+            "fault_code",
+            "fault_addr",
+            "fault_message",
+            *(f"fault_frame{i}" for i in range(FAULT_FRAMES)),
+        ],
+    ),
 ]
 for _i, (_, _words) in enumerate(_LINES):
     for _j, _w in enumerate(_words):
@@ -60,8 +100,31 @@ for _i, (_, _words) in enumerate(_LINES):
 CONTROL_BYTES = len(_LINES) * LINE
 
 CMD_PARK, CMD_ACTIVE, CMD_TERMINATE = 0, 1, 2
+CMD_BITS = 2  # the doorbell holds the inbox tail << CMD_BITS | command
+CMD_MASK = (1 << CMD_BITS) - 1
 STATUS_STARTING, STATUS_PARKED, STATUS_ACTIVE, STATUS_EXITED, STATUS_FAILED = 0, 1, 2, 3, 4
 ERR_TRAP = 1  # the handler called __trap() (reported by the emulated device)
+ERR_EXCEPTION = 2  # a C++ exception left the handler (emulated device)
+ERR_SIGNAL = 3  # the handler raised a signal: SIGSEGV, SIGFPE, SIGABRT... (emulated device)
+NO_MESSAGE = (1 << 64) - 1  # fault_message when no message was in flight
+
+
+def doorbell_command(memory: Any) -> int:
+    """The command the host last rang into the doorbell of ``memory`` (a uint8 array)."""
+    i = WORD["doorbell"]
+    return int(memory[: 8 * (i + 1)].view(np.uint64)[i]) & CMD_MASK
+
+
+def ring_terminate(memory: Any) -> None:
+    """Ring the terminate command into the doorbell of ``memory``, keeping its inbox tail.
+
+    Only for a host that stops a loop on its way out (interpreter exit), when no inbox is
+    left to publish the doorbell: the host is the doorbell's only writer either way.
+    """
+    i = WORD["doorbell"]
+    words = memory[: 8 * (i + 1)].view(np.uint64)
+    words[i] = (int(words[i]) & ~CMD_MASK) | CMD_TERMINATE
+
 
 STATUS_NAMES = {
     STATUS_STARTING: "starting",
@@ -130,6 +193,24 @@ class MailboxLayout:
         return _round_up(self.state_offset + max(1, self.state_itemsize), LINE)
 
 
+def protocol_constants() -> dict[str, int]:
+    """The protocol's constants, as the C sources name them."""
+    return {
+        "PDC_CMD_PARK": CMD_PARK,
+        "PDC_CMD_ACTIVE": CMD_ACTIVE,
+        "PDC_CMD_TERMINATE": CMD_TERMINATE,
+        "PDC_CMD_BITS": CMD_BITS,
+        "PDC_CMD_MASK": CMD_MASK,
+        "PDC_STATUS_PARKED": STATUS_PARKED,
+        "PDC_STATUS_ACTIVE": STATUS_ACTIVE,
+        "PDC_STATUS_EXITED": STATUS_EXITED,
+        "PDC_STATUS_FAILED": STATUS_FAILED,
+        "PDC_ERR_TRAP": ERR_TRAP,
+        "PDC_ERR_EXCEPTION": ERR_EXCEPTION,
+        "PDC_ERR_SIGNAL": ERR_SIGNAL,
+    }
+
+
 def control_c_source() -> str:
     """The C definition of the control block and its protocol constants."""
     lines = ["struct pdc_control {"]
@@ -150,15 +231,12 @@ def control_c_source() -> str:
             f"static_assert(offsetof(pdc_control, {name}) == {index * 8}, "
             f'"offset of pdc_control::{name}");'
         )
-    consts = {
-        "PDC_CMD_PARK": CMD_PARK,
-        "PDC_CMD_ACTIVE": CMD_ACTIVE,
-        "PDC_CMD_TERMINATE": CMD_TERMINATE,
-        "PDC_STATUS_PARKED": STATUS_PARKED,
-        "PDC_STATUS_ACTIVE": STATUS_ACTIVE,
-        "PDC_STATUS_EXITED": STATUS_EXITED,
-        "PDC_STATUS_FAILED": STATUS_FAILED,
-        "PDC_ERR_TRAP": ERR_TRAP,
-    }
-    lines += [f"#define {k} {v}ull" for k, v in consts.items()]
+    lines += [f"#define {k} {v}ull" for k, v in protocol_constants().items()]
+    return "\n".join(lines)
+
+
+def word_c_defines() -> str:
+    """``#define PDC_WORD_<name> <index>`` for the native host code (no struct there)."""
+    lines = [f"#define PDC_WORD_{name} {index}" for name, index in WORD.items()]
+    lines += [f"#define {k} {v}ull" for k, v in protocol_constants().items()]
     return "\n".join(lines)

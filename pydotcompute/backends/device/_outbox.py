@@ -1,10 +1,11 @@
 """The host side of a device kernel's outbox: the consumer of the outbox ring.
 
 Replies stay in the device ring until a receiver takes them, so a full outbox makes the
-device wait and no reply is overwritten. The GPU cannot wake the host: while a receiver or
-a ``call`` waits, the kernel's pump polls the ring (see ``_kernel.py``); nothing polls
-otherwise. Replies read while looking for a ``call``'s correlated reply are kept in a host
-queue, in order, ahead of the ring.
+device wait and no reply is overwritten. While a receiver or a ``call`` waits, the kernel
+(``_kernel.py``) spins on the outbox tail for a short window, then parks until the emulated
+device signals progress (a GPU cannot: a pump polls instead); nothing polls otherwise.
+Replies read while looking for a ``call``'s correlated reply are kept in a host queue, in
+order, ahead of the ring.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ...ring._outbox import EMPTY
 from ...ring._receivers import Receivers
 from ...telemetry import KernelMetrics
 from ._memory import WORD
+from ._native import NativeEndpoint, PythonEndpoint
 from ._records import RecordCodec
 
 __all__ = ["DeviceOutbox"]
@@ -38,6 +40,7 @@ class DeviceOutbox(Receivers):
         codec: RecordCodec,
         metrics: KernelMetrics,
         kick: Callable[[], None],
+        spin: Callable[[], bool],
     ) -> None:
         self._init_receivers(loop)
         self.kernel_id = kernel_id
@@ -45,7 +48,9 @@ class DeviceOutbox(Receivers):
         self.codec = codec
         self._metrics = metrics
         self._kick = kick
+        self._spin = spin
         self._ctl: Any = None
+        self._endpoint: NativeEndpoint | PythonEndpoint | None = None
         self._records: np.ndarray | None = None
         self._slots: Any = None
         self._mask = 0
@@ -57,10 +62,25 @@ class DeviceOutbox(Receivers):
     def _waiting(self) -> None:
         self._kick()  # a receiver waits: the pump polls the ring until it is served
 
-    def attach(self, ctl: Any, records: np.ndarray, stamps: np.ndarray) -> None:
+    def expect(self, correlation_id: Any) -> None:
+        """Keep the reply correlated with ``correlation_id`` aside for a ``call``.
+
+        Registering does not start waiting: a ``call`` registers before it sends, and the
+        send (or the activation that lets a staged message in) starts the wait. The caller
+        takes the reply with :meth:`arrived`, or waits with :meth:`reply_future`.
+        """
+        self._expect[correlation_id] = None
+
+    def attach(
+        self,
+        endpoint: NativeEndpoint | PythonEndpoint,
+        records: np.ndarray,
+        stamps: np.ndarray,
+    ) -> None:
         """Use a new ring (at launch or relaunch)."""
         self.detach()
-        self._ctl = ctl
+        self._endpoint = endpoint
+        ctl = self._ctl = endpoint.ctl
         self._records = records
         self._slots = memoryview(records.view(np.uint8))  # type: ignore[arg-type]
         self._mask = len(records) - 1
@@ -92,7 +112,7 @@ class DeviceOutbox(Receivers):
         sent_ns = int(stamps[self._head & self._stamp_mask])
         self._metrics.record_latency_ns(perf_counter_ns() - sent_ns)
         self._head += n
-        self._ctl[_HEAD] = self._head  # the device may reuse the slots from now on
+        self._ctl[_HEAD] = self._head  # the device may reuse the slots now (see _native.py)
 
     def _read_one(self) -> Any:
         if self._ctl is None or self._ctl[_TAIL] == self._head:
@@ -122,6 +142,8 @@ class DeviceOutbox(Receivers):
             return self._q.popleft()
         while True:
             msg = self._read_one()
+            if msg is EMPTY and self._spin():
+                msg = self._read_one()  # the reply came within the spin window
             if msg is EMPTY or not self._expect or not self._deliver_expected(msg):
                 return msg
 
@@ -139,10 +161,20 @@ class DeviceOutbox(Receivers):
         return out
 
     def pop_array(self, max_count: int) -> np.ndarray:
-        """Take up to ``max_count`` replies as a structured array of the output layout."""
-        if self._q or self._expect:
+        """Take up to ``max_count`` replies as a structured array of the output layout.
+
+        Replies already on the host (the one a waiting receiver was handed) are converted;
+        the rest are copied out of the ring at once.
+        """
+        if self._expect:
             return self.codec.to_array(self.pop_many(max_count))
-        return self._read_records(max_count)
+        if not self._q:
+            return self._read_records(max_count)
+        held = [self._q.popleft() for _ in range(min(max_count, len(self._q)))]
+        first = self.codec.to_array(held)
+        if len(held) == max_count or self._q:
+            return first
+        return np.concatenate((first, self._read_records(max_count - len(held))))
 
     def unget(self, msg: Any) -> None:
         """Put a reply back in front (it is taken again first)."""
@@ -182,4 +214,4 @@ class DeviceOutbox(Receivers):
         if self.in_ring():
             self._q.extend(self.codec.from_array(self._read_records(self.in_ring())))
         self._sent_before += self._ctl[_TAIL]
-        self._ctl = self._records = self._slots = None
+        self._ctl = self._records = self._slots = self._endpoint = None

@@ -1,8 +1,10 @@
 """Pack messages into ring slots and read replies out of them, one record or many.
 
 Single messages take a ``struct`` fast path (one ``pack_into`` / ``unpack_from``, no numpy
-call) when every field is a scalar or a UUID; other layouts (fixed arrays, nested messages)
-go through the layout's numpy conversion. Batches always use numpy: one copy per batch.
+call) when every field is a scalar or a UUID, through a pack and an unpack function generated
+for the layout (straight-line code: no loop over fields on the round-trip path); other
+layouts (fixed arrays, nested messages) go through the layout's numpy conversion. Batches
+always use numpy: one copy per batch.
 """
 
 from __future__ import annotations
@@ -63,6 +65,57 @@ class RecordCodec:
         fmt += "x" * (layout.itemsize - pos)
         self._struct = struct.Struct(fmt)
         assert self._struct.size == layout.itemsize
+        self._generate(self._struct)
+
+    def _generate(self, s: struct.Struct) -> None:
+        """Compile straight-line ``pack_into`` / ``unpack_from`` for this layout."""
+        env: dict[str, Any] = {
+            "_pack": s.pack_into,
+            "_unpack": s.unpack_from,
+            "_new": object.__new__,
+            "_T": self.message_type,
+            "_Z": _ZERO,
+            "_id": id_bytes,
+            "_corr": correlation_bytes,
+            "_uuid": uuid_from_bytes,
+        }
+        packed, names, values = [], [], []
+        for i, (name, reader, scalar) in enumerate(self._readers):
+            key = repr(name)
+            v = f"v{i}"
+            names.append(v)
+            if reader == "plain":
+                packed.append(f"d[{key}]")
+                if scalar is None:
+                    values.append(f"{key}: {v}")
+                else:
+                    env[f"_s{i}"] = scalar
+                    values.append(f"{key}: _s{i}({v})")
+            elif name == "message_id":
+                packed.append("_id(d)")
+                values.append(f"{key}: None if {v} == _Z else {v}")
+            elif name == "correlation_id":
+                packed.append("_corr(d) or _Z")
+                values.append(f"{key}: None if {v} == _Z else {v}")
+            else:
+                packed.append(f"(_Z if d[{key}] is None else d[{key}].bytes)")
+                if reader == "optional_uuid":
+                    values.append(f"{key}: None if {v} == _Z else _uuid({v})")
+                else:
+                    values.append(f"{key}: _uuid({v})")
+        code = (
+            "def pack_into(buf, offset, msg):\n"
+            "    d = msg.__dict__\n"
+            f"    _pack(buf, offset, {', '.join(packed)})\n"
+            "def unpack_from(buf, offset):\n"
+            f"    {', '.join(names)}, = _unpack(buf, offset)\n"
+            "    obj = _new(_T)\n"
+            f"    obj.__dict__ = {{{', '.join(values)}}}\n"
+            "    return obj\n"
+        )
+        exec(compile(code, f"<records of {self.message_type.__name__}>", "exec"), env)
+        self.pack_into = env["pack_into"]  # type: ignore[method-assign]
+        self.unpack_from = env["unpack_from"]  # type: ignore[method-assign]
 
     def pack_into(self, buf: Any, offset: int, msg: Any) -> None:
         """Write ``msg`` as one record at byte ``offset`` of ``buf``."""

@@ -5,9 +5,10 @@
 ``blockDim``, ``__syncthreads`` (a barrier over the block's threads, which are real OS
 threads), ``__threadfence_system`` (a sequentially consistent fence), ``__nanosleep``,
 ``__trap`` (reports an error to the host instead of aborting the process), the common
-atomics and fast-math intrinsics. ``pdc_emulated_run`` runs one block of the kernel on the
-calling thread plus ``threads - 1`` helpers; Python calls it through ctypes, which releases
-the GIL for the whole run.
+atomics and fast-math intrinsics, plus what the emulated loop needs from the OS: a futex to
+sleep on while idle and the host's wake-up pipe. ``pdc_emulated_run`` runs one block of the
+kernel on the calling thread plus ``threads - 1`` helpers; the emulated device's host process
+(``_host_program.py``) calls it, in a process of its own.
 """
 
 from __future__ import annotations
@@ -24,10 +25,19 @@ SHIM_HEADER = r"""// pdc_emulated.h: CUDA names for the host C++ compiler (the e
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <thread>
 #include <vector>
+#include <unistd.h>
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #define __device__
 #define __global__
@@ -96,7 +106,63 @@ inline barrier& block_barrier()
     return b;
 }
 
+// The host process's end of the wake-up pipe (set by pdc_emulated_run).
+static int notify_fd = -1;
+
+// Which messages are in flight, to name them (and consume them) when a handler faults: the
+// range a batch took, and the message a thread handles (parallel mode).
+static unsigned long long batch_first = ~0ull, batch_end = ~0ull;
+static thread_local unsigned long long current = ~0ull;
+
+inline void taking(unsigned long long first, unsigned long long end)
+{
+    batch_first = first;
+    batch_end = end;
+}
+
+// Signal the host, which parks on the read end of the pipe while it waits for progress.
+inline void notify_host()
+{
+    const char one = 1;
+    if (notify_fd >= 0) {
+        const ssize_t written = write(notify_fd, &one, 1);
+        (void)written;  // a full pipe already holds a wake-up for the host
+    }
+}
+
+// Sleep while *word == seq (the host bumps the word to wake the kernel). A futex on shared
+// memory works across processes (no FUTEX_PRIVATE_FLAG); without one, nap briefly.
+inline void wait_while(unsigned long long* word, unsigned long long seq)
+{
+#if defined(__linux__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    syscall(SYS_futex, reinterpret_cast<unsigned int*>(word), FUTEX_WAIT,
+            static_cast<unsigned int>(seq), nullptr, nullptr, 0);
+#else
+    if (__atomic_load_n(word, __ATOMIC_SEQ_CST) == seq) {
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+#endif
+}
+
+// One step of a busy-wait: tell the core we spin, and now and then let the OS run another
+// task on this core (the host process may wait behind this one for it).
+inline void relax()
+{
+    static thread_local unsigned int spins = 0;
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+    if ((++spins & 63u) == 0) {
+        std::this_thread::yield();
+    }
+}
+
 }  // namespace pdc_emu
+
+#define PDC_TAKING(first, end) pdc_emu::taking((first), (end))
+#define PDC_HANDLING(index) (pdc_emu::current = (index))
 
 static thread_local uint3 threadIdx = {0, 0, 0};
 static uint3 blockIdx = {0, 0, 0};
@@ -187,28 +253,54 @@ inline float __saturatef(float x) { return x < 0.f ? 0.f : (x > 1.f ? 1.f : x); 
 
 ENTRY = r"""
 // ---- emulated-device entry point (appended by PyDotCompute) ----------------------------
+// What the host process (pydotcompute's pdc-emulated-host) passes to the kernel library.
+struct pdc_emu_host {
+    int notify_fd;  // write end of the host's wake-up pipe
+};
+
+// The message in flight on the calling thread and the end of the batch it belongs to (read
+// by the host process's signal handler when a handler faults).
+extern "C" void pdc_emulated_in_flight(unsigned long long* message, unsigned long long* end)
+{
+    *message = pdc_emu::current != ~0ull ? pdc_emu::current : pdc_emu::batch_first;
+    *end = pdc_emu::batch_end;
+}
+
+// The message (or parallel batch) in flight when a handler fails is consumed: the host takes
+// back only the messages after it, so a restart does not run it again.
+extern "C" void pdc_emulated_consume_in_flight(pdc_control* ctl)
+{
+    if (pdc_emu::batch_end != ~0ull) {
+        __atomic_store_n(&ctl->in_head, pdc_emu::batch_end, __ATOMIC_SEQ_CST);
+    }
+}
+
 extern "C" int pdc_emulated_run(unsigned int threads, unsigned long long a0,
                                 unsigned long long a1, unsigned long long a2,
                                 unsigned long long a3, unsigned long long a4,
-                                unsigned long long a5)
+                                unsigned long long a5, const pdc_emu_host* host)
 {
     pdc_control* ctl = reinterpret_cast<pdc_control*>(a0);
+    pdc_emu::notify_fd = host->notify_fd;
     pdc_emu::block_barrier().reset(threads);
     blockDim.x = threads;
     std::atomic<int> failed(0);
     auto body = [&](unsigned int t) {
         threadIdx.x = t;
+        unsigned long long code = 0;
         try {
             pdc_ring_kernel(a0, a1, a2, a3, a4, a5);
             return;
         } catch (const pdc_emu::trap&) {
-            if (failed.exchange(1) == 0) {
-                *reinterpret_cast<volatile unsigned long long*>(&ctl->error) = PDC_ERR_TRAP;
-            }
+            code = PDC_ERR_TRAP;
         } catch (...) {
-            if (failed.exchange(1) == 0) {
-                *reinterpret_cast<volatile unsigned long long*>(&ctl->error) = 2;
-            }
+            code = PDC_ERR_EXCEPTION;
+        }
+        if (failed.exchange(1) == 0) {
+            unsigned long long message = 0, end = 0;
+            pdc_emulated_in_flight(&message, &end);
+            __atomic_store_n(&ctl->fault_message, message, __ATOMIC_SEQ_CST);
+            __atomic_store_n(&ctl->error, code, __ATOMIC_SEQ_CST);
         }
         pdc_emu::block_barrier().break_all();
     };
@@ -221,8 +313,8 @@ extern "C" int pdc_emulated_run(unsigned int threads, unsigned long long a0,
         h.join();
     }
     if (failed.load()) {
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        *reinterpret_cast<volatile unsigned long long*>(&ctl->status) = PDC_STATUS_FAILED;
+        pdc_emulated_consume_in_flight(ctl);
+        __atomic_store_n(&ctl->status, PDC_STATUS_FAILED, __ATOMIC_SEQ_CST);
     }
     return failed.load();
 }
