@@ -49,7 +49,7 @@ def _name(t: type | None) -> str:
 class Route:
     """Where one kernel's output goes: its linked targets, in link order (fan-out)."""
 
-    __slots__ = ("_checks", "_kernels", "_router", "_single", "source", "targets")
+    __slots__ = ("_calls", "_checks", "_kernels", "_router", "_single", "_to", "source", "targets")
 
     def __init__(
         self, router: Router, source: str, targets: tuple[str, ...], checks: dict[str, type]
@@ -60,6 +60,10 @@ class Route:
         self.targets = targets
         self._checks = checks  # target id -> input type, for sources without an output type
         self._single = targets[0] if len(targets) == 1 and not checks else None
+        self._calls = router.calls  # the pending calls (one dict for the router's life)
+        # The single target's kernel, looked up again when it stops accepting: a kernel
+        # launched anew under that id is another object, and the old one is terminated.
+        self._to: Any = None
 
     def __repr__(self) -> str:
         return f"<Route {self.source!r} -> {list(self.targets)}>"
@@ -70,11 +74,16 @@ class Route:
         The fast path of a one-target link: a ``reject`` inbox raises ``QueueFullError``
         here, in the sender's body.
         """
-        tid = self._single
-        if tid is None or self._router.calls:
-            return False
-        k = self._kernels.get(tid)
+        k = self._to
         if k is None or not k.accepting:
+            tid = self._single
+            if tid is None:
+                return False
+            k = self._kernels.get(tid)
+            if k is None or not k.accepting:
+                return False
+            self._to = k
+        if self._calls:
             return False
         ib = k.inbox
         if type(ib) is Inbox and ib._size < ib.capacity:
