@@ -36,7 +36,9 @@ class KernelTelemetry:
     Throughput is measured between snapshots: the first snapshot reports the average since
     launch, later ones the rate over up to the last 5 s of snapshots (``window_s``).
     Host kernels measure latency from the moment a message enters the inbox to the moment the
-    body is done with it (its next ``send`` or ``receive``). ``dead_letters`` counts messages
+    body is done with it (its next ``send`` or ``receive``), on a fixed sample: the first message
+    an inbox queues and every 8th after it (a batch of ``send_many`` / ``receive_many`` counts
+    once); counts cover every message. ``dead_letters`` counts messages
     meant for this kernel that became dead letters; ``outputs_to`` lists the kernels its output
     is linked to and ``subscribes_to`` the topics it is subscribed to.
     """
@@ -194,10 +196,15 @@ class KernelMetrics:
         self.events: list[tuple[float, str]] = []
 
     def completed(self, enqueued_ns: int, n: int = 1) -> None:
-        """Record ``n`` messages done, the oldest of which entered the inbox at ``enqueued_ns``."""
-        i = self.lat_n
-        self.lat[i & LAT_MASK] = perf_counter_ns() - enqueued_ns
-        self.lat_n = i + 1
+        """Record ``n`` messages done, the oldest of which entered the inbox at ``enqueued_ns``.
+
+        ``enqueued_ns <= 0`` means none of them was timed: they are counted, with no latency
+        sample (host inboxes time a sample of their messages, see ``LAT_EVERY``).
+        """
+        if enqueued_ns > 0:
+            i = self.lat_n
+            self.lat[i & LAT_MASK] = perf_counter_ns() - enqueued_ns
+            self.lat_n = i + 1
         self.processed += n
 
     def record_latency_ns(self, value: int) -> None:

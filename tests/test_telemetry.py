@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from pydotcompute import KernelContext, KernelTelemetry, RingKernelRuntime, message
+from pydotcompute.ring._inbox import LAT_EVERY
 from pydotcompute.telemetry import KernelMetrics, percentile
 from tests.conftest import within
 
@@ -58,6 +59,49 @@ async def test_counts_and_latency_after_traffic(runtime: RingKernelRuntime) -> N
     assert t.latency_p50_us is not None and 0 < t.latency_p50_us <= t.latency_p99_us
     assert t.throughput > 0 and t.uptime_s > 0 and t.launches == 1
     assert [what for _, what in t.events] == ["LAUNCHED", "ACTIVE"]
+
+
+async def test_latency_is_sampled_and_counts_stay_exact(runtime: RingKernelRuntime) -> None:
+    """The 1st message and every LAT_EVERY-th after it are timed; every message is counted."""
+    await runtime.launch("e", func=echo, queue_size=64)
+    await runtime.activate("e")
+    for i in range(17):  # one at a time, then a burst of 20 queued before the body runs
+        await runtime.send("e", Tick(n=i))
+        await within(runtime.receive("e"))
+    metrics = runtime._kernels["e"].metrics
+    assert metrics.lat_n == 1 + 16 // LAT_EVERY  # messages 1, 9 and 17
+    for i in range(20):
+        await runtime.send("e", Tick(n=i))
+    for _ in range(20):
+        await within(runtime.receive("e"))
+    t = runtime.telemetry("e")
+    assert (t.received, t.processed, t.sent) == (37, 37, 37)
+    assert metrics.lat_n == 1 + 36 // LAT_EVERY  # and 25, 33
+    assert t.latency_p50_us is not None and t.latency_p50_us > 0
+
+
+async def test_a_batch_is_timed_once_by_its_oldest_timed_message(
+    runtime: RingKernelRuntime,
+) -> None:
+    async def batches(ctx: KernelContext[Any, Any]) -> None:
+        while not ctx.should_terminate:
+            await ctx.send_many(await ctx.receive_many(100))
+
+    await runtime.launch("b", func=batches, queue_size=64)
+    for i in range(10):  # queued before activation: one batch, of untimed and timed ones
+        await runtime.send("b", Tick(n=i))
+    await runtime.activate("b")
+    got = await within(runtime.receive_many("b"))
+    while len(got) < 10:
+        got += await within(runtime.receive_many("b"))
+    await runtime.send_many("b", [Tick(n=i) for i in range(5)])  # 11 to 15: none timed
+    await runtime.send_many("b", [Tick(n=i) for i in range(5)])  # 16 to 20: 17 is
+    while len(got) < 20:
+        got += await within(runtime.receive_many("b"))
+    t = runtime.telemetry("b")
+    assert (t.received, t.processed) == (20, 20)  # done once the body waits again
+    assert runtime._kernels["b"].metrics.lat_n == 2  # one sample per batch with a timed one
+    assert t.latency_p50_us is not None and t.latency_p50_us > 0
 
 
 async def test_snapshot_and_table(runtime: RingKernelRuntime) -> None:

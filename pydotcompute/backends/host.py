@@ -188,11 +188,12 @@ class HostKernel(KernelBase):
 
     def _stop_body(self, ctx: KernelContext[Any, Any], drain: bool) -> None:
         ctx._stopping = True
-        ctx._draining = drain
         if drain:
             self.inbox.set_open(True)
         else:
             self.inbox.open = False
+        # With drain, the body's receives turn it true once they took the last message.
+        ctx.should_terminate = not drain or len(self.inbox) == 0
         kid = self.kernel_id
         if not drain or len(self.inbox) == 0:
             self.inbox.wake_getters(lambda: TerminationRequested(kid))

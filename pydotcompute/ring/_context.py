@@ -16,6 +16,7 @@ from ..errors import (
 from ..telemetry import LAT_MASK
 from ._checks import check_timeout
 from ._driver import park, timeout_waker
+from ._inbox import _NO_BUCKET
 
 if TYPE_CHECKING:
     from ..backends.host import HostKernel
@@ -49,10 +50,16 @@ class KernelContext(Generic[InT, OutT]):
 
     Annotating the body's parameter as ``KernelContext[Request, Response]`` also declares the
     kernel's input and output types when ``@ring_kernel`` does not give them.
+
+    Attributes
+    ----------
+    should_terminate:
+        True once the kernel is being terminated (with ``drain``, once the body took the last
+        queued message). Read it, do not set it; it is a plain attribute so that the body's
+        ``while not ctx.should_terminate`` costs one attribute read per message.
     """
 
     __slots__ = (
-        "_draining",
         "_driver",
         "_inbox",
         "_kernel",
@@ -64,6 +71,7 @@ class KernelContext(Generic[InT, OutT]):
         "_pending_n",
         "_stopping",
         "kernel_id",
+        "should_terminate",
     )
 
     def __init__(self, kernel: HostKernel) -> None:
@@ -73,20 +81,21 @@ class KernelContext(Generic[InT, OutT]):
         self._outbox = kernel.outbox
         self._metrics = kernel.metrics
         self._output_type = kernel.options.output_type
-        self._pending = 0  # enqueue time of the message(s) being handled, 0 if none
+        # Enqueue time of the message(s) being handled: > 0 if timed, -1 if not, 0 if none.
+        self._pending = 0
         self._pending_n = 0
         self._last: Any = None  # the message being handled, for stamping replies
         self._stopping = False
-        self._draining = False
+        self.should_terminate = False
         self._driver: BodyDriver | None = None  # set by the kernel that runs the body
 
     def __repr__(self) -> str:
         return f"<KernelContext {self.kernel_id!r} state={self._kernel.state.value}>"
 
-    @property
-    def should_terminate(self) -> bool:
-        """True once the kernel is being terminated (with ``drain``, once the inbox is empty)."""
-        return self._stopping and (not self._draining or self._inbox._size == 0)
+    def _drained(self) -> None:
+        """A receive emptied the inbox: when terminating with ``drain``, the body may stop."""
+        if self._stopping and not self._inbox._size:
+            self.should_terminate = True
 
     @property
     def is_active(self) -> bool:
@@ -112,21 +121,27 @@ class KernelContext(Generic[InT, OutT]):
         pending = self._pending
         if pending:  # the previous message is done (inlined KernelMetrics.completed)
             m = self._metrics
-            i = m.lat_n
-            m.lat[i & LAT_MASK] = perf_counter_ns() - pending
-            m.lat_n = i + 1
+            if pending > 0:  # a timed one (see LAT_EVERY)
+                i = m.lat_n
+                m.lat[i & LAT_MASK] = perf_counter_ns() - pending
+                m.lat_n = i + 1
             m.processed += self._pending_n
             self._pending = 0
         inbox = self._inbox
         if inbox._size and inbox.open:
             # Inbox.pop, inlined: the highest priority level's oldest entry.
-            levels = inbox._levels
-            bucket = inbox._buckets[-levels[0]]
+            bucket = inbox._top
             entry = bucket.popleft()
             inbox._size -= 1
             if not bucket:
+                levels = inbox._levels
                 del levels[0]
-            if inbox._putters:
+                inbox._top = inbox._buckets[-levels[0]] if levels else _NO_BUCKET
+                if inbox._putters:
+                    inbox._admit_putters()
+                if self._stopping:
+                    self._drained()
+            elif inbox._putters:
                 inbox._admit_putters()
         else:
             if self._stopping:
@@ -142,7 +157,9 @@ class KernelContext(Generic[InT, OutT]):
                 entry = await park()
             else:
                 entry = await self._wait_entry(timeout)
-        self._pending = entry[1]
+            if self._stopping:
+                self._drained()
+        self._pending = entry[1] or -1  # -1: in hand, not timed
         self._pending_n = 1
         msg = entry[2]
         self._last = msg
@@ -182,8 +199,11 @@ class KernelContext(Generic[InT, OutT]):
             if inbox._size and inbox.open and max_count > 1:
                 more, more_oldest = inbox.pop_many(max_count - 1)
                 msgs += more
-                oldest = min(oldest, more_oldest)
-        self._pending = oldest
+                if more_oldest and (not oldest or more_oldest < oldest):
+                    oldest = more_oldest
+        if self._stopping:
+            self._drained()
+        self._pending = oldest or -1
         self._pending_n = len(msgs)
         self._last = None
         return msgs
@@ -212,27 +232,34 @@ class KernelContext(Generic[InT, OutT]):
             The outbox stayed full for ``timeout`` seconds.
         """
         out_type = self._output_type
-        if out_type is not None and not isinstance(msg, out_type):
+        if out_type is not None and type(msg) is not out_type and not isinstance(msg, out_type):
             raise self._type_error(msg)
         pending = self._pending
         if pending:  # the message being handled is done (inlined KernelMetrics.completed)
             m = self._metrics
-            i = m.lat_n
-            m.lat[i & LAT_MASK] = perf_counter_ns() - pending
-            m.lat_n = i + 1
+            if pending > 0:  # a timed one (see LAT_EVERY)
+                i = m.lat_n
+                m.lat[i & LAT_MASK] = perf_counter_ns() - pending
+                m.lat_n = i + 1
             m.processed += self._pending_n
             self._pending = 0
         last = self._last
         if last is not None and msg is not last:
             d = getattr(msg, "__dict__", None)
-            if d is not None and "correlation_id" in d and d["correlation_id"] is None:
+            if d is not None and d.get("correlation_id", 0) is None:
                 d["correlation_id"] = last  # resolved to last.message_id when read
         route = self._kernel.route
         if route is not None:  # linked: straight into the targets' inboxes
             if not route.offer(msg):
                 await route.send(msg, timeout)
             return
-        if not self._outbox.put_nowait(msg):
+        ob = self._outbox
+        q = ob._q
+        if not ob._expect and not ob._getters and len(q) < ob.capacity:
+            q.append(msg)  # Outbox.put_nowait's common case, inlined: no call waits, no receiver
+            ob.sent += 1
+            return
+        if not ob.put_nowait(msg):
             if timeout is not None:
                 timeout = check_timeout(timeout, "ctx.send")
             await self._outbox.put_wait(msg, timeout, self._send_timeout(timeout))

@@ -12,7 +12,7 @@ import asyncio
 from bisect import insort
 from collections import deque
 from collections.abc import Callable
-from itertools import repeat
+from itertools import cycle, islice
 from operator import itemgetter
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
@@ -24,10 +24,18 @@ from ._waiters import expire, expire_later
 if TYPE_CHECKING:
     from ._driver import BodyDriver
 
-__all__ = ["Entry", "Inbox", "priority_of", "reject_error"]
+__all__ = ["DEFAULT_PRIORITY", "LAT_EVERY", "Entry", "Inbox", "priority_of", "reject_error"]
 
-Entry = tuple[int, int, Any]  # (arrival sequence, enqueue time in ns, message)
-_DEFAULT_PRIORITY = 128
+Entry = tuple[int, int, Any]  # (arrival number, enqueue time in ns or 0, message)
+DEFAULT_PRIORITY = 128
+# Latency is sampled: the 1st message an inbox queues and every LAT_EVERY-th after it carry
+# their enqueue time (one clock read each); the others carry 0 and are counted, not timed
+# (so the body reads the clock when done only for those). A batch (send_many) reads the clock
+# once for its timed entries. See KernelMetrics.
+LAT_EVERY = 8
+_LAT_PHASE = LAT_EVERY - 1  # received & _LAT_PHASE == 1 -> timed
+_UNTIMED = (0,) * (LAT_EVERY - 1)
+_NO_BUCKET: deque[Entry] = deque()  # Inbox._top while nothing is queued (never filled)
 _message_of = itemgetter(2)
 
 
@@ -41,9 +49,9 @@ def reject_error(kernel_id: str, capacity: int) -> QueueFullError:
 
 def priority_of(msg: Any) -> int:
     """Priority of a message (128 for objects that are not messages)."""
-    p = getattr(msg, "priority", _DEFAULT_PRIORITY)
+    p = getattr(msg, "priority", DEFAULT_PRIORITY)
     if type(p) is not int or p < 0 or p > 255:
-        return _DEFAULT_PRIORITY
+        return DEFAULT_PRIORITY
     return p
 
 
@@ -56,12 +64,13 @@ class Inbox:
 
     __slots__ = (
         "_buckets",
+        "_default",
         "_getters",
         "_levels",
         "_loop",
         "_putters",
-        "_seq",
         "_size",
+        "_top",
         "capacity",
         "dropped",
         "kernel_id",
@@ -81,9 +90,14 @@ class Inbox:
         self.policy = policy
         self._loop = loop
         self._buckets: dict[int, deque[Entry]] = {}
+        # The default priority's bucket, also found without a dict lookup (``p is 128``: small
+        # ints are shared objects, and any other value equal to 128 is taken as 128 anyway).
+        self._default: deque[Entry] = deque()
+        self._buckets[DEFAULT_PRIORITY] = self._default
         self._levels: list[int] = []  # negated priorities of non-empty buckets, ascending
+        # The highest non-empty bucket (_levels[0]'s), or an empty deque when there is none.
+        self._top: deque[Entry] = _NO_BUCKET
         self._size = 0
-        self._seq = 0
         self._getters: deque[asyncio.Future[Entry]] = deque()
         self._putters: deque[tuple[asyncio.Future[bool], Any]] = deque()
         self.open = False
@@ -104,30 +118,28 @@ class Inbox:
         under ``block`` (the caller waits with :meth:`put_wait`). ``reject`` raises."""
         if self._size >= self.capacity:
             return self._full(msg)
-        getters = self._getters
-        if getters and self.open:
-            # Fast path: a waiting receiver means the inbox is empty; hand the message over
-            # (its priority does not matter then).
-            g = getters.popleft()
-            if not g.done():
-                self.received += 1
-                g.set_result((0, perf_counter_ns(), msg))
-                return True
-            getters.appendleft(g)
-        p = getattr(msg, "priority", _DEFAULT_PRIORITY)
-        bucket = self._buckets.get(p) if type(p) is int else None
-        if not bucket:  # a new priority level (or an odd one): the general path
-            self._enqueue(msg, priority_of(msg), perf_counter_ns())
+        p = getattr(msg, "priority", DEFAULT_PRIORITY)
+        bucket: deque[Entry] | None
+        if p is DEFAULT_PRIORITY:
+            bucket = self._default
+        else:
+            bucket = self._buckets.get(p) if type(p) is int else None
+        if bucket:
+            # The common case: more of a priority already queued. (A queued message means no
+            # receiver waits while the gate is open: there is nobody to hand it to.)
+            n = self.received = self.received + 1  # also the arrival sequence
+            bucket.append((n, perf_counter_ns() if n & _LAT_PHASE == 1 else 0, msg))
+            self._size += 1
             return True
-        # The common case: more of a priority already queued.
-        self.received += 1
-        seq = self._seq = self._seq + 1
-        bucket.append((seq, perf_counter_ns(), msg))
-        self._size += 1
+        # A new priority level (or an odd one), or a waiting receiver: the general path.
+        self._enqueue(msg, priority_of(msg), -1)
         return True
 
     def _enqueue(self, msg: Any, p: int, ts: int) -> None:
-        self.received += 1
+        """Queue one message; ``ts`` is its batch's enqueue time, or -1 (sampled here)."""
+        n = self.received = self.received + 1
+        if ts < 0:
+            ts = perf_counter_ns() if n & _LAT_PHASE == 1 else 0
         getters = self._getters
         if getters and self.open:
             # A waiting receiver means the inbox is empty: hand the message over.
@@ -141,8 +153,8 @@ class Inbox:
             bucket = self._buckets[p] = deque()
         if not bucket:
             insort(self._levels, -p)
-        seq = self._seq = self._seq + 1
-        bucket.append((seq, ts, msg))
+            self._top = self._buckets[-self._levels[0]]
+        bucket.append((n, ts, msg))
         self._size += 1
         d = self.parked
         if d is not None and not d.runnable and self.open:
@@ -161,7 +173,7 @@ class Inbox:
                 self.on_drop(msg, "drop_newest")
             return False
         self._evict_oldest()
-        self._enqueue(msg, priority_of(msg), perf_counter_ns())
+        self._enqueue(msg, priority_of(msg), -1)
         return True
 
     def _evict_oldest(self) -> None:
@@ -221,8 +233,8 @@ class Inbox:
         if n and self._getters and self.open:
             # A waiting receiver means the inbox is empty: hand it the first message; once
             # woken it takes the rest in bulk.
-            p = _DEFAULT_PRIORITY if priorities is None else priorities[0]
-            self._enqueue(msgs[0], p, perf_counter_ns())
+            p = DEFAULT_PRIORITY if priorities is None else priorities[0]
+            self._enqueue(msgs[0], p, -1)
             done = 1
         return self._put_many(msgs, priorities, done)
 
@@ -233,28 +245,28 @@ class Inbox:
             ts = perf_counter_ns()
             batch = msgs[done:] if done else msgs
             if priorities is None:
-                self._extend(_DEFAULT_PRIORITY, batch, ts)
+                self._extend(DEFAULT_PRIORITY, batch, ts)
             else:
                 prios = priorities[done:] if done else priorities
                 if min(prios) == max(prios):
                     self._extend(prios[0], batch, ts)
                 else:
                     for msg, p in zip(batch, prios):
-                        self._enqueue(msg, p, ts)
+                        self._enqueue(msg, p, -1)
             return n
         for i in range(done, n):
-            p = _DEFAULT_PRIORITY if priorities is None else priorities[i]
+            p = DEFAULT_PRIORITY if priorities is None else priorities[i]
             if self._size >= self.capacity:
                 if self._full_many(msgs[i], p) is None:
                     return i
             else:
-                self._enqueue(msgs[i], p, perf_counter_ns())
+                self._enqueue(msgs[i], p, -1)
         return n
 
     def _full_many(self, msg: Any, p: int) -> bool | None:
         if self.policy is Backpressure.DROP_OLDEST:
             self._evict_oldest()
-            self._enqueue(msg, p, perf_counter_ns())
+            self._enqueue(msg, p, -1)
             return True
         return self._full(msg)
 
@@ -264,10 +276,12 @@ class Inbox:
             bucket = self._buckets[p] = deque()
         if not bucket:
             insort(self._levels, -p)
+            self._top = self._buckets[-self._levels[0]]
         n = len(msgs)
-        first = self._seq + 1
-        self._seq += n
-        bucket.extend(zip(range(first, first + n), repeat(ts, n), msgs))
+        first = self.received + 1
+        # The batch's time for the entries whose arrival number is timed (1, 9, 17, ...).
+        stamps = islice(cycle((ts, *_UNTIMED)), (first - 1) & _LAT_PHASE, None)
+        bucket.extend(zip(range(first, first + n), stamps, msgs))
         self._size += n
         self.received += n
         d = self.parked
@@ -277,12 +291,13 @@ class Inbox:
     # ---------------------------------------------------------------- consumer side
     def pop(self) -> Entry:
         """Take the next entry (highest priority, oldest first); the inbox must not be empty."""
-        levels = self._levels
-        bucket = self._buckets[-levels[0]]
+        bucket = self._top
         entry = bucket.popleft()
         self._size -= 1
         if not bucket:
+            levels = self._levels
             del levels[0]
+            self._top = self._buckets[-levels[0]] if levels else _NO_BUCKET
         if self._putters:
             self._admit_putters()
         return entry
@@ -290,17 +305,19 @@ class Inbox:
     def pop_many(self, max_count: int) -> tuple[list[Any], int]:
         """Take up to ``max_count`` messages in priority order.
 
-        Returns the messages and the enqueue time of the oldest of them.
+        Returns the messages and the enqueue time of the oldest timed one (0 if none is).
         """
         out: list[Entry] = []
         oldest = 0
         while self._size and len(out) < max_count:
             p = -self._levels[0]
             bucket = self._buckets[p]
-            head_ts = bucket[0][1]  # each bucket is FIFO: its head is its oldest
-            if not oldest or head_ts < oldest:
-                oldest = head_ts
             want = max_count - len(out)
+            head_ts = bucket[0][1]  # each bucket is FIFO: its head is its oldest
+            if not head_ts:  # untimed: the first timed one taken, if any
+                head_ts = next((e[1] for e in islice(bucket, want) if e[1]), 0)
+            if head_ts and (not oldest or head_ts < oldest):
+                oldest = head_ts
             if len(bucket) <= want:
                 out.extend(bucket)
                 self._size -= len(bucket)
@@ -315,14 +332,16 @@ class Inbox:
 
     def _remove_level(self, p: int) -> None:
         """Bucket ``p`` became empty (it is kept for the next message of that priority)."""
-        self._levels.remove(-p)
+        levels = self._levels
+        levels.remove(-p)
+        self._top = self._buckets[-levels[0]] if levels else _NO_BUCKET
 
     def _admit_putters(self) -> None:
         putters = self._putters
         while putters and self._size < self.capacity:
             fut, msg = putters.popleft()
             if not fut.done():
-                self._enqueue(msg, priority_of(msg), perf_counter_ns())
+                self._enqueue(msg, priority_of(msg), -1)
                 fut.set_result(True)
 
     def wait(
@@ -353,6 +372,7 @@ class Inbox:
             bucket = self._buckets[p] = deque()
         if not bucket:
             insort(self._levels, -p)
+            self._top = self._buckets[-self._levels[0]]
         bucket.appendleft((0, ts, msg))
         self._size += 1
 
@@ -393,7 +413,9 @@ class Inbox:
             for neg in self._levels:
                 for entry in self._buckets[-neg]:
                     self.on_drop(entry[2], "discarded")
-        self._buckets.clear()
+        for bucket in self._buckets.values():
+            bucket.clear()
         self._levels.clear()
+        self._top = _NO_BUCKET
         self._size = 0
         return discarded

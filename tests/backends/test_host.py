@@ -92,6 +92,23 @@ async def test_drop_oldest_can_evict_the_highest_priority_when_it_is_oldest(
     assert await drain(runtime, "k", 2) == [3, 2]
 
 
+async def test_odd_priorities_queue_as_the_default_one(runtime: RingKernelRuntime) -> None:
+    class Odd:
+        def __init__(self, n: int, priority: object) -> None:
+            self.n, self.priority = n, priority
+
+    async def relay(ctx: KernelContext[Any, Any]) -> None:
+        while not ctx.should_terminate:
+            await ctx.send(await ctx.receive())
+
+    await runtime.launch("u", func=relay)
+    for n, p in [(1, 128), (2, True), (3, 128.0), (4, 300), (5, "high"), (6, 200), (7, 128)]:
+        assert await runtime.send("u", Odd(n, p)) is True
+    await runtime.activate("u")
+    got = [(await within(runtime.receive("u"))).n for _ in range(7)]
+    assert got == [6, 1, 2, 3, 4, 5, 7]
+
+
 async def test_drop_newest_discards_the_new_message(runtime: RingKernelRuntime) -> None:
     await runtime.launch("k", func=echo, queue_size=2, backpressure="drop_newest")
     await fill(runtime, "k", [(1, 128), (2, 128)])
@@ -297,6 +314,24 @@ async def test_terminate_with_drain_processes_the_queue_first(runtime: RingKerne
     result = await within(runtime.terminate("d", drain=True))
     assert result.discarded == 0 and result.graceful
     assert await drain(runtime, "d", 5) == [0, 1, 2, 3, 4]
+
+
+async def test_should_terminate_turns_true_with_drain_once_the_last_message_is_taken(
+    runtime: RingKernelRuntime,
+) -> None:
+    seen: list[bool] = []
+
+    async def body(ctx: KernelContext[Job, Job]) -> None:
+        while not ctx.should_terminate:
+            m = await ctx.receive()
+            seen.append(ctx.should_terminate)
+            await ctx.send(m)
+
+    await runtime.launch("d", func=body)
+    await runtime.send_many("d", [Job(n=i) for i in range(3)])
+    result = await within(runtime.terminate("d", drain=True))
+    assert result.graceful and seen == [False, False, True]
+    assert await drain(runtime, "d", 3) == [0, 1, 2]
 
 
 async def test_terminate_without_drain_discards_and_refuses_sends(

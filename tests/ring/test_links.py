@@ -335,10 +335,14 @@ async def test_relaunched_target_takes_linked_messages_again(
 ) -> None:
     await start(runtime, ("n", normalize, {}), ("d", detect, {}))
     await within(runtime.link("n", "d"))
+    await within(runtime.send("n", Reading(value=2.0)))  # the link now knows this d
+    assert (await within(runtime.receive("d"))).text == "z=1.0"
     await within(runtime.terminate("d"))
+    runtime.forget("d")
     await start(runtime, ("d", detect, {}))
     await within(runtime.send("n", Reading(value=4.0)))
     assert (await within(runtime.receive("d"))).text == "z=2.0"
+    assert not runtime.dead_letters()
 
 
 # ---------------------------------------------------------------- call
