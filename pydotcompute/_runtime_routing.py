@@ -88,6 +88,7 @@ class RoutingVerbs:
         for t in targets:
             check_kernel_id(t, "link")
         self._routing.link(source, targets)
+        await self._routing.settled()  # a device-to-device link is switched on
 
     async def unlink(self, source: str, target: str | None = None) -> None:
         """Remove the link ``source -> target`` (every link of ``source`` without target).
@@ -100,6 +101,7 @@ class RoutingVerbs:
         if target is not None:
             check_kernel_id(target, "unlink")
         self._routing.unlink(source, target)
+        await self._routing.settled()  # a device link is switched off and emptied
 
     def links(self) -> dict[str, tuple[str, ...]]:
         """The links of this runtime: source kernel id -> target kernel ids."""
