@@ -219,12 +219,28 @@ struct pdc_links {{
 static inline void pdc_sleep(pdc_control* ctl, pdc_backoff& b, unsigned long long bell,
                              bool full, unsigned long long out_head, const pdc_links* l)
 {{
+    const bool gens_same =
+        l == nullptr || (__atomic_load_n(&ctl->link_out_gen, __ATOMIC_SEQ_CST) == l->out_gen &&
+                         __atomic_load_n(&ctl->link_in_gen, __ATOMIC_SEQ_CST) == l->in_gen);
     if (full && l != nullptr && l->out != nullptr) {{
-        __nanosleep(b.nap);
-        b.nap = b.nap * 2 < {MAX_NAP_NS}u ? b.nap * 2 : {MAX_NAP_NS}u;
+        // The linked output is full: sleep until the downstream takes some (it wakes a
+        // sleeping upstream after each batch) or the host rings.
+        pdc_link* out = l->out;
+        const unsigned long long seq = __atomic_load_n(&ctl->wake_seq, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&ctl->sleeping, 1ull, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&out->up_sleeping, 1ull, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&ctl->doorbell, __ATOMIC_SEQ_CST) == bell && gens_same &&
+            __atomic_load_n(&out->head, __ATOMIC_SEQ_CST) == l->out_head) {{
+            pdc_emu::wait_while_both(&ctl->wake_seq, seq, &out->head, l->out_head);
+        }}
+        __atomic_store_n(&out->up_sleeping, 0ull, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&ctl->sleeping, 0ull, __ATOMIC_SEQ_CST);
         return;
     }}
-    pdc_link* in = l != nullptr ? l->in : nullptr;
+    // The link tail matters only to a loop that would take from the link now: active, and
+    // not waiting for room in its outbox (else a pending link message would keep it awake).
+    pdc_link* in = l != nullptr && !full && (bell & PDC_CMD_MASK) == PDC_CMD_ACTIVE ? l->in
+                                                                                   : nullptr;
     const unsigned long long seq = __atomic_load_n(&ctl->wake_seq, __ATOMIC_SEQ_CST);
     __atomic_store_n(&ctl->sleeping, full ? 2ull : 1ull, __ATOMIC_SEQ_CST);
     const unsigned long long seen = in != nullptr ? l->in_head : 0;
@@ -233,8 +249,7 @@ static inline void pdc_sleep(pdc_control* ctl, pdc_backoff& b, unsigned long lon
     }}
     if (__atomic_load_n(&ctl->doorbell, __ATOMIC_SEQ_CST) == bell &&
         (!full || __atomic_load_n(&ctl->out_head, __ATOMIC_SEQ_CST) == out_head) &&
-        (l == nullptr || (__atomic_load_n(&ctl->link_out_gen, __ATOMIC_SEQ_CST) == l->out_gen &&
-                          __atomic_load_n(&ctl->link_in_gen, __ATOMIC_SEQ_CST) == l->in_gen)) &&
+        gens_same &&
         (in == nullptr || __atomic_load_n(&in->tail, __ATOMIC_SEQ_CST) == seen)) {{
         if (in != nullptr) {{
             pdc_emu::wait_while_both(&ctl->wake_seq, seq, &in->tail, seen);
@@ -246,6 +261,15 @@ static inline void pdc_sleep(pdc_control* ctl, pdc_backoff& b, unsigned long lon
         __atomic_store_n(&in->sleeping, 0ull, __ATOMIC_SEQ_CST);
     }}
     __atomic_store_n(&ctl->sleeping, 0ull, __ATOMIC_SEQ_CST);
+}}
+
+// After a batch taken from the linked input: wake the upstream if it sleeps on a full ring.
+static inline void pdc_link_taken(pdc_link* in)
+{{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);  // the head stores, before reading up_sleeping
+    if (__atomic_load_n(&in->up_sleeping, __ATOMIC_SEQ_CST) != 0) {{
+        pdc_emu::wake_all(&in->head);
+    }}
 }}
 
 // Publish a reply written into the linked output, and wake the downstream if it sleeps.
@@ -270,7 +294,8 @@ static __device__ __forceinline__ void pdc_sleep(pdc_control* ctl, pdc_backoff& 
     b.nap = b.nap * 2 < {MAX_NAP_NS}u ? b.nap * 2 : {MAX_NAP_NS}u;
 }}
 
-// The downstream polls the link tail (no sleeping on a GPU): a release store is all it takes.
+// The loops poll the link words (no sleeping on a GPU): release stores are all it takes.
+#define pdc_link_taken(in) ((void)0)
 static __device__ __forceinline__ void pdc_link_publish(pdc_link* out, unsigned long long tail)
 {{
     pdc_store_release(&out->tail, tail);
@@ -545,6 +570,7 @@ _SEQUENTIAL = (
         }}
         const unsigned long long t0 = pdc_now_ns();
         const unsigned long long done = c.processed;
+        const unsigned long long link_start = links.in_head;
         // Up to {batch} messages from the host's inbox, then up to {batch} from the link.
         const unsigned long long end = tail - head > {batch}ull ? head + {batch}ull : tail;
         const unsigned long long link_end = link_tail - links.in_head > {batch}ull ?
@@ -602,6 +628,9 @@ _SEQUENTIAL = (
             if (pdc_now_ns() - t0 > {batch_ns}ull) {{
                 break;  // a slow handler: publish now and look at the doorbell again
             }}
+        }}
+        if (links.in_head != link_start) {{
+            pdc_link_taken(links.in);
         }}
         if (c.processed != done) {{
             c.busy_ns += pdc_now_ns() - t0;

@@ -123,7 +123,7 @@ CONTROL_BYTES = len(_LINES) * LINE
 
 # A device link ring (in the device's link arena): two header lines, then the slots.
 LINK_HEADER_BYTES = 2 * LINE
-LINK_WORD = {"tail": 0, "head": LINE // 8, "sleeping": LINE // 8 + 1}  # uint64 indices
+LINK_WORD = {"tail": 0, "up_sleeping": 1, "head": LINE // 8, "sleeping": LINE // 8 + 1}
 
 CMD_PARK, CMD_ACTIVE, CMD_TERMINATE = 0, 1, 2
 CMD_BITS = 2  # the doorbell holds the inbox tail << CMD_BITS | command
@@ -269,7 +269,8 @@ def link_c_source() -> str:
 struct pdc_link {{
     // line 0: written by the upstream kernel
     unsigned long long tail;
-    unsigned long long _pad0[7];
+    unsigned long long up_sleeping;  // 1 while it sleeps until head changes (ring full)
+    unsigned long long _pad0[6];
     // line 1: written by the downstream kernel
     unsigned long long head;
     unsigned long long sleeping;  // 1 while it sleeps until tail changes (emulated device)
