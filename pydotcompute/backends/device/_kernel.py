@@ -354,7 +354,6 @@ class DeviceKernel(KernelBase):
             check(self.kernel_id, self.state, "terminate")
             was = self.state
             self._set_state(S.TERMINATING)
-            await self._close_links()
             graceful = True
             if self._launcher is not None and self._launcher.running():
                 if drain and was is not S.FAILED:
@@ -362,7 +361,11 @@ class DeviceKernel(KernelBase):
                 spent = time.perf_counter() - start
                 left = None if timeout is None else max(0.0, timeout - spent)
                 await self._stop_loop(left, timeout)
-            discarded = self._close("terminated")
+            try:
+                # The loop has ended: its side of a device link is final (dead letters follow).
+                await self._close_links()
+            finally:
+                discarded = self._close("terminated")
             result = TerminateResult(
                 self.kernel_id, graceful, discarded, time.perf_counter() - start
             )
@@ -448,9 +451,9 @@ class DeviceKernel(KernelBase):
             # Build first: a source that does not compile leaves the running loop untouched.
             built = await self._build(spec if spec is not None else self.spec)
             target = self._run_state
-            await self._close_links()  # the router links the new loop again (resume)
             if self._launcher is not None and self._launcher.running():
                 await self._stop_loop(timeout, timeout)
+            await self._close_links()  # the router links the new loop again (resume)
             back = self.inbox.take_back()
             self._stop_tracking()
             self.inbox.restage(back)
