@@ -347,3 +347,13 @@ async def test_links_a_device_link_cannot_serve_go_through_the_host(
     await within(ert.send("a", job(2, 1.0)))
     assert float((await within(ert.receive("r"), WAIT)).x) == 4.0
     assert ert.telemetry("a").sent == 1  # relayed by the host
+
+
+async def test_call_to_the_head_of_a_device_pipeline_answers_from_its_tail(
+    ert: RingKernelRuntime,
+) -> None:
+    await pipeline(ert)
+    reply = await within(ert.call("a", job(8, 2.0), timeout=WAIT), WAIT)
+    assert (int(reply.n), float(reply.x)) == (8, 3.0)
+    await within(ert.send("a", job(9, 1.0)))  # other replies still reach receive
+    assert float((await within(ert.receive("c"), WAIT)).x) == 1.0
