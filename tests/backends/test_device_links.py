@@ -357,3 +357,27 @@ async def test_call_to_the_head_of_a_device_pipeline_answers_from_its_tail(
     assert (int(reply.n), float(reply.x)) == (8, 3.0)
     await within(ert.send("a", job(9, 1.0)))  # other replies still reach receive
     assert float((await within(ert.receive("c"), WAIT)).x) == 1.0
+
+
+async def test_a_failed_downstream_turns_what_its_link_holds_into_dead_letters(
+    ert: RingKernelRuntime,
+) -> None:
+    stage("a", "+ 1.0f")
+    ring_kernel(
+        kernel_id="t",
+        input_type=Job,
+        output_type=Job,
+        cuda="if (msg.n == 2) { __trap(); }\nout = msg;",
+    )
+    await start(ert, ("a", None), ("t", None))
+    await within(ert.link("a", "t"))
+    assert ert.telemetry("a").extra["device_link_to"] == "t"
+    for n in range(5):
+        await within(ert.send("a", job(n)))
+    assert [int((await within(ert.receive("t"), WAIT)).n) for _ in range(2)] == [0, 1]
+    await within(until(lambda: ert.state("t").value == "FAILED", WAIT), WAIT)
+    await within(until(lambda: len(ert.dead_letters()) == 2, WAIT), WAIT)
+    letters = ert.dead_letters()
+    assert [int(d.message.n) for d in letters] == [3, 4]  # 2 was lost with the fault
+    assert {d.reason for d in letters} == {DeadLetterReason.FAILED}
+    assert ert.telemetry("a").extra["device_link_to"] is None
