@@ -50,6 +50,12 @@ class RoutingVerbs:
     async def _call_linked(self, kernel_id: str, msg: Any, timeout: float | None) -> Any:
         """``call`` a kernel whose output is linked: the reply comes from the links' end."""
         call = self._routing.pending.start(msg, self._bind_loop())
+        tail = self._device_tail(kernel_id)
+        if tail is not None:
+            # The request's id is carried along device links (no host hop): the reply comes
+            # from the chain's tail, whose outbox starts waiting now (the send goes elsewhere).
+            self._routing.pending.track(msg, (tail.kernel_id,))
+            tail.outbox._waiting()
         try:
             async with asyncio.timeout(timeout):
                 await self.send(kernel_id, msg)
@@ -63,6 +69,18 @@ class RoutingVerbs:
             ) from None
         finally:
             self._routing.pending.end(call)
+
+    def _device_tail(self, kernel_id: str) -> Any:
+        """The last kernel of the device-to-device links from ``kernel_id`` when it has no
+        link of its own (it answers a ``call`` to the head), else ``None``."""
+        k = self._kernel(kernel_id, "call")
+        seen = {kernel_id}
+        while getattr(k, "link_out", None) is not None:
+            k = k.link_out.down
+            if k.kernel_id in seen:
+                return None
+            seen.add(k.kernel_id)
+        return k if len(seen) > 1 and k.route is None else None
 
     # ---------------------------------------------------------------- links and topics
     async def link(self, source: str, target: str | Iterable[str]) -> None:
@@ -88,6 +106,7 @@ class RoutingVerbs:
         for t in targets:
             check_kernel_id(t, "link")
         self._routing.link(source, targets)
+        await self._routing.settled()  # a device-to-device link is switched on
 
     async def unlink(self, source: str, target: str | None = None) -> None:
         """Remove the link ``source -> target`` (every link of ``source`` without target).
@@ -100,6 +119,7 @@ class RoutingVerbs:
         if target is not None:
             check_kernel_id(target, "unlink")
         self._routing.unlink(source, target)
+        await self._routing.settled()  # a device link is switched off and emptied
 
     def links(self) -> dict[str, tuple[str, ...]]:
         """The links of this runtime: source kernel id -> target kernel ids."""

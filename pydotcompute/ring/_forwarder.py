@@ -4,6 +4,11 @@ A device loop writes its replies to its outbox ring; while its output is linked,
 task waits on that outbox like a ``receive`` does (so the kernel's pump polls the ring) and
 hands each reply to the route, under the target's backpressure: a ``block`` target makes the
 forwarder wait, the replies stay in the ring and the device loop waits in turn.
+
+A link between two device kernels of one device is served in device memory instead
+(``backends/device/_links.py``): the kernel's ``update_link`` switches its loop to a link ring
+and the forwarder then only relays what the outbox held before the switch. ``settled()``
+waits for those switches (``runtime.link`` / ``unlink`` return once they are done).
 """
 
 from __future__ import annotations
@@ -27,16 +32,26 @@ class _Forwarder:
 class Forwarders:
     """The forwarder tasks of the linked device kernels of one runtime."""
 
-    __slots__ = ("_kernels", "_tasks")
+    __slots__ = ("_kernels", "_switching", "_tasks")
 
     def __init__(self, kernels: dict[str, Any]) -> None:
         self._kernels = kernels
         self._tasks: dict[str, _Forwarder] = {}
+        self._switching: set[asyncio.Task[None]] = set()  # device links being switched
+
+    async def settled(self) -> None:
+        """Wait until every device link switch started so far is done (raising its error)."""
+        while self._switching:
+            await asyncio.gather(*list(self._switching))
 
     def update(self, k: Any) -> None:
         """Start the forwarder of a linked device kernel, or stop it once unlinked."""
         if k.backend != "device":
             return
+        switch = k.update_link(k.route, self._kernels)  # a device link, where it can be one
+        if switch is not None:
+            self._switching.add(switch)
+            switch.add_done_callback(self._switching.discard)
         fwd = self._tasks.get(k.kernel_id)
         if k.route is None:
             if fwd is not None and fwd.waiting and fwd.task is not None:

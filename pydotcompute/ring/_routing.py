@@ -8,8 +8,8 @@ turned into dead letters by the inbox's ``on_drop`` hook. Nothing here is backen
 except where a kernel's output leaves it: a host kernel's ``ctx.send`` calls its route; a
 device kernel's replies are read from its outbox ring by a *forwarder* task on the host
 (``_forwarder.py``) and handed to the same route. ``call`` through links is ``_calls.py``. A
-device-to-device link will be a route of its own kind that the device backend serves in device
-memory (see ``docs/articles/concepts/links-and-topics.md``).
+one-target link between two device kernels of one device is served by the device backend in
+device memory (``backends/device/_links.py``, started by the forwarder's ``update``).
 """
 
 from __future__ import annotations
@@ -295,10 +295,23 @@ class Router:
             self.subscribe(kid, topic)
         if kid in self.links:
             self._rebuild(kid)
+        self._upstreams(kid)
+
+    def _upstreams(self, kid: str) -> None:
+        """Device kernels linked to ``kid`` look again whether a device link can serve it."""
+        for src, targets in self.links.items():
+            k = self.kernels.get(src)
+            if kid in targets and k is not None:
+                self._forwarders.update(k)
+
+    async def settled(self) -> None:
+        """Wait for the device links that link, unlink, launch or relaunch switched."""
+        await self._forwarders.settled()
 
     def resume(self, kernel: Any) -> None:
         """After a relaunch: a linked device kernel's forwarder runs again if it had ended."""
         self._forwarders.update(kernel)
+        self._upstreams(kernel.kernel_id)
 
     # ---------------------------------------------------------------- delivery
     async def deliver(

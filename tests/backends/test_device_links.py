@@ -210,3 +210,174 @@ async def test_device_kernel_declares_outputs_to_and_subscribes_to(
     assert int((await within(druntime.receive("collector"), WAIT)).n) == 4
     t = druntime.telemetry("worker")
     assert (t.outputs_to, t.subscribes_to) == (("collector",), ("jobs",))
+
+
+# ---------------------------------------------------------------- device-to-device links
+
+STAGE = "out.n = msg.n;\nout.x = msg.x {op};\nout.spin = 0;"
+
+
+def stage(kernel_id: str, op: str, **options: Any) -> Any:
+    """A sequential Job -> Job device kernel applying ``op`` to x."""
+    return ring_kernel(
+        kernel_id=kernel_id,
+        input_type=Job,
+        output_type=Job,
+        cuda=STAGE.format(op=op),
+        **options,
+    )
+
+
+@pytest.fixture
+async def ert() -> Any:
+    """A runtime on the emulated device (device links are emulated-only so far)."""
+    if find_cxx() is None:
+        pytest.skip("the emulated device needs a C++ compiler")
+    async with RingKernelRuntime(device="emulated") as rt:
+        yield rt
+        await within(rt.shutdown(), WAIT * 2)
+
+
+async def pipeline(rt: RingKernelRuntime, **options: Any) -> None:
+    stage("a", "+ 1.0f", **options)
+    stage("b", "* 2.0f", **options)
+    stage("c", "- 3.0f", **options)
+    await start(rt, ("a", None), ("b", None), ("c", None))
+    await within(rt.link("a", "b"))
+    await within(rt.link("b", "c"))
+
+
+async def test_three_linked_device_kernels_pass_messages_in_device_memory(
+    ert: RingKernelRuntime,
+) -> None:
+    await pipeline(ert)
+    ta, tb = ert.telemetry("a"), ert.telemetry("b")
+    assert (ta.extra["device_link_to"], tb.extra["device_link_from"]) == ("b", "a")
+    assert tb.extra["device_link_to"] == "c"
+    for n in range(300):
+        await within(ert.send("a", job(n, float(n))))
+    got = [await within(ert.receive("c"), WAIT) for _ in range(300)]
+    assert [int(m.n) for m in got] == list(range(300))
+    assert [float(m.x) for m in got] == [(n + 1.0) * 2.0 - 3.0 for n in range(300)]
+    # No reply of a or b reached the host: their outboxes were never read.
+    assert (ert.telemetry("a").sent, ert.telemetry("b").sent) == (0, 0)
+    assert ert.telemetry("c").sent == 300
+    assert [ert.telemetry(k).launches for k in "abc"] == [1, 1, 1]
+
+
+async def test_full_device_link_blocks_the_upstream_and_loses_nothing(
+    ert: RingKernelRuntime,
+) -> None:
+    stage("a", "+ 1.0f")
+    stage("b", "* 2.0f", input_queue_size=4)
+    await start(ert, ("a", None), ("b", None))
+    await within(ert.link("a", "b"))
+    await within(ert.deactivate("b"))  # b parks: it takes nothing from the link ring
+    for n in range(12):
+        await within(ert.send("a", job(n, 1.0)))
+    await within(until(lambda: ert.telemetry("a").extra["device_link_depth"] == 4, WAIT), WAIT)
+    await within(until(lambda: ert.telemetry("a").extra["outbox_full_waits"] > 0, WAIT), WAIT)
+    assert ert.telemetry("a").processed == 4  # it waits for room rather than overwriting
+    await within(ert.activate("b"))
+    got = [int((await within(ert.receive("b"), WAIT)).n) for _ in range(12)]
+    assert got == list(range(12))
+
+
+async def test_unlink_moves_what_the_link_ring_holds_to_the_target(
+    ert: RingKernelRuntime,
+) -> None:
+    stage("a", "+ 1.0f")
+    stage("b", "* 2.0f")
+    await start(ert, ("a", None), ("b", None))
+    await within(ert.link("a", "b"))
+    await within(ert.deactivate("b"))
+    for n in range(5):
+        await within(ert.send("a", job(n, 1.0)))
+    await within(until(lambda: ert.telemetry("a").extra["device_link_depth"] == 5, WAIT), WAIT)
+    await within(ert.unlink("a"), WAIT)
+    assert ert.telemetry("a").extra["device_link_to"] is None
+    assert ert.telemetry("b").inbox_depth == 5  # in b's inbox now, through the host
+    await within(ert.send("a", job(9, 1.0)))
+    assert int((await within(ert.receive("a"), WAIT)).n) == 9  # a's outbox again
+    await within(ert.activate("b"))
+    got = [await within(ert.receive("b"), WAIT) for _ in range(5)]
+    assert [(int(m.n), float(m.x)) for m in got] == [(n, 4.0) for n in range(5)]
+
+
+async def test_terminating_the_downstream_turns_the_link_ring_into_dead_letters(
+    ert: RingKernelRuntime,
+) -> None:
+    stage("a", "+ 1.0f")
+    stage("b", "* 2.0f")
+    await start(ert, ("a", None), ("b", None))
+    await within(ert.link("a", "b"))
+    await within(ert.deactivate("b"))
+    for n in range(3):
+        await within(ert.send("a", job(n)))
+    await within(until(lambda: ert.telemetry("a").extra["device_link_depth"] == 3, WAIT), WAIT)
+    await within(ert.terminate("b"), WAIT)
+    letters = ert.dead_letters()
+    assert [int(d.message.n) for d in letters] == [0, 1, 2]
+    assert {(d.kernel_id, d.sender) for d in letters} == {("b", "a")}
+    # a writes to its outbox again; the host route makes its replies dead letters too.
+    await within(ert.send("a", job(3)))
+    await within(until(lambda: len(ert.dead_letters()) == 4, WAIT), WAIT)
+    assert ert.telemetry("a").extra["device_link_to"] is None
+
+
+async def test_relaunched_upstream_is_linked_in_device_memory_again(
+    ert: RingKernelRuntime,
+) -> None:
+    await pipeline(ert)
+    await within(ert.relaunch("a"), WAIT)
+    await within(until(lambda: ert.telemetry("a").extra["device_link_to"] == "b", WAIT), WAIT)
+    await within(ert.send("a", job(1, 1.0)))
+    assert float((await within(ert.receive("c"), WAIT)).x) == 1.0
+    assert ert.telemetry("a").sent == 0
+
+
+async def test_links_a_device_link_cannot_serve_go_through_the_host(
+    ert: RingKernelRuntime,
+) -> None:
+    stage("a", "+ 1.0f")
+    stage("r", "* 2.0f", backpressure="reject")  # a link ring only blocks
+    await start(ert, ("a", None), ("r", None))
+    await within(ert.link("a", "r"))
+    assert ert.telemetry("a").extra["device_link_to"] is None
+    await within(ert.send("a", job(2, 1.0)))
+    assert float((await within(ert.receive("r"), WAIT)).x) == 4.0
+    assert ert.telemetry("a").sent == 1  # relayed by the host
+
+
+async def test_call_to_the_head_of_a_device_pipeline_answers_from_its_tail(
+    ert: RingKernelRuntime,
+) -> None:
+    await pipeline(ert)
+    reply = await within(ert.call("a", job(8, 2.0), timeout=WAIT), WAIT)
+    assert (int(reply.n), float(reply.x)) == (8, 3.0)
+    await within(ert.send("a", job(9, 1.0)))  # other replies still reach receive
+    assert float((await within(ert.receive("c"), WAIT)).x) == 1.0
+
+
+async def test_a_failed_downstream_turns_what_its_link_holds_into_dead_letters(
+    ert: RingKernelRuntime,
+) -> None:
+    stage("a", "+ 1.0f")
+    ring_kernel(
+        kernel_id="t",
+        input_type=Job,
+        output_type=Job,
+        cuda="if (msg.n == 2) { __trap(); }\nout = msg;",
+    )
+    await start(ert, ("a", None), ("t", None))
+    await within(ert.link("a", "t"))
+    assert ert.telemetry("a").extra["device_link_to"] == "t"
+    for n in range(5):
+        await within(ert.send("a", job(n)))
+    assert [int((await within(ert.receive("t"), WAIT)).n) for _ in range(2)] == [0, 1]
+    await within(until(lambda: ert.state("t").value == "FAILED", WAIT), WAIT)
+    await within(until(lambda: len(ert.dead_letters()) == 2, WAIT), WAIT)
+    letters = ert.dead_letters()
+    assert [int(d.message.n) for d in letters] == [3, 4]  # 2 was lost with the fault
+    assert {d.reason for d in letters} == {DeadLetterReason.FAILED}
+    assert ert.telemetry("a").extra["device_link_to"] is None

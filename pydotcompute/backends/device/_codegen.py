@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from ..._version import __version__
 from ...messages._layout import FixedLayout
 from ._definition import DeviceDefinition
-from ._memory import control_c_source
+from ._memory import control_c_source, link_c_source
 
 __all__ = ["GENERATOR_VERSION", "GeneratedSource", "generate"]
 
-GENERATOR_VERSION = "4"
+GENERATOR_VERSION = "5"
 KERNEL_SYMBOL = "pdc_ring_kernel"
 SPIN_NS = 200_000  # an idle loop polls without sleeping this long, then sleeps or naps
 MAX_NAP_NS = 100_000  # longest __nanosleep of an idle or parked loop
@@ -198,19 +198,87 @@ struct pdc_backoff {{
     unsigned int nap;
 }};
 
+// A sequential kernel's device links: its linked output (replies go to that ring instead of
+// the outbox) and its linked input (a second inbox, written by the upstream kernel). The host
+// writes a descriptor and then its generation; the loop switches at a message boundary and
+// acknowledges the generation. Parallel kernels take no device links (pass nullptr).
+struct pdc_links {{
+    unsigned long long base;  // the device's link arena, as this kernel sees it
+    pdc_link* out;
+    unsigned long long out_gen, out_mask, out_tail, out_head;
+    pdc_link* in;
+    unsigned long long in_gen, in_mask, in_head;
+}};
+
 #if defined(PDC_EMULATED)
-// sleeping = 1: idle, wake me when the doorbell changes; 2: the outbox is full, wake me also
-// when the host takes replies. The host bumps wake_seq when it sees either.
+// sleeping = 1: idle, wake me when the doorbell (or a link generation) changes; 2: the
+// outbox is full, wake me also when the host takes replies. The host bumps wake_seq when it
+// sees either. With a linked input the loop also wakes when the upstream advances the link
+// tail (it stores the tail, then wakes a downstream that says it sleeps). A loop waiting for
+// room in its linked output naps instead (nothing wakes it).
 static inline void pdc_sleep(pdc_control* ctl, pdc_backoff& b, unsigned long long bell,
-                             bool full, unsigned long long out_head)
+                             bool full, unsigned long long out_head, const pdc_links* l)
 {{
+    const bool gens_same =
+        l == nullptr || (__atomic_load_n(&ctl->link_out_gen, __ATOMIC_SEQ_CST) == l->out_gen &&
+                         __atomic_load_n(&ctl->link_in_gen, __ATOMIC_SEQ_CST) == l->in_gen);
+    if (full && l != nullptr && l->out != nullptr) {{
+        // The linked output is full: sleep until the downstream takes some (it wakes a
+        // sleeping upstream after each batch) or the host rings.
+        pdc_link* out = l->out;
+        const unsigned long long seq = __atomic_load_n(&ctl->wake_seq, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&ctl->sleeping, 1ull, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&out->up_sleeping, 1ull, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&ctl->doorbell, __ATOMIC_SEQ_CST) == bell && gens_same &&
+            __atomic_load_n(&out->head, __ATOMIC_SEQ_CST) == l->out_head) {{
+            pdc_emu::wait_while_both(&ctl->wake_seq, seq, &out->head, l->out_head);
+        }}
+        __atomic_store_n(&out->up_sleeping, 0ull, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&ctl->sleeping, 0ull, __ATOMIC_SEQ_CST);
+        return;
+    }}
+    // The link tail matters only to a loop that would take from the link now: active, and
+    // not waiting for room in its outbox (else a pending link message would keep it awake).
+    pdc_link* in = l != nullptr && !full && (bell & PDC_CMD_MASK) == PDC_CMD_ACTIVE ? l->in
+                                                                                   : nullptr;
     const unsigned long long seq = __atomic_load_n(&ctl->wake_seq, __ATOMIC_SEQ_CST);
     __atomic_store_n(&ctl->sleeping, full ? 2ull : 1ull, __ATOMIC_SEQ_CST);
+    const unsigned long long seen = in != nullptr ? l->in_head : 0;
+    if (in != nullptr) {{
+        __atomic_store_n(&in->sleeping, 1ull, __ATOMIC_SEQ_CST);
+    }}
     if (__atomic_load_n(&ctl->doorbell, __ATOMIC_SEQ_CST) == bell &&
-        (!full || __atomic_load_n(&ctl->out_head, __ATOMIC_SEQ_CST) == out_head)) {{
-        pdc_emu::wait_while(&ctl->wake_seq, seq);
+        (!full || __atomic_load_n(&ctl->out_head, __ATOMIC_SEQ_CST) == out_head) &&
+        gens_same &&
+        (in == nullptr || __atomic_load_n(&in->tail, __ATOMIC_SEQ_CST) == seen)) {{
+        if (in != nullptr) {{
+            pdc_emu::wait_while_both(&ctl->wake_seq, seq, &in->tail, seen);
+        }} else {{
+            pdc_emu::wait_while(&ctl->wake_seq, seq);
+        }}
+    }}
+    if (in != nullptr) {{
+        __atomic_store_n(&in->sleeping, 0ull, __ATOMIC_SEQ_CST);
     }}
     __atomic_store_n(&ctl->sleeping, 0ull, __ATOMIC_SEQ_CST);
+}}
+
+// After a batch taken from the linked input: wake the upstream if it sleeps on a full ring.
+static inline void pdc_link_taken(pdc_link* in)
+{{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);  // the head stores, before reading up_sleeping
+    if (__atomic_load_n(&in->up_sleeping, __ATOMIC_SEQ_CST) != 0) {{
+        pdc_emu::wake_all(&in->head);
+    }}
+}}
+
+// Publish a reply written into the linked output, and wake the downstream if it sleeps.
+static inline void pdc_link_publish(pdc_link* out, unsigned long long tail)
+{{
+    __atomic_store_n(&out->tail, tail, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&out->sleeping, __ATOMIC_SEQ_CST) != 0) {{
+        pdc_emu::wake_all(&out->tail);
+    }}
 }}
 #define pdc_relax() pdc_emu::relax()
 // Caught up with the host: if the OS runs this process on the host's core, the host (spinning
@@ -219,10 +287,18 @@ static inline void pdc_sleep(pdc_control* ctl, pdc_backoff& b, unsigned long lon
 #else
 static __device__ __forceinline__ void pdc_sleep(pdc_control* ctl, pdc_backoff& b,
                                                  unsigned long long bell, bool full,
-                                                 unsigned long long out_head)
+                                                 unsigned long long out_head,
+                                                 const pdc_links* l)
 {{
     __nanosleep(b.nap);
     b.nap = b.nap * 2 < {MAX_NAP_NS}u ? b.nap * 2 : {MAX_NAP_NS}u;
+}}
+
+// The loops poll the link words (no sleeping on a GPU): release stores are all it takes.
+#define pdc_link_taken(in) ((void)0)
+static __device__ __forceinline__ void pdc_link_publish(pdc_link* out, unsigned long long tail)
+{{
+    pdc_store_release(&out->tail, tail);
 }}
 #define pdc_relax() __nanosleep(32)
 #define pdc_caught_up() ((void)0)
@@ -230,7 +306,8 @@ static __device__ __forceinline__ void pdc_sleep(pdc_control* ctl, pdc_backoff& 
 
 static __device__ __forceinline__ void pdc_idle(pdc_control* ctl, pdc_backoff& b,
                                                 pdc_counters& c, unsigned long long bell,
-                                                bool full, unsigned long long out_head)
+                                                bool full, unsigned long long out_head,
+                                                const pdc_links* l)
 {{
     const unsigned long long now = pdc_now_ns();
     c.idle_polls += 1;
@@ -249,7 +326,7 @@ static __device__ __forceinline__ void pdc_idle(pdc_control* ctl, pdc_backoff& b
     }}
     c.heartbeat += 1;
     pdc_publish(ctl, c);
-    pdc_sleep(ctl, b, bell, full, out_head);
+    pdc_sleep(ctl, b, bell, full, out_head, l);
 }}"""
 
 
@@ -365,6 +442,7 @@ def generate(kernel_id: str, d: DeviceDefinition) -> GeneratedSource:
     out.add(f"""\
 // ---- control block and protocol -----------------------------------------------------
 {_checked(control_c_source())}
+{link_c_source()}
 
 {_PROTOCOL}
 """)
@@ -434,6 +512,8 @@ _SEQUENTIAL = (
     unsigned long long head = pdc_load_acquire(&ctl->in_head);
     unsigned long long out_tail = pdc_load_acquire(&ctl->out_tail);
     unsigned long long out_head = pdc_load_acquire(&ctl->out_head);
+    pdc_links links = pdc_links();
+    links.base = pdc_load_acquire(&ctl->link_base);
     pdc_counters c = pdc_counters();
     pdc_backoff backoff = pdc_backoff();
     unsigned long long status = 0;
@@ -445,6 +525,32 @@ _SEQUENTIAL = (
         if (cmd == PDC_CMD_TERMINATE) {{
             break;
         }}
+        // Device links switch here, between two messages (see struct pdc_links).
+        const unsigned long long out_gen = pdc_load_acquire(&ctl->link_out_gen);
+        if (out_gen != links.out_gen) {{
+            const unsigned long long ring = pdc_load_acquire(&ctl->link_out_ring);
+            links.out = ring == 0 ? nullptr : reinterpret_cast<pdc_link*>(links.base + ring);
+            links.out_mask = pdc_load_acquire(&ctl->link_out_mask);
+            links.out_tail = links.out == nullptr ? 0 : pdc_load_acquire(&links.out->tail);
+            links.out_head = links.out == nullptr ? 0 : pdc_load_acquire(&links.out->head);
+            links.out_gen = out_gen;
+            pdc_store_release(&ctl->link_out_ack, out_gen);
+            pdc_notify_host(ctl, c);  // the host waits for the switch
+        }}
+        const unsigned long long in_gen = pdc_load_acquire(&ctl->link_in_gen);
+        if (in_gen != links.in_gen) {{
+            const unsigned long long ring = pdc_load_acquire(&ctl->link_in_ring);
+            links.in = ring == 0 ? nullptr : reinterpret_cast<pdc_link*>(links.base + ring);
+            links.in_mask = pdc_load_acquire(&ctl->link_in_mask);
+            links.in_head = links.in == nullptr ? 0 : pdc_load_acquire(&links.in->head);
+            links.in_gen = in_gen;
+            pdc_store_release(&ctl->link_in_ack, in_gen);
+            pdc_notify_host(ctl, c);  // the host waits for the switch
+        }}
+        {Out}* const link_out = links.out == nullptr ? nullptr :
+            reinterpret_cast<{Out}*>(reinterpret_cast<char*>(links.out) + sizeof(pdc_link));
+        const {In}* const link_in = links.in == nullptr ? nullptr :
+            reinterpret_cast<const {In}*>(reinterpret_cast<char*>(links.in) + sizeof(pdc_link));
         const bool active = cmd == PDC_CMD_ACTIVE;
         if (active != was_active) {{
             was_active = active;
@@ -456,28 +562,50 @@ _SEQUENTIAL = (
         }}
         pdc_set_status(ctl, c, status, active ? PDC_STATUS_ACTIVE : PDC_STATUS_PARKED);
         const unsigned long long tail = active ? bell >> PDC_CMD_BITS : head;
-        if (tail == head) {{
-            pdc_idle(ctl, backoff, c, bell, false, 0);
+        const unsigned long long link_tail =
+            active && link_in != nullptr ? pdc_load_acquire(&links.in->tail) : links.in_head;
+        if (tail == head && link_tail == links.in_head) {{
+            pdc_idle(ctl, backoff, c, bell, false, 0, &links);
             continue;
         }}
         const unsigned long long t0 = pdc_now_ns();
-        const unsigned long long start = head;
+        const unsigned long long done = c.processed;
+        const unsigned long long link_start = links.in_head;
+        // Up to {batch} messages from the host's inbox, then up to {batch} from the link.
         const unsigned long long end = tail - head > {batch}ull ? head + {batch}ull : tail;
+        const unsigned long long link_end = link_tail - links.in_head > {batch}ull ?
+            links.in_head + {batch}ull : link_tail;
         bool outbox_full = false;
-        while (head != end) {{
-            if (out_tail - out_head >= out_limit) {{
+        while (head != end || links.in_head != link_end) {{
+            if (link_out != nullptr) {{
+                if (links.out_tail - links.out_head > links.out_mask) {{
+                    links.out_head = pdc_load_acquire(&links.out->head);
+                    if (links.out_tail - links.out_head > links.out_mask) {{
+                        outbox_full = true;  // the downstream is behind: wait for it
+                        break;
+                    }}
+                }}
+            }} else if (out_tail - out_head >= out_limit) {{
                 out_head = pdc_load_acquire(&ctl->out_head);
                 if (out_tail - out_head >= out_limit) {{
                     outbox_full = true;  // wait for the host: a reply is never overwritten
                     break;
                 }}
             }}
-            const {In} msg = pdc_read_slot(&inbox[head & in_mask]);
-            PDC_TAKING(head, head + 1);
-            head += 1;
+            const bool from_host = head != end;
+            const {In} msg = from_host ? pdc_read_slot(&inbox[head & in_mask])
+                                       : pdc_read_slot(&link_in[links.in_head & links.in_mask]);
             // Taken before the handler runs: the inbox depth the host sees excludes it, and a
             // fault from here on loses only this message (a GPU cannot say which one failed).
-            pdc_store_release(&ctl->in_head, head);
+            if (from_host) {{
+                PDC_TAKING(head, head + 1);
+                head += 1;
+                pdc_store_release(&ctl->in_head, head);
+            }} else {{
+                PDC_TAKING(~0ull, ~0ull);  // a link message: the host has no index for it
+                links.in_head += 1;
+                pdc_store_release(&links.in->head, links.in_head);
+            }}
             {Out} out = {Out}();
             bool reply = true;
             handle(msg, out, state, reply);
@@ -485,16 +613,26 @@ _SEQUENTIAL = (
     """
     + _REPLY.replace("\n", "\n    ")
     + """
-                outbox[out_tail & out_mask] = out;
-                out_tail += 1;
-                pdc_store_release(&ctl->out_tail, out_tail);  // the reply is visible
+                if (link_out != nullptr) {{
+                    out.message_id = msg.message_id;  // carried along the link (no host here)
+                    link_out[links.out_tail & links.out_mask] = out;
+                    links.out_tail += 1;
+                    pdc_link_publish(links.out, links.out_tail);  // the downstream sees it
+                }} else {{
+                    outbox[out_tail & out_mask] = out;
+                    out_tail += 1;
+                    pdc_store_release(&ctl->out_tail, out_tail);  // the reply is visible
+                }}
             }}
             c.processed += 1;
             if (pdc_now_ns() - t0 > {batch_ns}ull) {{
                 break;  // a slow handler: publish now and look at the doorbell again
             }}
         }}
-        if (head != start) {{
+        if (links.in_head != link_start) {{
+            pdc_link_taken(links.in);
+        }}
+        if (c.processed != done) {{
             c.busy_ns += pdc_now_ns() - t0;
             c.heartbeat += 1;
             pdc_publish(ctl, c);
@@ -504,7 +642,7 @@ _SEQUENTIAL = (
         if (outbox_full) {{
             c.full_waits += 1;
             pdc_notify_host(ctl, c);
-            pdc_idle(ctl, backoff, c, bell, true, out_head);
+            pdc_idle(ctl, backoff, c, bell, true, out_head, &links);
         }}
     }}
     if (was_active) {{
@@ -562,7 +700,7 @@ _PARALLEL = (
                         pdc_notify_host(ctl, c);
                     }}
                 }}
-                pdc_idle(ctl, backoff, c, bell, full, out_head);
+                pdc_idle(ctl, backoff, c, bell, full, out_head, nullptr);
             }}
             backoff.idle = false;
             s_cmd = cmd;

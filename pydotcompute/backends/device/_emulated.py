@@ -33,6 +33,7 @@ import numpy as np
 
 from ...errors import DeviceFaultError
 from ._host_program import host_program
+from ._links import link_arena
 from ._memory import (
     CONTROL_BYTES,
     ERR_EXCEPTION,
@@ -124,6 +125,7 @@ class EmulatedLauncher:
     def start(self, library: Path, args: tuple[int, ...], threads: int) -> None:
         """Start the kernel's process on ``library``; ``args`` are the loop's arguments."""
         program = host_program()
+        arena = link_arena()  # every kernel maps the device's link arena (see _links.py)
         notify_r, notify_w = os.pipe()
         alive_r, alive_w = os.pipe()
         os.set_blocking(notify_r, False)
@@ -136,10 +138,14 @@ class EmulatedLauncher:
             str(alive_r),
             str(threads),
             *(str(a) for a in args[1:]),
+            str(arena.fd),
+            str(arena.size),
         ]
         try:
             self._proc = subprocess.Popen(
-                argv, pass_fds=(self._fd, notify_w, alive_r), stdin=subprocess.DEVNULL
+                argv,
+                pass_fds=(self._fd, notify_w, alive_r, arena.fd),
+                stdin=subprocess.DEVNULL,
             )
         except BaseException:
             os.close(notify_r)

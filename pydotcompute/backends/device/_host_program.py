@@ -33,7 +33,9 @@ HOST_PROGRAM_OPTIONS = ("-std=c++17", "-O2", "-pthread", "-ldl")
 HOST_PROGRAM_SOURCE = (
     r"""// pdc-emulated-host: runs one PyDotCompute emulated device ring kernel in its own process.
 // usage: pdc-emulated-host LIBRARY MEM_FD SIZE NOTIFY_FD ALIVE_FD THREADS
-//                          IN_OFFSET OUT_OFFSET IN_MASK OUT_MASK OUT_LIMIT
+//                          IN_OFFSET OUT_OFFSET IN_MASK OUT_MASK OUT_LIMIT ARENA_FD ARENA_SIZE
+// ARENA_FD is the device's link arena (the memory of device-to-device link rings, mapped by
+// every kernel of the device), or -1.
 #include <dlfcn.h>
 #include <execinfo.h>
 #include <pthread.h>
@@ -137,8 +139,8 @@ static void* watchdog(void* arg)
 
 int main(int argc, char** argv)
 {
-    if (argc != 12) {
-        std::fprintf(stderr, "pdc-emulated-host: expected 11 arguments, got %d\n", argc - 1);
+    if (argc != 14) {
+        std::fprintf(stderr, "pdc-emulated-host: expected 13 arguments, got %d\n", argc - 1);
         return 2;
     }
     const char* library = argv[1];
@@ -161,6 +163,18 @@ int main(int argc, char** argv)
     }
     close(mem_fd);
     g_ctl = static_cast<volatile uint64_t*>(base);
+    const int arena_fd = std::atoi(argv[12]);
+    if (arena_fd >= 0) {
+        const size_t arena_size = std::strtoull(argv[13], nullptr, 10);
+        void* arena = mmap(nullptr, arena_size, PROT_READ | PROT_WRITE, MAP_SHARED, arena_fd, 0);
+        if (arena == MAP_FAILED) {
+            std::perror("pdc-emulated-host: mmap of the link arena");
+            return 3;
+        }
+        close(arena_fd);
+        // Written before the loop starts, which reads it once: its only writer.
+        g_ctl[PDC_WORD_link_base] = reinterpret_cast<uint64_t>(arena);
+    }
 
     pthread_t dog;
     if (pthread_create(&dog, nullptr, watchdog, reinterpret_cast<void*>(intptr_t(alive_fd)))) {

@@ -37,6 +37,7 @@ from ...errors import (
     MessageTypeError,
     OperationTimeoutError,
 )
+from ...ring._options import Backpressure
 from ...ring._spec import RingKernelSpec
 from ...ring._state import ACCEPTING, KernelState, check
 from ...telemetry import KernelMetrics, KernelTelemetry
@@ -46,6 +47,7 @@ from ._codegen import GeneratedSource, generate
 from ._compile import Build, build_cuda, build_emulated
 from ._definition import DeviceDefinition
 from ._inbox import DeviceInbox
+from ._links import DeviceLink
 from ._memory import (
     CMD_ACTIVE,
     CMD_PARK,
@@ -130,6 +132,9 @@ class DeviceKernel(KernelBase):
         self._state_slot: np.ndarray | None = None  # the State slot in the mailbox memory
         self._last_state: bytes | None = None  # the state the last loop stored on exit
         self._stopping = False  # the loop was asked to end (terminate, relaunch)
+        self.link_out: DeviceLink | None = None  # this loop's device link to its target
+        self.link_in: DeviceLink | None = None  # a device link into this loop
+        self.router: Any = None  # set by the runtime's router (it delivers what links leave)
 
     def __repr__(self) -> str:
         return f"<DeviceKernel {self.kernel_id!r} {self.device} {self.state.value}>"
@@ -356,7 +361,11 @@ class DeviceKernel(KernelBase):
                 spent = time.perf_counter() - start
                 left = None if timeout is None else max(0.0, timeout - spent)
                 await self._stop_loop(left, timeout)
-            discarded = self._close("terminated")
+            try:
+                # The loop has ended: its side of a device link is final (dead letters follow).
+                await self._close_links()
+            finally:
+                discarded = self._close("terminated")
             result = TerminateResult(
                 self.kernel_id, graceful, discarded, time.perf_counter() - start
             )
@@ -444,6 +453,7 @@ class DeviceKernel(KernelBase):
             target = self._run_state
             if self._launcher is not None and self._launcher.running():
                 await self._stop_loop(timeout, timeout)
+            await self._close_links()  # the router links the new loop again (resume)
             back = self.inbox.take_back()
             self._stop_tracking()
             self.inbox.restage(back)
@@ -515,6 +525,90 @@ class DeviceKernel(KernelBase):
 
         self.inbox.refuse_waiters(make_error)
         self.outbox.fail(make_error)
+        if self.link_out is not None or self.link_in is not None:
+            # What the links hold goes through the host (or into dead letters), not lost.
+            self._loop.create_task(self._close_links(), name=f"{kid} device links closing")
+
+    # ---------------------------------------------------------------- device links
+    def _linkable(self) -> bool:
+        """Whether this loop can take a device link: sequential, running, on the emulated
+        device (the CUDA launcher has no link arena yet)."""
+        return (
+            self.device == "emulated"
+            and self.spec.device.mode == "sequential"
+            and self._launcher is not None
+            and self._launcher.running()
+            and self.state in (S.LAUNCHED, S.ACTIVE, S.DEACTIVATED)
+        )
+
+    def device_target(self, route: Any, kernels: dict[str, Any]) -> DeviceKernel | None:
+        """The kernel a device link would serve ``route`` with, or ``None`` (through the host).
+
+        A device link needs exactly one target, a device kernel on the same device with the
+        same message layout, a ``block`` inbox, and no other device link into it.
+        """
+        if route is None or len(route.targets) != 1 or not self._linkable():
+            return None
+        t = kernels.get(route.targets[0])
+        if (
+            not isinstance(t, DeviceKernel)
+            or t is self
+            or t.device != self.device
+            or not t._linkable()
+            or t.options.backpressure is not Backpressure.BLOCK
+            or t.inbox.codec.dtype != self.outbox.codec.dtype
+            or (t.link_in is not None and t.link_in is not self.link_out)
+        ):
+            return None
+        return t
+
+    def update_link(self, route: Any, kernels: dict[str, Any]) -> asyncio.Task[None] | None:
+        """Serve ``route`` with a device link when it can be one; returns the switch's task.
+
+        The task closes the link that no longer fits (what it holds is delivered through
+        the host) and opens the new one; ``runtime.link`` / ``unlink`` wait for it.
+        """
+        want = self.device_target(route, kernels)
+        have = self.link_out
+        if have is not None and have.down is want:
+            return None
+        if have is None and want is None:
+            return None
+        return self._loop.create_task(
+            self._relink(want), name=f"ring kernel {self.kernel_id} device link"
+        )
+
+    async def _relink(self, want: DeviceKernel | None) -> None:
+        async with self._lock:
+            if self.link_out is not None:
+                await self._close_link(self.link_out)
+            if want is not None and self._linkable() and want._linkable() and want.link_in is None:
+                link = DeviceLink(self, want)
+                self.link_out = want.link_in = link
+                link.open()
+                self.metrics.event(f"device link to {want.kernel_id!r} opened")
+
+    async def _close_links(self) -> None:
+        """Close the device links into and out of this loop (it is about to stop)."""
+        for link in (self.link_out, self.link_in):
+            if link is not None:
+                await self._close_link(link)
+
+    async def _close_link(self, link: DeviceLink) -> None:
+        if link.closed:
+            return
+        if link.up.link_out is link:
+            link.up.link_out = None
+        if link.down.link_in is link:
+            link.down.link_in = None
+        left = await link.close()
+        link.up.metrics.event(f"device link to {link.down.kernel_id!r} closed")
+        router = link.up.router
+        for msg in left:  # delivered through the host, or dead letters
+            if router is not None:
+                await router.deliver(link.down.kernel_id, msg, None, link.up.kernel_id)
+            else:
+                link.down.inbox.restage([msg])
 
     # ---------------------------------------------------------------- waiting
     def _kick(self) -> None:
@@ -561,6 +655,11 @@ class DeviceKernel(KernelBase):
             "cache_hit": None if b is None else b.cache_hit,
             "compile_s": None if b is None else b.compile_s,
             "compiler": None if b is None else b.compiler,
+            # Device-to-device links: the kernel a link ring joins this one to (each way),
+            # and the messages in the outgoing ring now.
+            "device_link_to": None if self.link_out is None else self.link_out.down.kernel_id,
+            "device_link_from": None if self.link_in is None else self.link_in.up.kernel_id,
+            "device_link_depth": 0 if self.link_out is None else self.link_out.depth(),
         }
         if isinstance(self.error, DeviceFaultError):
             extra["context_usable"] = self.error.context_usable

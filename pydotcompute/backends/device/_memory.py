@@ -14,6 +14,11 @@ device) holds, in order:
     ``sleeping`` (the emulated device sleeps in the OS until ``wake_seq`` changes);
   - one line per ring index: the inbox ``head`` (device), the outbox ``tail`` (device) and the
     outbox ``head`` (host);
+  - two lines for device-to-device links (see :mod:`._links`): the host writes the
+    descriptors of the kernel's linked output and linked input (the arena offset of a link
+    ring and its mask) and then their generation; the device acknowledges a generation once
+    it has switched, at a message boundary, and ``link_base`` holds the address of the
+    device's link arena as the kernel sees it;
   - a fault line, written only by the emulated device's host process when a handler faults:
     the signal, its code and address, the message in flight and code offsets in the kernel's
     library (for the handler's line);
@@ -43,6 +48,8 @@ __all__ = [
     "CMD_PARK",
     "CMD_TERMINATE",
     "CONTROL_BYTES",
+    "LINK_HEADER_BYTES",
+    "LINK_WORD",
     "ERR_EXCEPTION",
     "ERR_SIGNAL",
     "ERR_TRAP",
@@ -83,6 +90,21 @@ _LINES: list[tuple[str, list[str]]] = [
     ("outbox tail: written by the device (producer)", ["out_tail"]),
     ("outbox head: written by the host (consumer)", ["out_head"]),
     (
+        "device links: written by the host (descriptors, then their generation)",
+        [
+            "link_out_gen",
+            "link_out_ring",
+            "link_out_mask",
+            "link_in_gen",
+            "link_in_ring",
+            "link_in_mask",
+        ],
+    ),
+    (
+        "device links: written by the device (the arena base before the loop starts, acks)",
+        ["link_base", "link_out_ack", "link_in_ack"],
+    ),
+    (
         "written by the emulated device's host process when a handler faults",
         [
             "fault_signal",
@@ -98,6 +120,10 @@ for _i, (_, _words) in enumerate(_LINES):
         WORD[_w] = _i * (LINE // 8) + _j
 
 CONTROL_BYTES = len(_LINES) * LINE
+
+# A device link ring (in the device's link arena): two header lines, then the slots.
+LINK_HEADER_BYTES = 2 * LINE
+LINK_WORD = {"tail": 0, "up_sleeping": 1, "head": LINE // 8, "sleeping": LINE // 8 + 1}
 
 CMD_PARK, CMD_ACTIVE, CMD_TERMINATE = 0, 1, 2
 CMD_BITS = 2  # the doorbell holds the inbox tail << CMD_BITS | command
@@ -233,6 +259,24 @@ def control_c_source() -> str:
         )
     lines += [f"#define {k} {v}ull" for k, v in protocol_constants().items()]
     return "\n".join(lines)
+
+
+def link_c_source() -> str:
+    """The C definition of a device link ring's header (the slots follow it)."""
+    return f"""\
+// A device link ring: written by the upstream kernel (tail, slots), read by the downstream
+// kernel (head, sleeping); the host only allocates it and reads it after both let go.
+struct pdc_link {{
+    // line 0: written by the upstream kernel
+    unsigned long long tail;
+    unsigned long long up_sleeping;  // 1 while it sleeps until head changes (ring full)
+    unsigned long long _pad0[6];
+    // line 1: written by the downstream kernel
+    unsigned long long head;
+    unsigned long long sleeping;  // 1 while it sleeps until tail changes (emulated device)
+    unsigned long long _pad1[6];
+}};
+static_assert(sizeof(pdc_link) == {LINK_HEADER_BYTES}, "link header size");"""
 
 
 def word_c_defines() -> str:

@@ -106,7 +106,9 @@ static void settle(uint64_t* ctl, bool doorbell)
 extern "C" void pdc_host_publish(uint64_t* ctl, unsigned int word, uint64_t value)
 {
     __atomic_store_n(&ctl[word], value, __ATOMIC_SEQ_CST);
-    settle(ctl, word == PDC_WORD_doorbell);
+    // A new link generation wakes a sleeping device as the doorbell does: it switches rings.
+    settle(ctl, word == PDC_WORD_doorbell || word == PDC_WORD_link_out_gen ||
+                    word == PDC_WORD_link_in_gen);
 }
 
 // Spin until ctl[word] != old or spin_ns have passed; return the last value read.

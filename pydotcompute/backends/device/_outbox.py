@@ -26,7 +26,7 @@ from ._records import RecordCodec
 
 __all__ = ["DeviceOutbox"]
 
-_TAIL, _HEAD = WORD["out_tail"], WORD["out_head"]
+_TAIL, _HEAD, _SLEEPING = WORD["out_tail"], WORD["out_head"], WORD["sleeping"]
 
 
 class DeviceOutbox(Receivers):
@@ -112,7 +112,11 @@ class DeviceOutbox(Receivers):
         sent_ns = int(stamps[self._head & self._stamp_mask])
         self._metrics.record_latency_ns(perf_counter_ns() - sent_ns)
         self._head += n
-        self._ctl[_HEAD] = self._head  # the device may reuse the slots now (see _native.py)
+        ctl = self._ctl
+        ctl[_HEAD] = self._head  # the device may reuse the slots now (see _native.py)
+        if ctl[_SLEEPING] == 2 and self._endpoint is not None:
+            # It sleeps until the host makes room: wake it now, not at the next wait.
+            self._endpoint.publish(_HEAD, self._head)
 
     def _read_one(self) -> Any:
         if self._ctl is None or self._ctl[_TAIL] == self._head:

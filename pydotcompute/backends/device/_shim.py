@@ -26,6 +26,7 @@ SHIM_HEADER = r"""// pdc_emulated.h: CUDA names for the host C++ compiler (the e
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cerrno>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -141,6 +142,41 @@ inline void wait_while(unsigned long long* word, unsigned long long seq)
     if (__atomic_load_n(word, __ATOMIC_SEQ_CST) == seq) {
         std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
+#endif
+}
+
+// Sleep while *a == va and *b == vb (a kernel with a linked input: the host bumps a, the
+// upstream kernel advances b). futex_waitv (Linux 5.16) waits on both words; without it,
+// nap briefly and look again.
+inline void wait_while_both(unsigned long long* a, unsigned long long va, unsigned long long* b,
+                            unsigned long long vb)
+{
+#if defined(__linux__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if !defined(SYS_futex_waitv)
+#define SYS_futex_waitv 449  // the same number on every architecture
+#endif
+    struct waitv {
+        uint64_t val, uaddr;
+        uint32_t flags, reserved;
+    } w[2] = {{uint32_t(va), reinterpret_cast<uint64_t>(a), 2u, 0u},
+              {uint32_t(vb), reinterpret_cast<uint64_t>(b), 2u, 0u}};  // 2: a 32-bit word
+    if (syscall(SYS_futex_waitv, w, 2, 0, nullptr, 0) >= 0 || errno != ENOSYS) {
+        return;
+    }
+#endif
+    if (__atomic_load_n(a, __ATOMIC_SEQ_CST) == va && __atomic_load_n(b, __ATOMIC_SEQ_CST) == vb) {
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+}
+
+// Wake whatever sleeps on *word (a downstream kernel waiting for its link ring's tail).
+inline void wake_all(unsigned long long* word)
+{
+#if defined(__linux__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    syscall(SYS_futex, reinterpret_cast<unsigned int*>(word), FUTEX_WAKE, 0x7fffffff, nullptr,
+            nullptr, 0);
+#else
+    (void)word;
 #endif
 }
 
