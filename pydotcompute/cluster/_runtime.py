@@ -1,0 +1,599 @@
+"""``ClusterRuntime``: the runtime verbs, routed to kernel hosts on a Ray cluster.
+
+``RingKernelRuntime(cluster=RayCluster())`` makes one of these. Kernels placed ``"driver"``
+run in this process through the plain runtime's code (one dict lookup more per verb);
+every other kernel runs in a kernel host and each verb is one Ray call to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+from ..backends.host import LaunchResult, TerminateResult
+from ..errors import (
+    KernelStateError,
+    MessageTypeError,
+    OperationTimeoutError,
+    PyDotComputeError,
+)
+from ..ring._checks import check_kernel_id, check_timeout
+from ..ring._dead_letters import DeadLetter, DeadLetterReason
+from ..ring._options import RestartPolicy
+from ..ring._spec import _registry, spec_for
+from ..ring._state import KernelState
+from ..runtime import RingKernelRuntime
+from ..telemetry import KernelTelemetry, RuntimeSnapshot
+from ._cluster import HostRef, RayCluster, _ray
+from ._placement import Placement
+from ._remote import RemoteKernel
+from ._wire import Raised, decode, decode_many, encode, encode_many
+
+__all__ = ["ClusterRuntime"]
+
+_SYNC_TIMEOUT = 30.0  # seconds a synchronous verb (state, telemetry) waits for a host
+_ENDED = ("TERMINATED",)
+
+
+def _unwrap(res: Any) -> Any:
+    if type(res) is Raised:
+        raise res.error()
+    return res
+
+
+class ClusterRuntime(RingKernelRuntime):
+    """A :class:`~pydotcompute.RingKernelRuntime` whose kernels run on a Ray cluster.
+
+    Made by ``RingKernelRuntime(cluster=RayCluster(...))``; the verbs are the runtime's,
+    plus ``placement=`` on :meth:`launch`. See the "Scaling out" guide.
+    """
+
+    _cluster: RayCluster
+
+    def __init__(self, device: str = "auto", *, cluster: RayCluster, **kwargs: Any) -> None:
+        super().__init__(device, cluster=cluster, **kwargs)
+        self._remote: dict[str, RemoteKernel] = {}
+        self._xlinks: dict[str, tuple[str, ...]] = {}
+        self._rtopics: dict[str, list[str]] = {}
+        self._watches: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def cluster(self) -> RayCluster:
+        """The cluster this runtime's hosts run on."""
+        return self._cluster
+
+    @property
+    def kernels(self) -> tuple[str, ...]:
+        """Ids of the kernels launched in this runtime, in this process and on hosts."""
+        return (*self._kernels, *self._remote)
+
+    # ---------------------------------------------------------------- lookups
+    def _rk(self, kernel_id: Any) -> RemoteKernel | None:
+        """The remote kernel ``kernel_id``; asks the directory for ids not known here."""
+        try:
+            rk = self._remote.get(kernel_id)
+        except TypeError:
+            return None
+        if rk is None and kernel_id not in self._kernels and isinstance(kernel_id, str):
+            rk = self._from_directory(kernel_id)
+        return rk
+
+    def _from_directory(self, kernel_id: str) -> RemoteKernel | None:
+        ray = _ray()
+        entry = ray.get(self._cluster.directory.get.remote(kernel_id), timeout=_SYNC_TIMEOUT)
+        if entry is None:
+            return None
+        name, in_t, out_t = entry
+        host = self._cluster.hosts.get(name)
+        if host is None:
+            handle = ray.get_actor(f"pydotcompute.host.{self._cluster.name}.{name}")
+            host = HostRef(name, handle, None)
+            host.where = ray.get(handle.where.remote(), timeout=_SYNC_TIMEOUT)
+            self._cluster.hosts[name] = host
+        rk = RemoteKernel(kernel_id, host, None)
+        rk.input_type, rk.output_type = in_t, out_t
+        self._remote[kernel_id] = rk
+        return rk
+
+    def _missing(self, kernel_id: str, verb: str = "") -> PyDotComputeError:
+        err = super()._missing(kernel_id, verb)
+        if self._remote and "known:" in str(err):
+            err.args = (str(err).replace("(known: ", f"(on hosts: {', '.join(self._remote)}; "),)
+        return err
+
+    async def _ask(self, rk: RemoteKernel, ref: Any) -> Any:
+        """Await a host's answer; a dead host fails its kernels and the error is raised."""
+        ray = _ray()
+        try:
+            res = await ref
+        except ray.exceptions.RayActorError as exc:
+            self._host_died(rk.host, exc)
+            raise self._failure(rk) from None
+        return _unwrap(res)
+
+    def _get_sync(self, rk: RemoteKernel, ref: Any) -> Any:
+        ray = _ray()
+        try:
+            res = ray.get(ref, timeout=_SYNC_TIMEOUT)
+        except ray.exceptions.GetTimeoutError:
+            raise OperationTimeoutError(
+                f"kernel host {rk.host.name!r} of ring kernel {rk.kernel_id!r} did not answer "
+                f"within {_SYNC_TIMEOUT} s"
+            ) from None
+        except ray.exceptions.RayActorError as exc:
+            self._host_died(rk.host, exc)
+            raise self._failure(rk) from None
+        return _unwrap(res)
+
+    def _failure(self, rk: RemoteKernel) -> PyDotComputeError:
+        return rk.failure(
+            f"Its kernel host {rk.host.name!r} (node {rk.host.where.get('node_ip')}, pid "
+            f"{rk.host.where.get('pid')}) died; {rk.lost} message(s) inside it were lost "
+            "(see dead_letters())."
+        )
+
+    def _alive(self, rk: RemoteKernel) -> None:
+        if rk.failed:
+            raise self._failure(rk)
+
+    # ---------------------------------------------------------------- failures
+    def _host_died(self, host: HostRef, exc: BaseException) -> None:
+        """Fail the host's kernels, count what was inside it, restart per their policy."""
+        for kid in sorted(host.kernels):
+            rk = self._remote.get(kid)
+            if rk is None or rk.failed or rk.host is not host:
+                continue
+            rk.failed = True
+            rk.error = exc
+            lost = rk.inside()
+            rk.lost += lost
+            for _ in range(lost):
+                self._dead.add(None, DeadLetterReason.FAILED, kid)
+            policy = rk.spec.options.restart if rk.spec is not None else RestartPolicy.NEVER
+            limit = rk.spec.options.max_restarts if rk.spec is not None else 0
+            if policy is not RestartPolicy.NEVER and rk.restarts < limit and not self._closed:
+                loop = self._loop
+                if loop is not None and not loop.is_closed():
+                    loop.create_task(self._restart(rk))
+
+    async def _restart(self, rk: RemoteKernel) -> None:
+        """Relaunch a kernel of a dead host on its restarted host (or another live one)."""
+        ray = _ray()
+        host = rk.host
+        try:
+            host.where = await asyncio.wait_for(host.handle.where.remote(), _SYNC_TIMEOUT)
+        except (ray.exceptions.RayActorError, TimeoutError):
+            self._cluster.hosts.pop(host.name, None)
+            host = self._cluster.host_for(None)
+            host.where = await host.handle.where.remote()
+        assert rk.spec is not None
+        _unwrap(await host.handle.launch.remote(rk.kernel_id, rk.spec, {}))
+        if rk.active:
+            _unwrap(await host.handle.activate.remote(rk.kernel_id))
+        rk.host.kernels.discard(rk.kernel_id)
+        host.kernels.add(rk.kernel_id)
+        rk.host = host
+        rk.sent = rk.processed = rk.outbox = 0
+        rk.restarts += 1
+        rk.failed = False
+        self._watch(host)
+        for target in self._xlinks.get(rk.kernel_id, ()):
+            await self._link_remote(rk, target)
+
+    def _watch(self, host: HostRef) -> None:
+        """Keep one call pending on ``host``: its failure says the host died, at once."""
+        task = self._watches.get(host.name)
+        if task is not None and not task.done():
+            return
+        loop = self._bind_loop()
+        self._watches[host.name] = loop.create_task(self._watching(host))
+
+    async def _watching(self, host: HostRef) -> None:
+        ray = _ray()
+        try:
+            await host.handle.watch.remote()
+        except ray.exceptions.RayActorError as exc:
+            self._host_died(host, exc)
+
+    # ---------------------------------------------------------------- lifecycle verbs
+    async def launch(
+        self, kernel_id: str, func: Any = None, *, placement: Any = None, **options: Any
+    ) -> LaunchResult:
+        """Launch a kernel on a kernel host chosen by ``placement`` (see :class:`Placement`).
+
+        ``placement="driver"`` runs it in this process; without a placement kernels are
+        spread over the alive nodes. Otherwise as :meth:`RingKernelRuntime.launch`.
+        """
+        p = Placement.parse(placement)
+        if p is not None and p.driver:
+            if kernel_id in self._remote:
+                raise self._relaunch_error(kernel_id)
+            return await super().launch(kernel_id, func, **options)
+        self._bind_loop()
+        check_kernel_id(kernel_id, "launch")
+        spec = spec_for(kernel_id, func, _registry.get(kernel_id)).with_options(**options)
+        old = self._remote.get(kernel_id)
+        local = self._kernels.get(kernel_id)
+        if (old is not None and (old.failed or self.state(kernel_id).value not in _ENDED)) or (
+            local is not None and local.state is not KernelState.TERMINATED
+        ):
+            raise self._relaunch_error(kernel_id)
+        host = self._cluster.host_for(p)
+        rk = RemoteKernel(kernel_id, host, spec)
+        res = await self._ask(rk, host.handle.launch.remote(kernel_id, spec, {}))
+        if not host.where:
+            host.where = await host.handle.where.remote()
+        self._watch(host)
+        host.kernels.add(kernel_id)
+        self._remote[kernel_id] = rk
+        await self._cluster.directory.put.remote(
+            kernel_id, host.name, rk.input_type, rk.output_type
+        )
+        return res  # type: ignore[no-any-return]
+
+    def _relaunch_error(self, kernel_id: str) -> KernelStateError:
+        return KernelStateError(
+            f"ring kernel {kernel_id!r} is already launched ({self.state(kernel_id).value}); "
+            "terminate it first (and forget() it to launch it elsewhere)"
+        )
+
+    def activate(self, kernel_id: str) -> Coroutine[Any, Any, None]:
+        """Let a launched (or deactivated) kernel take messages."""
+        rk = self._rk(kernel_id)
+        if rk is None:
+            return RingKernelRuntime.activate(self, kernel_id)
+        return self._activate(rk, True)
+
+    def deactivate(self, kernel_id: str) -> Coroutine[Any, Any, None]:
+        """Park an active kernel; sends keep queueing and nothing is lost."""
+        rk = self._rk(kernel_id)
+        if rk is None:
+            return RingKernelRuntime.deactivate(self, kernel_id)
+        return self._activate(rk, False)
+
+    async def _activate(self, rk: RemoteKernel, on: bool) -> None:
+        self._on_loop()
+        self._alive(rk)
+        verb = rk.host.handle.activate if on else rk.host.handle.deactivate
+        await self._ask(rk, verb.remote(rk.kernel_id))
+        rk.active = on
+
+    def terminate(
+        self, kernel_id: str, *, timeout: float | None = 5.0, drain: bool = False
+    ) -> Coroutine[Any, Any, TerminateResult]:
+        """Stop a kernel gracefully, then free its mailboxes (on its host, if remote)."""
+        rk = self._rk(kernel_id)
+        if rk is None:
+            return RingKernelRuntime.terminate(self, kernel_id, timeout=timeout, drain=drain)
+        return self._terminate(rk, timeout, drain)
+
+    async def _terminate(
+        self, rk: RemoteKernel, timeout: float | None, drain: bool
+    ) -> TerminateResult:
+        self._on_loop()
+        timeout = check_timeout(timeout, "terminate")
+        if rk.failed:
+            return TerminateResult(rk.kernel_id, False, 0, 0.0)
+        res = await self._ask(rk, rk.host.handle.terminate.remote(rk.kernel_id, timeout, drain))
+        rk.active = False
+        return res  # type: ignore[no-any-return]
+
+    async def shutdown(self, *, timeout: float | None = 5.0) -> None:
+        """Terminate every kernel, here and on the hosts, then stop the hosts."""
+        timeout = check_timeout(timeout, "shutdown")
+        if self._closed:
+            return
+        ray = _ray()
+        for task in self._watches.values():
+            task.cancel()
+        self._watches.clear()
+        hosts = list(self._cluster.hosts.values())
+        results = await asyncio.gather(
+            *(h.handle.shutdown.remote(timeout) for h in hosts), return_exceptions=True
+        )
+        try:
+            await super().shutdown(timeout=timeout)
+        finally:
+            self._cluster.shutdown()
+        errors = [
+            r.error()
+            for r in results
+            if type(r) is Raised and not isinstance(r, ray.exceptions.RayActorError)
+        ]
+        if errors:
+            raise errors[0]
+
+    def forget(self, kernel_id: str) -> None:
+        """Drop a kernel that has ended, here or on its host."""
+        rk = self._rk(kernel_id)
+        if rk is None:
+            return RingKernelRuntime.forget(self, kernel_id)
+        if not rk.failed:
+            self._get_sync(rk, rk.host.handle.forget.remote(kernel_id))
+        del self._remote[kernel_id]
+        rk.host.kernels.discard(kernel_id)
+        self._cluster.directory.remove.remote(kernel_id)
+        return None
+
+    # ---------------------------------------------------------------- messaging verbs
+    def send(
+        self, kernel_id: str, msg: Any, *, timeout: float | None = None
+    ) -> Coroutine[Any, Any, bool]:
+        """Send a message to a kernel's inbox (over Ray, encoded, when it runs on a host)."""
+        rk = self._rk(kernel_id)
+        if rk is None:
+            return RingKernelRuntime.send(self, kernel_id, msg, timeout=timeout)
+        return self._send(rk, msg, timeout)
+
+    def _typed(self, rk: RemoteKernel, msg: Any) -> bytes:
+        t = rk.input_type
+        if t is not None and not isinstance(msg, t):
+            raise MessageTypeError(
+                f"ring kernel {rk.kernel_id!r} takes {t.__name__} messages, got a "
+                f"{type(msg).__name__}; send a {t.__name__}"
+            )
+        return encode(msg)
+
+    async def _send(self, rk: RemoteKernel, msg: Any, timeout: float | None) -> bool:
+        self._on_loop()
+        timeout = check_timeout(timeout, "send")
+        self._alive(rk)
+        data = self._typed(rk, msg)
+        ok = bool(await self._ask(rk, rk.host.handle.send.remote(rk.kernel_id, data, timeout)))
+        rk.sent += ok
+        return ok
+
+    def send_many(
+        self, kernel_id: str, msgs: Any, *, timeout: float | None = None
+    ) -> Coroutine[Any, Any, int]:
+        """Send many messages in one go: to a host, one Ray call carries the whole batch."""
+        rk = self._rk(kernel_id)
+        if rk is None:
+            return RingKernelRuntime.send_many(self, kernel_id, msgs, timeout=timeout)
+        return self._send_many(rk, msgs, timeout)
+
+    async def _send_many(self, rk: RemoteKernel, msgs: Any, timeout: float | None) -> int:
+        self._on_loop()
+        timeout = check_timeout(timeout, "send_many")
+        self._alive(rk)
+        t = rk.input_type
+        if not hasattr(msgs, "dtype"):
+            msgs = list(msgs)
+            for m in msgs:
+                self._typed(rk, m) if t is not None and type(m) is not t else None
+        batch = encode_many(msgs, t)
+        n = int(await self._ask(rk, rk.host.handle.send_many.remote(rk.kernel_id, batch, timeout)))
+        rk.sent += n
+        return n
+
+    def receive(self, kernel_id: str, *, timeout: float | None = None) -> Coroutine[Any, Any, Any]:
+        """Take the next reply from a kernel's outbox (from its host, decoded here)."""
+        rk = self._rk(kernel_id)
+        if rk is None:
+            return RingKernelRuntime.receive(self, kernel_id, timeout=timeout)
+        return self._receive(rk, timeout)
+
+    async def _receive(self, rk: RemoteKernel, timeout: float | None) -> Any:
+        self._on_loop()
+        timeout = check_timeout(timeout, "receive")
+        self._alive(rk)
+        data, progress = await self._ask(rk, rk.host.handle.receive.remote(rk.kernel_id, timeout))
+        rk.progress(progress)
+        return decode(data, rk.output_type)
+
+    def receive_many(
+        self,
+        kernel_id: str,
+        max_count: int | None = None,
+        *,
+        timeout: float | None = None,
+        as_array: bool = False,
+    ) -> Coroutine[Any, Any, Any]:
+        """Take up to ``max_count`` replies (one Ray call for a host's batch)."""
+        rk = self._rk(kernel_id)
+        if rk is None:
+            return RingKernelRuntime.receive_many(
+                self, kernel_id, max_count, timeout=timeout, as_array=as_array
+            )
+        return self._receive_many(rk, max_count, timeout, as_array)
+
+    async def _receive_many(
+        self, rk: RemoteKernel, max_count: int | None, timeout: float | None, as_array: bool
+    ) -> Any:
+        self._on_loop()
+        timeout = check_timeout(timeout, "receive_many")
+        self._alive(rk)
+        ref = rk.host.handle.receive_many.remote(rk.kernel_id, max_count, timeout, as_array)
+        batch, progress = await self._ask(rk, ref)
+        rk.progress(progress)
+        return decode_many(batch, rk.output_type)
+
+    def call(
+        self, kernel_id: str, msg: Any, *, timeout: float | None = None
+    ) -> Coroutine[Any, Any, Any]:
+        """Send ``msg`` and wait for its reply (one Ray call to the kernel's host)."""
+        rk = self._rk(kernel_id)
+        if rk is None:
+            return RingKernelRuntime.call(self, kernel_id, msg, timeout=timeout)
+        return self._call(rk, msg, timeout)
+
+    async def _call(self, rk: RemoteKernel, msg: Any, timeout: float | None) -> Any:
+        self._on_loop()
+        timeout = check_timeout(timeout, "call")
+        self._alive(rk)
+        data = self._typed(rk, msg)
+        rk.sent += 1
+        reply, progress = await self._ask(
+            rk, rk.host.handle.call.remote(rk.kernel_id, data, timeout)
+        )
+        rk.progress(progress)
+        return decode(reply, rk.output_type)
+
+    # ---------------------------------------------------------------- links and topics
+    async def link(self, source: str, target: str | Iterable[str]) -> None:
+        """Link ``source``'s output to targets; across hosts, batches travel per Ray call."""
+        targets = (target,) if isinstance(target, str) else tuple(target)
+        rk = self._rk(source)
+        remote = [t for t in targets if isinstance(t, str) and self._rk(t) is not None]
+        if rk is None and not remote:
+            return await super().link(source, targets)
+        self._bind_loop()
+        if rk is None or len(remote) != len(targets):
+            raise KernelStateError(
+                f"link({source!r}, {targets!r}): a kernel placed in the driver and one on a "
+                "kernel host cannot be linked; place both on hosts (or both with "
+                "placement='driver')"
+            )
+        self._alive(rk)
+        for t in targets:
+            await self._link_remote(rk, t)
+        self._xlinks[source] = tuple(dict.fromkeys((*self._xlinks.get(source, ()), *targets)))
+
+    async def _link_remote(self, rk: RemoteKernel, target: str) -> None:
+        trk = self._rk(target)
+        assert trk is not None
+        other = None if trk.host is rk.host else trk.host.handle
+        await self._ask(rk, rk.host.handle.link.remote(rk.kernel_id, target, other))
+
+    async def unlink(self, source: str, target: str | None = None) -> None:
+        """Remove the link ``source -> target`` (every link of ``source`` without target)."""
+        rk = self._rk(source)
+        if rk is None:
+            return await super().unlink(source, target)
+        self._bind_loop()
+        await self._ask(rk, rk.host.handle.unlink.remote(source, target))
+        left = tuple(t for t in self._xlinks.get(source, ()) if target not in (None, t))
+        self._xlinks[source] = left
+        return None
+
+    def links(self) -> dict[str, tuple[str, ...]]:
+        """The links of this runtime, in this process and between hosts."""
+        return {**super().links(), **{s: t for s, t in self._xlinks.items() if t}}
+
+    async def subscribe(self, kernel_id: str, topic: str) -> None:
+        """Subscribe a kernel (here or on a host) to a topic."""
+        if self._rk(kernel_id) is None:
+            return await super().subscribe(kernel_id, topic)
+        self._bind_loop()
+        subs = self._rtopics.setdefault(topic, [])
+        if kernel_id not in subs:
+            subs.append(kernel_id)
+        return None
+
+    async def unsubscribe(self, kernel_id: str, topic: str) -> None:
+        """Remove a kernel's subscription to a topic."""
+        if self._rk(kernel_id) is None:
+            return await super().unsubscribe(kernel_id, topic)
+        self._bind_loop()
+        subs = self._rtopics.get(topic, [])
+        if kernel_id in subs:
+            subs.remove(kernel_id)
+        return None
+
+    def topics(self) -> dict[str, tuple[str, ...]]:
+        """Topics with subscribers, here and on hosts."""
+        out = super().topics()
+        for topic, subs in self._rtopics.items():
+            if subs:
+                out[topic] = (*out.get(topic, ()), *subs)
+        return out
+
+    async def publish(self, topic: str, msg: Any, *, timeout: float | None = None) -> int:
+        """Give every subscriber of ``topic`` a copy: one Ray call per host with subscribers."""
+        subs = self._rtopics.get(topic)
+        if not subs:
+            return await super().publish(topic, msg, timeout=timeout)
+        n = await super().publish(topic, msg, timeout=timeout) if topic in super().topics() else 0
+        by_host: dict[str, tuple[RemoteKernel, list[str]]] = {}
+        for kid in subs:
+            rk = self._remote[kid]
+            self._typed(rk, msg)
+            by_host.setdefault(rk.host.name, (rk, []))[1].append(kid)
+        data = encode(msg)
+        for rk, kids in by_host.values():
+            got = int(await self._ask(rk, rk.host.handle.publish_local.remote(kids, data)))
+            n += got
+            for kid in kids:
+                self._remote[kid].sent += 1
+        return n
+
+    def dead_letters(self, kernel_id: str | None = None) -> list[DeadLetter]:
+        """Dead letters of this process and of every live host, oldest first.
+
+        Messages lost with a dead host are letters with reason ``failed`` and
+        ``message=None`` (their content died with the host); they are counted in the
+        kernel's telemetry (``dead_letters``, ``extra["lost"]``).
+        """
+        ray = _ray()
+        letters = list(super().dead_letters(kernel_id))
+        refs = [h.handle.dead_letters.remote(kernel_id) for h in self._cluster.hosts.values()]
+        for ref in refs:
+            try:
+                letters.extend(ray.get(ref, timeout=_SYNC_TIMEOUT))
+            except ray.exceptions.RayActorError:
+                continue  # a dead host's letters died with it; counted as lost above
+        return sorted(letters, key=lambda d: d.time)
+
+    # ---------------------------------------------------------------- state and telemetry
+    def state(self, kernel_id: str) -> KernelState:
+        """The lifecycle state of a kernel, asked of its host when it runs on one."""
+        rk = self._rk(kernel_id)
+        if rk is None:
+            return super().state(kernel_id)
+        if rk.failed:
+            return KernelState.FAILED
+        state: KernelState = self._get_sync(rk, rk.host.handle.state.remote(kernel_id))
+        return state
+
+    def telemetry(self, kernel_id: str) -> KernelTelemetry:
+        """A frozen telemetry snapshot of one kernel; ``extra["placement"]`` says where."""
+        rk = self._rk(kernel_id)
+        if rk is None:
+            return super().telemetry(kernel_id)
+        if rk.failed:
+            return self._placed(rk, rk.telemetry_when_failed())
+        t, progress = self._get_sync(rk, rk.host.handle.telemetry.remote(kernel_id))
+        rk.progress(progress)
+        rk.last = t
+        return self._placed(rk, t)
+
+    def _placed(self, rk: RemoteKernel, t: KernelTelemetry) -> KernelTelemetry:
+        return dataclasses.replace(
+            t,
+            device=f"{rk.host.where.get('node_ip')}/{t.device}",
+            restarts=t.restarts + rk.restarts,
+            dead_letters=t.dead_letters + rk.lost,
+            outputs_to=(*t.outputs_to, *self._xlinks.get(rk.kernel_id, ())),
+            subscribes_to=(
+                *t.subscribes_to,
+                *(topic for topic, subs in self._rtopics.items() if rk.kernel_id in subs),
+            ),
+            extra={**t.extra, "placement": rk.placed(), "lost": rk.lost},
+        )
+
+    def snapshot(self) -> RuntimeSnapshot:
+        """Every kernel's telemetry (hosts asked once each); each says where it runs."""
+        ray = _ray()
+        snap = super().snapshot()
+        kernels = dict(snap.kernels)
+        dead = snap.dead_letters
+        hosts = list(self._cluster.hosts.values())
+        refs = [h.handle.snapshot.remote() for h in hosts]
+        for host, ref in zip(hosts, refs, strict=True):
+            try:
+                got = ray.get(ref, timeout=_SYNC_TIMEOUT)
+            except ray.exceptions.RayActorError as exc:
+                self._host_died(host, exc)
+                continue
+            dead += got["dead_letters"]
+            for kid, t in got["kernels"].items():
+                rk = self._remote.get(kid)
+                if rk is not None and rk.host is host and not rk.failed:
+                    rk.last = t
+                    kernels[kid] = self._placed(rk, t)
+        for kid, rk in self._remote.items():
+            if rk.failed:
+                kernels[kid] = self._placed(rk, rk.telemetry_when_failed())
+        return dataclasses.replace(snap, kernels=kernels, dead_letters=dead, topics=self.topics())
