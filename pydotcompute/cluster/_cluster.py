@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailableError, InvalidArgumentError
 from ._placement import Placement
+from ._wire import make_message_classes_picklable
 
 if TYPE_CHECKING:
     from ..runtime import RingKernelRuntime
@@ -79,6 +80,7 @@ class RayCluster:
                 "kernel hosts without limit, 0: never)"
             )
         ray = _ray()
+        make_message_classes_picklable()
         self.address = address
         self.name = name
         self.device = device

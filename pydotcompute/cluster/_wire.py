@@ -9,6 +9,7 @@ raised again in the driver as the same ``PyDotComputeError`` class with the same
 
 from __future__ import annotations
 
+import copyreg
 import pickle
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,35 @@ from ..errors import KernelFailedError, MessageTypeError, PyDotComputeError
 from ..messages import decode_message, fixed_layout, is_message
 
 __all__ = ["Raised", "decode", "decode_many", "encode", "encode_many", "register_types"]
+
+
+def _codec_packer() -> Any:
+    """The codec's msgpack packer of this process (what a pickled message class refers to)."""
+    from ..messages import _codec
+
+    return _codec._packer
+
+
+def _reduce_packer(packer: Any) -> Any:
+    from ..messages import _codec
+
+    if packer is not _codec._packer:
+        raise pickle.PicklingError(
+            "a msgpack.Packer cannot be pickled; only the message codec's own packer travels "
+            "(as a reference to the receiving process's packer)"
+        )
+    return _codec_packer, ()
+
+
+def make_message_classes_picklable() -> None:
+    """Let cloudpickle carry ``@message`` classes defined in a notebook or ``__main__``.
+
+    A message class's generated ``to_bytes`` refers to the codec's msgpack packer, a C object
+    that cannot be pickled; it travels as a reference to the receiving process's packer.
+    """
+    from ..messages import _codec
+
+    copyreg.pickle(type(_codec._packer), _reduce_packer)
 
 
 def register_types(*types: Any) -> None:
