@@ -18,7 +18,7 @@ from ..errors import KernelStateError, PyDotComputeError
 from ..ring._dead_letters import DeadLetterReason
 from ..ring._spec import RingKernelSpec
 from ..runtime import RingKernelRuntime
-from ._wire import Raised, decode, decode_many, encode, encode_many, register_types
+from ._wire import Raised, Restarted, decode, decode_many, encode, encode_many, register_types
 
 __all__ = ["KernelHost"]
 
@@ -39,6 +39,16 @@ class KernelHost:
         self.rt = RingKernelRuntime(device)
         self.types: dict[str, tuple[type | None, type | None]] = {}
         self.forwarders: dict[tuple[str, str], asyncio.Task[None]] = {}
+        import ray
+
+        # Ray restarted this host after its process died: kernels the driver still thinks
+        # are here died with that process, and the answer about them must say so.
+        self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+
+    def _gone(self, kernel_id: str) -> Restarted | None:
+        if self.restarted and kernel_id not in self.rt.kernels:
+            return Restarted(os.getpid())
+        return None
 
     # ---------------------------------------------------------------- where and liveness
     async def where(self) -> dict[str, Any]:
@@ -70,14 +80,20 @@ class KernelHost:
 
     async def activate(self, kernel_id: str) -> Any:
         """Activate a kernel here."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
         return await _guard(self.rt.activate(kernel_id))
 
     async def deactivate(self, kernel_id: str) -> Any:
         """Deactivate a kernel here."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
         return await _guard(self.rt.deactivate(kernel_id))
 
     async def terminate(self, kernel_id: str, timeout: float | None, drain: bool) -> Any:
         """Terminate a kernel here (its forwarders stop after it)."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
         res = await _guard(self.rt.terminate(kernel_id, timeout=timeout, drain=drain))
         for key in [k for k in self.forwarders if k[0] == kernel_id]:
             self.forwarders.pop(key).cancel()
@@ -85,6 +101,8 @@ class KernelHost:
 
     async def forget(self, kernel_id: str) -> Any:
         """Forget an ended kernel here."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
         try:
             self.rt.forget(kernel_id)
         except PyDotComputeError as exc:
@@ -108,6 +126,8 @@ class KernelHost:
 
     async def send(self, kernel_id: str, data: bytes, timeout: float | None) -> Any:
         """Decode one message and send it to a kernel here."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
         try:
             msg = decode(data, self._in(kernel_id))
         except PyDotComputeError as exc:
@@ -116,6 +136,8 @@ class KernelHost:
 
     async def send_many(self, kernel_id: str, batch: Any, timeout: float | None) -> Any:
         """Decode a batch (bytes, or one structured array) and send it to a kernel here."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
         try:
             msgs = decode_many(batch, self._in(kernel_id))
         except PyDotComputeError as exc:
@@ -153,6 +175,8 @@ class KernelHost:
 
     async def receive(self, kernel_id: str, timeout: float | None) -> Any:
         """The next reply of a kernel here, as bytes, with the kernel's progress."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
         got = await _guard(self.rt.receive(kernel_id, timeout=timeout))
         return got if isinstance(got, Raised) else (encode(got), self._progress(kernel_id))
 
@@ -160,6 +184,8 @@ class KernelHost:
         self, kernel_id: str, max_count: int | None, timeout: float | None, as_array: bool
     ) -> Any:
         """Replies of a kernel here: a structured array, or a list of bytes."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
         got = await _guard(
             self.rt.receive_many(kernel_id, max_count, timeout=timeout, as_array=as_array)
         )
@@ -169,6 +195,8 @@ class KernelHost:
 
     async def call(self, kernel_id: str, data: bytes, timeout: float | None) -> Any:
         """Decode a request, ``call`` a kernel here and return the reply as bytes."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
         if any(k[0] == kernel_id for k in self.forwarders):
             return Raised.of(
                 KernelStateError(
@@ -230,6 +258,8 @@ class KernelHost:
     # ---------------------------------------------------------------- state and telemetry
     async def state(self, kernel_id: str) -> Any:
         """The state of a kernel here."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
         try:
             return self.rt.state(kernel_id)
         except PyDotComputeError as exc:
@@ -237,6 +267,8 @@ class KernelHost:
 
     async def telemetry(self, kernel_id: str) -> Any:
         """The telemetry of a kernel here."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
         try:
             return self.rt.telemetry(kernel_id), self._progress(kernel_id)
         except PyDotComputeError as exc:

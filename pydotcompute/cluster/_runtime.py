@@ -14,6 +14,7 @@ from typing import Any
 
 from ..backends.host import LaunchResult, TerminateResult
 from ..errors import (
+    KernelFailedError,
     KernelStateError,
     MessageTypeError,
     OperationTimeoutError,
@@ -29,7 +30,7 @@ from ..telemetry import KernelTelemetry, RuntimeSnapshot
 from ._cluster import HostRef, RayCluster, _ray
 from ._placement import Placement
 from ._remote import RemoteKernel
-from ._wire import Raised, decode, decode_many, encode, encode_many
+from ._wire import Raised, Restarted, decode, decode_many, encode, encode_many
 
 __all__ = ["ClusterRuntime"]
 
@@ -111,6 +112,9 @@ class ClusterRuntime(RingKernelRuntime):
         except ray.exceptions.RayActorError as exc:
             self._host_died(rk.host, exc)
             raise self._failure(rk) from None
+        if type(res) is Restarted:
+            self._host_died(rk.host, None)
+            raise self._failure(rk)
         return _unwrap(res)
 
     def _get_sync(self, rk: RemoteKernel, ref: Any) -> Any:
@@ -125,28 +129,37 @@ class ClusterRuntime(RingKernelRuntime):
         except ray.exceptions.RayActorError as exc:
             self._host_died(rk.host, exc)
             raise self._failure(rk) from None
+        if type(res) is Restarted:
+            self._host_died(rk.host, None)
+            raise self._failure(rk)
         return _unwrap(res)
 
     def _failure(self, rk: RemoteKernel) -> PyDotComputeError:
-        return rk.failure(
-            f"Its kernel host {rk.host.name!r} (node {rk.host.where.get('node_ip')}, pid "
-            f"{rk.host.where.get('pid')}) died; {rk.lost} message(s) inside it were lost "
-            "(see dead_letters())."
-        )
+        return rk.failure(f"{rk.lost} message(s) inside its host were lost (see dead_letters()).")
 
     def _alive(self, rk: RemoteKernel) -> None:
         if rk.failed:
             raise self._failure(rk)
 
     # ---------------------------------------------------------------- failures
-    def _host_died(self, host: HostRef, exc: BaseException) -> None:
-        """Fail the host's kernels, count what was inside it, restart per their policy."""
+    def _host_died(self, host: HostRef, exc: BaseException | None) -> None:
+        """Fail the host's kernels, count what was inside it, restart per their policy.
+
+        ``exc`` is Ray's error about the dead actor (``None`` when the host answered from
+        its restarted process): it becomes the cause of the kernels' error.
+        """
+        cause = RuntimeError(
+            f"kernel host {host.name!r} (node {host.where.get('node_ip')}, pid "
+            f"{host.where.get('pid')}) died"
+            + (f": {type(exc).__name__}" if exc is not None else "; Ray restarted it empty")
+        )
+        cause.__cause__ = exc
         for kid in sorted(host.kernels):
             rk = self._remote.get(kid)
             if rk is None or rk.failed or rk.host is not host:
                 continue
             rk.failed = True
-            rk.error = exc
+            rk.error = cause
             lost = rk.inside()
             rk.lost += lost
             for _ in range(lost):
@@ -542,22 +555,31 @@ class ClusterRuntime(RingKernelRuntime):
         rk = self._rk(kernel_id)
         if rk is None:
             return super().state(kernel_id)
-        if rk.failed:
-            return KernelState.FAILED
-        state: KernelState = self._get_sync(rk, rk.host.handle.state.remote(kernel_id))
-        return state
+        if not rk.failed:
+            try:
+                state: KernelState = self._get_sync(rk, rk.host.handle.state.remote(kernel_id))
+                return state
+            except KernelFailedError:
+                if not rk.failed:  # the host is alive: its kernel failed, say why
+                    raise
+        return KernelState.FAILED
 
     def telemetry(self, kernel_id: str) -> KernelTelemetry:
         """A frozen telemetry snapshot of one kernel; ``extra["placement"]`` says where."""
         rk = self._rk(kernel_id)
         if rk is None:
             return super().telemetry(kernel_id)
-        if rk.failed:
-            return self._placed(rk, rk.telemetry_when_failed())
-        t, progress = self._get_sync(rk, rk.host.handle.telemetry.remote(kernel_id))
-        rk.progress(progress)
-        rk.last = t
-        return self._placed(rk, t)
+        if not rk.failed:
+            try:
+                t, progress = self._get_sync(rk, rk.host.handle.telemetry.remote(kernel_id))
+            except KernelFailedError:
+                if not rk.failed:
+                    raise
+            else:
+                rk.progress(progress)
+                rk.last = t
+                return self._placed(rk, t)
+        return self._placed(rk, rk.telemetry_when_failed())
 
     def _placed(self, rk: RemoteKernel, t: KernelTelemetry) -> KernelTelemetry:
         return dataclasses.replace(

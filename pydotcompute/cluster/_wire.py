@@ -19,7 +19,15 @@ import numpy as np
 from ..errors import KernelFailedError, MessageTypeError, PyDotComputeError
 from ..messages import decode_message, fixed_layout, is_message
 
-__all__ = ["Raised", "decode", "decode_many", "encode", "encode_many", "register_types"]
+__all__ = [
+    "Raised",
+    "Restarted",
+    "decode",
+    "decode_many",
+    "encode",
+    "encode_many",
+    "register_types",
+]
 
 
 def _codec_packer() -> Any:
@@ -101,6 +109,13 @@ def decode_many(batch: Any, t: type | None) -> Any:
     if isinstance(batch, np.ndarray):
         return batch
     return [decode(b, t) for b in batch]
+
+
+@dataclass(frozen=True)
+class Restarted:
+    """A restarted kernel host's answer about a kernel its dead predecessor ran."""
+
+    pid: int
 
 
 @dataclass(frozen=True)
