@@ -179,10 +179,9 @@ class RayCluster:
                 placement_group=p.group, placement_group_bundle_index=p.bundle
             )
         elif node is not None and not p.gpu:
-            # Soft: a host whose node is lost is restarted by Ray on another node.
-            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
-                node_id=node, soft=p.node is None
-            )
+            # A host whose node is lost cannot come back there: the runtime relaunches its
+            # restartable kernels on another host.
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
         handle = ray.remote(KernelHost).options(**opts).remote(key, self.device)
         return HostRef(key, handle, placement)
 
