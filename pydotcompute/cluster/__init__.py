@@ -3,7 +3,7 @@
 ``RingKernelRuntime(cluster=RayCluster())`` runs each ring kernel in a *kernel host*, a Ray
 actor process hosting a local runtime (one per node by default, one per GPU with
 ``placement="gpu"``). Ray is imported when a :class:`RayCluster` is made, never by
-``import pydotcompute``. Install it with ``pip install 'pydotcompute[ray]'``.
+``import pydotcompute``. Install it with ``pip install -e ".[ray]"`` in a checkout.
 """
 
 from ._cluster import RayCluster

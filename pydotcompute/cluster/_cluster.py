@@ -20,9 +20,10 @@ def _ray() -> Any:
     try:
         import ray
     except ImportError:
+        from .._install import extra_hint
+
         raise BackendUnavailableError(
-            "pydotcompute.cluster needs Ray, which is not installed; pip install "
-            "'pydotcompute[ray]'"
+            f"pydotcompute.cluster needs Ray, which is not installed: {extra_hint('ray')}"
         ) from None
     return ray
 

@@ -244,7 +244,7 @@ class ClusterRuntime(RingKernelRuntime):
         await self._cluster.directory.put.remote(
             kernel_id, host.name, rk.input_type, rk.output_type
         )
-        return res  # type: ignore[no-any-return]
+        return res
 
     def _relaunch_error(self, kernel_id: str) -> KernelStateError:
         return KernelStateError(
@@ -291,7 +291,7 @@ class ClusterRuntime(RingKernelRuntime):
             return TerminateResult(rk.kernel_id, False, 0, 0.0)
         res = await self._ask(rk, rk.host.handle.terminate.remote(rk.kernel_id, timeout, drain))
         rk.active = False
-        return res  # type: ignore[no-any-return]
+        return res
 
     async def shutdown(self, *, timeout: float | None = 5.0) -> None:
         """Terminate every kernel, here and on the hosts, then stop the hosts."""
@@ -618,4 +618,9 @@ class ClusterRuntime(RingKernelRuntime):
         for kid, rk in self._remote.items():
             if rk.failed:
                 kernels[kid] = self._placed(rk, rk.telemetry_when_failed())
-        return dataclasses.replace(snap, kernels=kernels, dead_letters=dead, topics=self.topics())
+        return dataclasses.replace(
+            snap,
+            kernels=kernels,
+            dead_letters=dead,
+            topics={t: list(s) for t, s in self.topics().items()},
+        )

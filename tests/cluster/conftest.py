@@ -8,10 +8,6 @@ from typing import Any
 
 import pytest
 
-ray = pytest.importorskip("ray", reason="the cluster tests need Ray: pip install -e '.[ray]'")
-
-pytestmark = pytest.mark.cluster
-
 # Two CPUs, a 100 MiB object store and no dashboard: the CI machine has two cores.
 RAY_ARGS: dict[str, Any] = {
     "num_cpus": 2,
@@ -24,6 +20,7 @@ RAY_ARGS: dict[str, Any] = {
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     """A single-node local Ray for one test module."""
+    ray = pytest.importorskip("ray", reason="the cluster tests need Ray: pip install -e '.[ray]'")
     ray.init(**RAY_ARGS)
     try:
         yield

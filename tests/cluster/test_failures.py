@@ -21,7 +21,7 @@ W = 30.0
 async def eventually(predicate: Callable[[], bool], seconds: float = W) -> None:
     """Poll ``predicate`` (a remote state: no local event to await), bounded by ``seconds``."""
     async with asyncio.timeout(seconds):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
 

@@ -16,7 +16,7 @@ from tests.conftest import within
 ray = pytest.importorskip("ray", reason="the cluster tests need Ray: pip install -e '.[ray]'")
 pytestmark = pytest.mark.cluster
 W = 30.0
-SMALL = {"object_store_memory": 100 * 1024 * 1024}
+SMALL: dict[str, Any] = {"object_store_memory": 100 * 1024 * 1024}
 
 
 @pytest.fixture(scope="module")
