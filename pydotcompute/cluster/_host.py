@@ -99,6 +99,23 @@ class KernelHost:
             self.forwarders.pop(key).cancel()
         return res
 
+    async def relaunch(
+        self, kernel_id: str, spec: RingKernelSpec | None, timeout: float | None
+    ) -> Any:
+        """Replace a kernel's body here in place (hot redeploy)."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        return await _guard(self.rt.relaunch(kernel_id, spec, timeout=timeout))
+
+    async def options(self, kernel_id: str) -> Any:
+        """The options a kernel here runs with."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        try:
+            return self.rt.options(kernel_id)
+        except PyDotComputeError as exc:
+            return Raised.of(exc)
+
     async def forget(self, kernel_id: str) -> Any:
         """Forget an ended kernel here."""
         if (gone := self._gone(kernel_id)) is not None:
@@ -285,10 +302,14 @@ class KernelHost:
 
     async def read_state(self, kernel_id: str) -> Any:
         """A device kernel's state here (a numpy record)."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
         return await _guard(self.rt.read_state(kernel_id))
 
     async def write_state(self, kernel_id: str, value: Any) -> Any:
         """Set a parked device kernel's state here."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
         return await _guard(self.rt.write_state(kernel_id, value))
 
 

@@ -22,7 +22,7 @@ from ..errors import (
 )
 from ..ring._checks import check_kernel_id, check_timeout
 from ..ring._dead_letters import DeadLetter, DeadLetterReason
-from ..ring._options import RestartPolicy
+from ..ring._options import KernelOptions, RestartPolicy
 from ..ring._spec import _registry, spec_for
 from ..ring._state import KernelState
 from ..runtime import RingKernelRuntime
@@ -292,6 +292,51 @@ class ClusterRuntime(RingKernelRuntime):
         res = await self._ask(rk, rk.host.handle.terminate.remote(rk.kernel_id, timeout, drain))
         rk.active = False
         return res
+
+    async def relaunch(
+        self, kernel_id: str, func: Any = None, *, timeout: float | None = 5.0
+    ) -> LaunchResult:
+        """Replace a running kernel's body in place, on its host if it runs on one."""
+        rk = self._rk(kernel_id)
+        if rk is None:
+            return await super().relaunch(kernel_id, func, timeout=timeout)
+        self._on_loop()
+        timeout = check_timeout(timeout, "relaunch")
+        self._alive(rk)
+        spec = None if func is None else spec_for(kernel_id, func, rk.spec)
+        res: LaunchResult = await self._ask(
+            rk, rk.host.handle.relaunch.remote(kernel_id, spec, timeout)
+        )
+        if spec is not None:
+            rk.spec = spec
+        return res
+
+    def options(self, kernel_id: str) -> KernelOptions:
+        """The options a kernel runs with (asked of its host when it runs on one)."""
+        rk = self._rk(kernel_id)
+        if rk is None:
+            return super().options(kernel_id)
+        if rk.spec is not None:
+            return rk.spec.options
+        opts: KernelOptions = self._get_sync(rk, rk.host.handle.options.remote(kernel_id))
+        return opts
+
+    async def read_state(self, kernel_id: str) -> Any:
+        """A device kernel's ``State`` (from its host when it runs on one)."""
+        rk = self._rk(kernel_id)
+        if rk is None:
+            return await super().read_state(kernel_id)
+        self._alive(rk)
+        return await self._ask(rk, rk.host.handle.read_state.remote(kernel_id))
+
+    async def write_state(self, kernel_id: str, value: Any) -> None:
+        """Set a parked device kernel's ``State`` (on its host when it runs on one)."""
+        rk = self._rk(kernel_id)
+        if rk is None:
+            return await super().write_state(kernel_id, value)
+        self._alive(rk)
+        await self._ask(rk, rk.host.handle.write_state.remote(kernel_id, value))
+        return None
 
     async def shutdown(self, *, timeout: float | None = 5.0) -> None:
         """Terminate every kernel, here and on the hosts, then stop the hosts."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -182,3 +183,42 @@ async def test_a_second_runtime_finds_kernels_through_the_directory(local_ray: N
         second = RingKernelRuntime(cluster=RayCluster(name="shared"))
         assert (await within(second.call("inc", Num(x=1), timeout=W), W)).x == 2
         assert second.state("inc") is KernelState.ACTIVE
+
+
+async def test_options_and_relaunch_reach_the_host(cluster_runtime: Any) -> None:
+    rt = cluster_runtime
+    await start(rt, "k", inc, queue_size=64)
+    assert rt.options("k").queue_size == 64 and rt.options("k").input_type is Num
+    await within(rt.relaunch("k", double), W)
+    assert (await within(rt.call("k", Num(x=4), timeout=W), W)).x == 8
+    assert rt.telemetry("k").redeploys == 1
+
+
+async def test_placement_group_bundle(cluster_runtime: Any) -> None:
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    pg = placement_group([{"CPU": 1}], strategy="PACK")
+    await within(asyncio.wrap_future(pg.ready().future()), W)
+    try:
+        await start(rt := cluster_runtime, "grouped", inc, placement=Placement(group=pg, bundle=0))
+        assert rt.telemetry("grouped").extra["placement"]["host"].startswith("group-")
+        assert (await within(rt.call("grouped", Num(x=1), timeout=W), W)).x == 2
+        await within(rt.terminate("grouped"), W)
+    finally:
+        remove_placement_group(pg)
+
+
+async def test_the_dashboard_shows_remote_kernels_with_their_node(cluster_runtime: Any) -> None:
+    pytest.importorskip("pydotcompute_widgets", reason="the dashboard: pip install -e ./widgets")
+    from pydotcompute_widgets import Dashboard
+
+    rt = cluster_runtime
+    await start(rt, "inc", inc)
+    dash = Dashboard(rt, interval=0.5)
+    try:
+        dash.update()
+        assert "inc" in dash.table.rows
+        ip = rt.telemetry("inc").extra["placement"]["node_ip"]
+        assert any(ip in str(c) for c in dash.table.shown["inc"])
+    finally:
+        dash.close()
