@@ -18,7 +18,16 @@ from ..errors import KernelStateError, PyDotComputeError
 from ..ring._dead_letters import DeadLetterReason
 from ..ring._spec import RingKernelSpec
 from ..runtime import RingKernelRuntime
-from ._wire import Raised, Restarted, decode, decode_many, encode, encode_many, register_types
+from ._wire import (
+    Raised,
+    Restarted,
+    decode,
+    decode_many,
+    encode,
+    encode_many,
+    make_message_classes_picklable,
+    register_types,
+)
 
 __all__ = ["KernelHost"]
 
@@ -35,6 +44,7 @@ class KernelHost:
     """A process hosting ring kernels in its own runtime (wrapped by ``ray.remote``)."""
 
     def __init__(self, name: str, device: str = "auto") -> None:
+        make_message_classes_picklable()  # answers carry messages of notebook classes
         self.name = name
         self.rt = RingKernelRuntime(device)
         self.types: dict[str, tuple[type | None, type | None]] = {}

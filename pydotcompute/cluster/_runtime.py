@@ -380,8 +380,11 @@ class ClusterRuntime(RingKernelRuntime):
         self, kernel_id: str, msg: Any, *, timeout: float | None = None
     ) -> Coroutine[Any, Any, bool]:
         """Send a message to a kernel's inbox (over Ray, encoded, when it runs on a host)."""
-        rk = self._rk(kernel_id)
-        if rk is None:
+        try:  # a kernel in this process: straight to the runtime's own verb
+            here = kernel_id in self._kernels
+        except TypeError:  # unhashable: refused there with the reason
+            here = True
+        if here or (rk := self._rk(kernel_id)) is None:
             return RingKernelRuntime.send(self, kernel_id, msg, timeout=timeout)
         return self._send(rk, msg, timeout)
 
@@ -407,8 +410,11 @@ class ClusterRuntime(RingKernelRuntime):
         self, kernel_id: str, msgs: Any, *, timeout: float | None = None
     ) -> Coroutine[Any, Any, int]:
         """Send many messages in one go: to a host, one Ray call carries the whole batch."""
-        rk = self._rk(kernel_id)
-        if rk is None:
+        try:  # a kernel in this process: straight to the runtime's own verb
+            here = kernel_id in self._kernels
+        except TypeError:  # unhashable: refused there with the reason
+            here = True
+        if here or (rk := self._rk(kernel_id)) is None:
             return RingKernelRuntime.send_many(self, kernel_id, msgs, timeout=timeout)
         return self._send_many(rk, msgs, timeout)
 
@@ -428,8 +434,11 @@ class ClusterRuntime(RingKernelRuntime):
 
     def receive(self, kernel_id: str, *, timeout: float | None = None) -> Coroutine[Any, Any, Any]:
         """Take the next reply from a kernel's outbox (from its host, decoded here)."""
-        rk = self._rk(kernel_id)
-        if rk is None:
+        try:  # a kernel in this process: straight to the runtime's own verb
+            here = kernel_id in self._kernels
+        except TypeError:  # unhashable: refused there with the reason
+            here = True
+        if here or (rk := self._rk(kernel_id)) is None:
             return RingKernelRuntime.receive(self, kernel_id, timeout=timeout)
         return self._receive(rk, timeout)
 
@@ -450,8 +459,11 @@ class ClusterRuntime(RingKernelRuntime):
         as_array: bool = False,
     ) -> Coroutine[Any, Any, Any]:
         """Take up to ``max_count`` replies (one Ray call for a host's batch)."""
-        rk = self._rk(kernel_id)
-        if rk is None:
+        try:  # a kernel in this process: straight to the runtime's own verb
+            here = kernel_id in self._kernels
+        except TypeError:  # unhashable: refused there with the reason
+            here = True
+        if here or (rk := self._rk(kernel_id)) is None:
             return RingKernelRuntime.receive_many(
                 self, kernel_id, max_count, timeout=timeout, as_array=as_array
             )
@@ -472,8 +484,11 @@ class ClusterRuntime(RingKernelRuntime):
         self, kernel_id: str, msg: Any, *, timeout: float | None = None
     ) -> Coroutine[Any, Any, Any]:
         """Send ``msg`` and wait for its reply (one Ray call to the kernel's host)."""
-        rk = self._rk(kernel_id)
-        if rk is None:
+        try:  # a kernel in this process: straight to the runtime's own verb
+            here = kernel_id in self._kernels
+        except TypeError:  # unhashable: refused there with the reason
+            here = True
+        if here or (rk := self._rk(kernel_id)) is None:
             return RingKernelRuntime.call(self, kernel_id, msg, timeout=timeout)
         return self._call(rk, msg, timeout)
 
