@@ -261,9 +261,12 @@ class KernelHost:
 
     async def unlink(self, source: str, target: str | None) -> Any:
         """Remove links of ``source`` (to ``target`` only, if given)."""
-        for key in [k for k in self.forwarders if k[0] == source and target in (None, k[1])]:
+        remote = [k for k in self.forwarders if k[0] == source and target in (None, k[1])]
+        for key in remote:
             self.forwarders.pop(key).cancel()
-        if target is None or target in self.rt.links().get(source, ()):
+        local = self.rt.links().get(source, ())
+        if (target is None and local) or target in local or not remote:
+            # in this runtime, or neither here nor across hosts: its own error says so
             return await _guard(self.rt.unlink(source, target))
         return None
 

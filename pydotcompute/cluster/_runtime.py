@@ -25,7 +25,7 @@ from ..ring._dead_letters import DeadLetter, DeadLetterReason
 from ..ring._options import KernelOptions, RestartPolicy
 from ..ring._spec import _registry, spec_for
 from ..ring._state import KernelState
-from ..runtime import RingKernelRuntime
+from ..runtime import RingKernelRuntime, _a
 from ..telemetry import KernelTelemetry, RuntimeSnapshot
 from ._cluster import HostRef, RayCluster, _ray
 from ._placement import Placement
@@ -392,8 +392,8 @@ class ClusterRuntime(RingKernelRuntime):
         t = rk.input_type
         if t is not None and not isinstance(msg, t):
             raise MessageTypeError(
-                f"ring kernel {rk.kernel_id!r} takes {t.__name__} messages, got a "
-                f"{type(msg).__name__}; send a {t.__name__}"
+                f"ring kernel {rk.kernel_id!r} takes {t.__name__} messages, got "
+                f"{_a(type(msg).__name__)}; send {_a(t.__name__)}"
             )
         return encode(msg)
 
