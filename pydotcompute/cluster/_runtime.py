@@ -34,6 +34,13 @@ from ._wire import Raised, Restarted, decode, decode_many, encode, encode_many
 
 __all__ = ["ClusterRuntime"]
 
+# The plain runtime's hot verbs, called directly for kernels in this process.
+_plain_send = RingKernelRuntime.send
+_plain_send_many = RingKernelRuntime.send_many
+_plain_receive = RingKernelRuntime.receive
+_plain_receive_many = RingKernelRuntime.receive_many
+_plain_call = RingKernelRuntime.call
+
 _SYNC_TIMEOUT = 30.0  # seconds a synchronous verb (state, telemetry) waits for a host
 _ENDED = ("TERMINATED",)
 
@@ -381,11 +388,12 @@ class ClusterRuntime(RingKernelRuntime):
     ) -> Coroutine[Any, Any, bool]:
         """Send a message to a kernel's inbox (over Ray, encoded, when it runs on a host)."""
         try:  # a kernel in this process: straight to the runtime's own verb
-            here = kernel_id in self._kernels
+            if kernel_id in self._kernels:
+                return _plain_send(self, kernel_id, msg, timeout=timeout)
         except TypeError:  # unhashable: refused there with the reason
-            here = True
-        if here or (rk := self._rk(kernel_id)) is None:
-            return RingKernelRuntime.send(self, kernel_id, msg, timeout=timeout)
+            return _plain_send(self, kernel_id, msg, timeout=timeout)
+        if (rk := self._rk(kernel_id)) is None:
+            return _plain_send(self, kernel_id, msg, timeout=timeout)
         return self._send(rk, msg, timeout)
 
     def _typed(self, rk: RemoteKernel, msg: Any) -> bytes:
@@ -411,11 +419,12 @@ class ClusterRuntime(RingKernelRuntime):
     ) -> Coroutine[Any, Any, int]:
         """Send many messages in one go: to a host, one Ray call carries the whole batch."""
         try:  # a kernel in this process: straight to the runtime's own verb
-            here = kernel_id in self._kernels
+            if kernel_id in self._kernels:
+                return _plain_send_many(self, kernel_id, msgs, timeout=timeout)
         except TypeError:  # unhashable: refused there with the reason
-            here = True
-        if here or (rk := self._rk(kernel_id)) is None:
-            return RingKernelRuntime.send_many(self, kernel_id, msgs, timeout=timeout)
+            return _plain_send_many(self, kernel_id, msgs, timeout=timeout)
+        if (rk := self._rk(kernel_id)) is None:
+            return _plain_send_many(self, kernel_id, msgs, timeout=timeout)
         return self._send_many(rk, msgs, timeout)
 
     async def _send_many(self, rk: RemoteKernel, msgs: Any, timeout: float | None) -> int:
@@ -435,11 +444,12 @@ class ClusterRuntime(RingKernelRuntime):
     def receive(self, kernel_id: str, *, timeout: float | None = None) -> Coroutine[Any, Any, Any]:
         """Take the next reply from a kernel's outbox (from its host, decoded here)."""
         try:  # a kernel in this process: straight to the runtime's own verb
-            here = kernel_id in self._kernels
+            if kernel_id in self._kernels:
+                return _plain_receive(self, kernel_id, timeout=timeout)
         except TypeError:  # unhashable: refused there with the reason
-            here = True
-        if here or (rk := self._rk(kernel_id)) is None:
-            return RingKernelRuntime.receive(self, kernel_id, timeout=timeout)
+            return _plain_receive(self, kernel_id, timeout=timeout)
+        if (rk := self._rk(kernel_id)) is None:
+            return _plain_receive(self, kernel_id, timeout=timeout)
         return self._receive(rk, timeout)
 
     async def _receive(self, rk: RemoteKernel, timeout: float | None) -> Any:
@@ -464,7 +474,7 @@ class ClusterRuntime(RingKernelRuntime):
         except TypeError:  # unhashable: refused there with the reason
             here = True
         if here or (rk := self._rk(kernel_id)) is None:
-            return RingKernelRuntime.receive_many(
+            return _plain_receive_many(
                 self, kernel_id, max_count, timeout=timeout, as_array=as_array
             )
         return self._receive_many(rk, max_count, timeout, as_array)
@@ -485,11 +495,12 @@ class ClusterRuntime(RingKernelRuntime):
     ) -> Coroutine[Any, Any, Any]:
         """Send ``msg`` and wait for its reply (one Ray call to the kernel's host)."""
         try:  # a kernel in this process: straight to the runtime's own verb
-            here = kernel_id in self._kernels
+            if kernel_id in self._kernels:
+                return _plain_call(self, kernel_id, msg, timeout=timeout)
         except TypeError:  # unhashable: refused there with the reason
-            here = True
-        if here or (rk := self._rk(kernel_id)) is None:
-            return RingKernelRuntime.call(self, kernel_id, msg, timeout=timeout)
+            return _plain_call(self, kernel_id, msg, timeout=timeout)
+        if (rk := self._rk(kernel_id)) is None:
+            return _plain_call(self, kernel_id, msg, timeout=timeout)
         return self._call(rk, msg, timeout)
 
     async def _call(self, rk: RemoteKernel, msg: Any, timeout: float | None) -> Any:
