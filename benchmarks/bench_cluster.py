@@ -7,6 +7,9 @@ Three rows, each against its baseline measured alternately in the same process:
 * batched one-way throughput into a kernel host (``send_many`` of 1,000 small messages per
   Ray call), against one plain Ray actor call per message (all in flight together).
   Target: at least 20x.
+* one-way throughput over a link between two kernel hosts (the driver feeds a forwarding
+  kernel on host ``a`` with ``send_many``; its output is linked to a kernel on host ``b``; the
+  link carries batches), against the same per-call baseline. Target: at least 20x.
 * a kernel placed in the driver (``placement="driver"``) of a cluster runtime, send+receive
   round trip p50, against the plain local runtime. Target: at most 1.1x.
 
@@ -70,6 +73,18 @@ async def throughput(rt: Any, actor: Any) -> tuple[float, float]:
     return ours, plain
 
 
+async def linked(rt: Any) -> float:
+    batch = [Ping(seq=i) for i in range(BATCH)]
+    before = rt.telemetry("far").processed
+    t0 = perf_counter()
+    for _ in range(BATCHES):
+        await rt.send_many("near", batch)
+    # Delivered over the link and taken: remote state, with no local event to await.
+    while rt.telemetry("far").processed < before + BATCH * BATCHES:  # noqa: ASYNC110
+        await asyncio.sleep(0.001)
+    return BATCH * BATCHES / (perf_counter() - t0)
+
+
 async def local_p50(rt: Any) -> list[float]:
     msgs = [Ping(seq=i) for i in range(LOCAL + LOCAL_WARMUP)]
     send, receive = rt.send, rt.receive
@@ -95,9 +110,15 @@ async def measure() -> list[Result]:
         for kid, body in (("echo", echo), ("sink", sink)):
             await rt.launch(kid, func=body, input_type=Ping, output_type=Ping)
             await rt.activate(kid)
+        await rt.launch("near", func=echo, input_type=Ping, output_type=Ping, placement="host:a")
+        await rt.launch("far", func=sink, input_type=Ping, output_type=Ping, placement="host:b")
+        await rt.link("near", "far")
+        for kid in ("near", "far"):
+            await rt.activate(kid)
         actor = ray.remote(PlainEcho).options(num_cpus=0).remote()
         calls = [await call_p50(rt, actor) for _ in range(ROUNDS)]
         flows = [await throughput(rt, actor) for _ in range(ROUNDS)]
+        links = [await linked(rt) for _ in range(ROUNDS)]
         ray.kill(actor)
         local_ours, local_plain = [], []
         async with RingKernelRuntime(cluster=cluster) as crt:
@@ -112,11 +133,15 @@ async def measure() -> list[Result]:
     c_ours, c_plain = median([a for a, _ in calls]), median([b for _, b in calls])
     t_ours, t_plain = median([a for a, _ in flows]), median([b for _, b in flows])
     l_ours, l_plain = median(local_ours), median(local_plain)
+    x_ours = median(links)
     return [
         Result("cluster: remote call round trip p50", c_ours, c_plain, "us",
                "plain Ray async actor echo", "<= 1.0x", c_ours <= c_plain),
         Result("cluster: batched one-way into a kernel host", t_ours, t_plain, "msg/s",
                "plain Ray, one call per message", ">= 20x", t_ours >= 20 * t_plain,
+               {"batch": BATCH}),
+        Result("cluster: one-way over a link between two hosts", x_ours, t_plain, "msg/s",
+               "plain Ray, one call per message", ">= 20x", x_ours >= 20 * t_plain,
                {"batch": BATCH}),
         Result("cluster: kernel placed in the driver, send+receive p50", l_ours, l_plain,
                "us", "plain local runtime", "<= 1.1x", l_ours <= 1.1 * l_plain),
