@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import warnings
 from collections.abc import Awaitable
 from typing import Any
 
@@ -52,8 +53,11 @@ class KernelHost:
         import ray
 
         # Ray restarted this host after its process died: kernels the driver still thinks
-        # are here died with that process, and the answer about them must say so.
-        self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        # are here died with that process, and the answer about them must say so. (Ray's
+        # property reads its own deprecated ``actor_id`` and warns about it: not ours to fix.)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
     def _gone(self, kernel_id: str) -> Restarted | None:
         if self.restarted and kernel_id not in self.rt.kernels:

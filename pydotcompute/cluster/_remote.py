@@ -25,6 +25,7 @@ class RemoteKernel:
 
     __slots__ = (
         "active",
+        "checkpoint",
         "error",
         "failed",
         "host",
@@ -57,6 +58,7 @@ class RemoteKernel:
         self.failed = False
         self.error: BaseException | None = None
         self.last: KernelTelemetry | None = None
+        self.checkpoint: Any = None  # a device kernel's State saved by runtime.checkpoint()
         self.launched_at = time.time()
 
     def progress(self, p: tuple[int, int]) -> None:

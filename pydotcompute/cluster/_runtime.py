@@ -173,7 +173,10 @@ class ClusterRuntime(RingKernelRuntime):
                 self._dead.add(None, DeadLetterReason.FAILED, kid)
             policy = rk.spec.options.restart if rk.spec is not None else RestartPolicy.NEVER
             limit = rk.spec.options.max_restarts if rk.spec is not None else 0
-            if policy is not RestartPolicy.NEVER and rk.restarts < limit and not self._closed:
+            # A checkpoint asks for the kernel back too: device kernels take no restart
+            # policy (a device fault may poison its context), but a dead host is no fault.
+            wanted = policy is not RestartPolicy.NEVER or rk.checkpoint is not None
+            if wanted and rk.restarts < limit and not self._closed:
                 loop = self._loop
                 if loop is not None and not loop.is_closed():
                     loop.create_task(self._restart(rk))
@@ -190,6 +193,8 @@ class ClusterRuntime(RingKernelRuntime):
             host.where = await host.handle.where.remote()
         assert rk.spec is not None
         _unwrap(await host.handle.launch.remote(rk.kernel_id, rk.spec, {}))
+        if rk.checkpoint is not None:  # parked after launch: its State can be set
+            _unwrap(await host.handle.write_state.remote(rk.kernel_id, rk.checkpoint))
         if rk.active:
             _unwrap(await host.handle.activate.remote(rk.kernel_id))
         rk.host.kernels.discard(rk.kernel_id)
@@ -344,6 +349,34 @@ class ClusterRuntime(RingKernelRuntime):
         self._alive(rk)
         await self._ask(rk, rk.host.handle.write_state.remote(kernel_id, value))
         return None
+
+    async def checkpoint(self, kernel_id: str) -> Any:
+        """Save a device kernel's ``State`` in this process, to restore after a host dies.
+
+        The record (a copy of the state, as :meth:`read_state` gives it) is kept here, not
+        in the host. When the kernel's host dies, a kernel with a checkpoint is launched again
+        (up to its ``max_restarts``; device kernels take no ``restart`` policy, since a device
+        fault may poison the context, but a dead host is no device fault) and starts from the
+        last checkpoint instead of a zero state. Call it as often as the state is worth
+        keeping (each call is one Ray call and a short park).
+
+        Raises
+        ------
+        KernelStateError
+            The kernel runs in this process (``placement="driver"``: nothing to survive), is
+            a host kernel, or a device kernel without state.
+        """
+        rk = self._rk(kernel_id)
+        if rk is None:
+            check_kernel_id(kernel_id, "checkpoint")
+            self._kernel(kernel_id, "checkpoint")  # an unknown id: its own error
+            raise KernelStateError(
+                f"checkpoint({kernel_id!r}): the kernel runs in this process, so no host can "
+                "die under it; checkpoints are for kernels on kernel hosts"
+            )
+        record = await self.read_state(kernel_id)
+        rk.checkpoint = record
+        return record
 
     async def shutdown(self, *, timeout: float | None = 5.0) -> None:
         """Terminate every kernel, here and on the hosts, then stop the hosts."""

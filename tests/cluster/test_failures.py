@@ -69,3 +69,35 @@ async def test_restart_policy_relaunches_on_the_restarted_host(cluster_runtime: 
     await within(rt.activate("phoenix"), W)
     assert (await within(rt.call("phoenix", Num(x=10), timeout=W), W)).x == 11
     assert len(rt.dead_letters("phoenix")) == 3
+
+
+async def test_a_checkpointed_device_kernel_restarts_from_its_state(cluster_runtime: Any) -> None:
+    from pydotcompute.backends.device._compile import find_cxx
+    from tests.backends.device_kernels import Job, declare
+
+    if find_cxx() is None:
+        pytest.skip("the emulated device needs a C++ compiler (g++ or clang++), none found")
+    rt = cluster_runtime
+    declare("tally")
+    await within(rt.launch("tally", placement="host:device"), 120)  # builds the kernel there
+    await within(rt.activate("tally"), W)
+    for n in range(3):
+        await within(rt.send("tally", Job(n=n, x=2.0, spin=0)), W)
+    for _ in range(3):
+        await within(rt.receive("tally", timeout=W), W)
+    saved = await within(rt.checkpoint("tally"), W)
+    assert (int(saved["count"]), float(saved["total"])) == (3, 6.0)
+    kill_host_of(rt, "tally")
+    await eventually(lambda: rt.telemetry("tally").restarts == 1, 120)
+    assert int((await within(rt.read_state("tally"), W))["count"]) == 3
+    await within(rt.send("tally", Job(n=9, x=1.0, spin=0)), W)
+    assert int((await within(rt.receive("tally", timeout=W), W)).seen) == 4
+
+
+async def test_checkpoint_is_for_kernels_on_hosts(cluster_runtime: Any) -> None:
+    from pydotcompute import KernelStateError
+
+    rt = cluster_runtime
+    await within(rt.launch("here", func=inc, placement="driver"), W)
+    with pytest.raises(KernelStateError, match=r"checkpoint\('here'\): the kernel runs in this"):
+        await rt.checkpoint("here")
