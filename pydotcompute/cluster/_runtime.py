@@ -89,6 +89,8 @@ class ClusterRuntime(RingKernelRuntime):
         return rk
 
     def _from_directory(self, kernel_id: str) -> RemoteKernel | None:
+        if self._closed:  # its Ray may be gone: never start one to look an id up
+            return None
         ray = _ray()
         entry = ray.get(self._cluster.directory.get.remote(kernel_id), timeout=_SYNC_TIMEOUT)
         if entry is None:
@@ -147,6 +149,12 @@ class ClusterRuntime(RingKernelRuntime):
     def _alive(self, rk: RemoteKernel) -> None:
         if rk.failed:
             raise self._failure(rk)
+        if self._closed:
+            raise KernelStateError(
+                f"ring kernel {rk.kernel_id!r} ended when this RingKernelRuntime was shut down "
+                "(its kernel hosts were stopped); create a new "
+                "RingKernelRuntime(cluster=RayCluster(...))"
+            )
 
     # ---------------------------------------------------------------- failures
     def _host_died(self, host: HostRef, exc: BaseException | None) -> None:
@@ -392,6 +400,7 @@ class ClusterRuntime(RingKernelRuntime):
             *(h.handle.shutdown.remote(timeout) for h in hosts), return_exceptions=True
         )
         try:
+            self.snapshot()  # the kernels' last telemetry, kept for after the hosts stop
             await super().shutdown(timeout=timeout)
         finally:
             self._cluster.shutdown()
@@ -659,6 +668,8 @@ class ClusterRuntime(RingKernelRuntime):
         rk = self._rk(kernel_id)
         if rk is None:
             return super().state(kernel_id)
+        if self._closed:
+            return KernelState.FAILED if rk.failed else KernelState.TERMINATED
         if not rk.failed:
             try:
                 state: KernelState = self._get_sync(rk, rk.host.handle.state.remote(kernel_id))
@@ -673,6 +684,8 @@ class ClusterRuntime(RingKernelRuntime):
         rk = self._rk(kernel_id)
         if rk is None:
             return super().telemetry(kernel_id)
+        if self._closed and not rk.failed and rk.last is not None:
+            return self._placed(rk, rk.last)
         if not rk.failed:
             try:
                 t, progress = self._get_sync(rk, rk.host.handle.telemetry.remote(kernel_id))
@@ -722,6 +735,8 @@ class ClusterRuntime(RingKernelRuntime):
         for kid, rk in self._remote.items():
             if rk.failed:
                 kernels[kid] = self._placed(rk, rk.telemetry_when_failed())
+            elif self._closed and rk.last is not None:  # as the hosts last reported
+                kernels[kid] = self._placed(rk, rk.last)
         return dataclasses.replace(
             snap,
             kernels=kernels,

@@ -13,6 +13,7 @@ from pydotcompute import (
     KernelFailedError,
     KernelNotFoundError,
     KernelState,
+    KernelStateError,
     MessageTypeError,
     ReceiveTimeoutError,
     RingKernelRuntime,
@@ -222,3 +223,20 @@ async def test_the_dashboard_shows_remote_kernels_with_their_node(cluster_runtim
         assert any(ip in str(c) for c in dash.table.shown["inc"])
     finally:
         dash.close()
+
+
+async def test_after_shutdown_remote_kernels_read_as_terminated_and_refuse_verbs(
+    local_ray: None,
+) -> None:
+    rt = RingKernelRuntime(cluster=RayCluster())
+    async with rt:
+        await start(rt, "inc", inc)
+        await within(rt.call("inc", Num(x=1), timeout=W), W)
+    assert rt.state("inc") is KernelState.TERMINATED
+    assert rt.telemetry("inc").state == "TERMINATED" and rt.telemetry("inc").processed == 1
+    assert rt.snapshot().kernels["inc"].state == "TERMINATED"
+    with pytest.raises(KernelStateError, match="ended when this RingKernelRuntime was shut down"):
+        await rt.send("inc", Num(x=1))
+    import ray
+
+    assert ray.is_initialized()  # the module's Ray: RayCluster did not start it, nor stop it
