@@ -313,9 +313,12 @@ class KernelHost:
         snap = self.rt.snapshot()
         return {"kernels": snap.kernels, "dead_letters": snap.dead_letters}
 
-    async def dead_letters(self, kernel_id: str | None) -> list[Any]:
-        """This host's dead letters."""
-        return self.rt.dead_letters(kernel_id)
+    async def dead_letters(self, kernel_id: str | None) -> list[tuple[Any, ...]]:
+        """This host's dead letters, each message as its bytes (the codec, not a pickle)."""
+        return [
+            (encode(d.message), d.reason.value, d.kernel_id, d.sender, d.topic, d.time)
+            for d in self.rt.dead_letters(kernel_id)
+        ]
 
     async def read_state(self, kernel_id: str) -> Any:
         """A device kernel's state here (a numpy record)."""

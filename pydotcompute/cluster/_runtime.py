@@ -657,9 +657,13 @@ class ClusterRuntime(RingKernelRuntime):
         refs = [h.handle.dead_letters.remote(kernel_id) for h in self._cluster.hosts.values()]
         for ref in refs:
             try:
-                letters.extend(ray.get(ref, timeout=_SYNC_TIMEOUT))
+                got = ray.get(ref, timeout=_SYNC_TIMEOUT)
             except ray.exceptions.RayActorError:
                 continue  # a dead host's letters died with it; counted as lost above
+            for data, reason, kid, sender, topic, when in got:
+                rk = self._remote.get(kid) if kid is not None else None
+                msg = decode(data, rk.input_type if rk is not None else None)
+                letters.append(DeadLetter(msg, DeadLetterReason(reason), kid, sender, topic, when))
         return sorted(letters, key=lambda d: d.time)
 
     # ---------------------------------------------------------------- state and telemetry

@@ -240,3 +240,16 @@ async def test_after_shutdown_remote_kernels_read_as_terminated_and_refuse_verbs
     import ray
 
     assert ray.is_initialized()  # the module's Ray: RayCluster did not start it, nor stop it
+
+
+async def test_dead_letters_of_a_host_come_back_as_messages(cluster_runtime: Any) -> None:
+    from pydotcompute import DeadLetterReason
+
+    rt = cluster_runtime
+    await within(rt.launch("tiny", func=inc, input_type=Num, output_type=Num, queue_size=2,
+                           backpressure="drop_newest"), W)  # fmt: skip
+    assert await within(rt.send_many("tiny", [Num(x=i) for i in range(5)]), W) == 2
+    letters = rt.dead_letters("tiny")
+    assert [d.message.x for d in letters] == [2, 3, 4]
+    assert {d.reason for d in letters} == {DeadLetterReason.DROP_NEWEST}
+    assert rt.telemetry("tiny").dead_letters == 3 and rt.snapshot().dead_letters == 3
