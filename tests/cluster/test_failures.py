@@ -71,6 +71,7 @@ async def test_restart_policy_relaunches_on_the_restarted_host(cluster_runtime: 
     assert len(rt.dead_letters("phoenix")) == 3
 
 
+@pytest.mark.timeout(300)  # the first build of the device kernel in a fresh host may be slow
 async def test_a_checkpointed_device_kernel_restarts_from_its_state(cluster_runtime: Any) -> None:
     from pydotcompute.backends.device._compile import find_cxx
     from tests.backends.device_kernels import Job, declare
