@@ -13,7 +13,9 @@ from ._wire import make_message_classes_picklable
 if TYPE_CHECKING:
     from ..runtime import RingKernelRuntime
 
-__all__ = ["HostRef", "RayCluster"]
+__all__ = ["SYNC_TIMEOUT", "HostRef", "RayCluster"]
+
+SYNC_TIMEOUT = 30.0  # seconds a synchronous verb (state, telemetry) waits for a host
 
 
 def _ray() -> Any:

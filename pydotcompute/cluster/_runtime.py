@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine
 from typing import Any
 
 from ..backends.host import LaunchResult, TerminateResult
@@ -21,16 +21,16 @@ from ..errors import (
     PyDotComputeError,
 )
 from ..ring._checks import check_kernel_id, check_timeout
-from ..ring._dead_letters import DeadLetter, DeadLetterReason
-from ..ring._options import KernelOptions, RestartPolicy
+from ..ring._options import KernelOptions
 from ..ring._spec import _registry, spec_for
 from ..ring._state import KernelState
 from ..runtime import RingKernelRuntime, _a
 from ..telemetry import KernelTelemetry, RuntimeSnapshot
-from ._cluster import HostRef, RayCluster, _ray
+from ._cluster import SYNC_TIMEOUT, HostRef, RayCluster, _ray
+from ._links import LinkVerbs
 from ._placement import Placement
 from ._remote import RemoteKernel
-from ._wire import Raised, Restarted, decode, decode_many, encode, encode_many
+from ._wire import Raised, Restarted, decode, decode_many, encode, encode_many, unwrap
 
 __all__ = ["ClusterRuntime"]
 
@@ -41,17 +41,10 @@ _plain_receive = RingKernelRuntime.receive
 _plain_receive_many = RingKernelRuntime.receive_many
 _plain_call = RingKernelRuntime.call
 
-_SYNC_TIMEOUT = 30.0  # seconds a synchronous verb (state, telemetry) waits for a host
 _ENDED = ("TERMINATED",)
 
 
-def _unwrap(res: Any) -> Any:
-    if type(res) is Raised:
-        raise res.error()
-    return res
-
-
-class ClusterRuntime(RingKernelRuntime):
+class ClusterRuntime(LinkVerbs):
     """A :class:`~pydotcompute.RingKernelRuntime` whose kernels run on a Ray cluster.
 
     Made by ``RingKernelRuntime(cluster=RayCluster(...))``; the verbs are the runtime's,
@@ -92,7 +85,7 @@ class ClusterRuntime(RingKernelRuntime):
         if self._closed:  # its Ray may be gone: never start one to look an id up
             return None
         ray = _ray()
-        entry = ray.get(self._cluster.directory.get.remote(kernel_id), timeout=_SYNC_TIMEOUT)
+        entry = ray.get(self._cluster.directory.get.remote(kernel_id), timeout=SYNC_TIMEOUT)
         if entry is None:
             return None
         name, in_t, out_t = entry
@@ -100,7 +93,7 @@ class ClusterRuntime(RingKernelRuntime):
         if host is None:
             handle = ray.get_actor(f"pydotcompute.host.{self._cluster.name}.{name}")
             host = HostRef(name, handle, None)
-            host.where = ray.get(handle.where.remote(), timeout=_SYNC_TIMEOUT)
+            host.where = ray.get(handle.where.remote(), timeout=SYNC_TIMEOUT)
             self._cluster.hosts[name] = host
         rk = RemoteKernel(kernel_id, host, None)
         rk.input_type, rk.output_type = in_t, out_t
@@ -124,16 +117,16 @@ class ClusterRuntime(RingKernelRuntime):
         if type(res) is Restarted:
             self._host_died(rk.host, None)
             raise self._failure(rk)
-        return _unwrap(res)
+        return unwrap(res)
 
     def _get_sync(self, rk: RemoteKernel, ref: Any) -> Any:
         ray = _ray()
         try:
-            res = ray.get(ref, timeout=_SYNC_TIMEOUT)
+            res = ray.get(ref, timeout=SYNC_TIMEOUT)
         except ray.exceptions.GetTimeoutError:
             raise OperationTimeoutError(
                 f"kernel host {rk.host.name!r} of ring kernel {rk.kernel_id!r} did not answer "
-                f"within {_SYNC_TIMEOUT} s"
+                f"within {SYNC_TIMEOUT} s"
             ) from None
         except ray.exceptions.RayActorError as exc:
             self._host_died(rk.host, exc)
@@ -141,7 +134,7 @@ class ClusterRuntime(RingKernelRuntime):
         if type(res) is Restarted:
             self._host_died(rk.host, None)
             raise self._failure(rk)
-        return _unwrap(res)
+        return unwrap(res)
 
     def _failure(self, rk: RemoteKernel) -> PyDotComputeError:
         return rk.failure(f"{rk.lost} message(s) inside its host were lost (see dead_letters()).")
@@ -155,80 +148,6 @@ class ClusterRuntime(RingKernelRuntime):
                 "(its kernel hosts were stopped); create a new "
                 "RingKernelRuntime(cluster=RayCluster(...))"
             )
-
-    # ---------------------------------------------------------------- failures
-    def _host_died(self, host: HostRef, exc: BaseException | None) -> None:
-        """Fail the host's kernels, count what was inside it, restart per their policy.
-
-        ``exc`` is Ray's error about the dead actor (``None`` when the host answered from
-        its restarted process): it becomes the cause of the kernels' error.
-        """
-        cause = RuntimeError(
-            f"kernel host {host.name!r} (node {host.where.get('node_ip')}, pid "
-            f"{host.where.get('pid')}) died"
-            + (f": {type(exc).__name__}" if exc is not None else "; Ray restarted it empty")
-        )
-        cause.__cause__ = exc
-        for kid in sorted(host.kernels):
-            rk = self._remote.get(kid)
-            if rk is None or rk.failed or rk.host is not host:
-                continue
-            rk.failed = True
-            rk.error = cause
-            lost = rk.inside()
-            rk.lost += lost
-            for _ in range(lost):
-                self._dead.add(None, DeadLetterReason.FAILED, kid)
-            policy = rk.spec.options.restart if rk.spec is not None else RestartPolicy.NEVER
-            limit = rk.spec.options.max_restarts if rk.spec is not None else 0
-            # A checkpoint asks for the kernel back too: device kernels take no restart
-            # policy (a device fault may poison its context), but a dead host is no fault.
-            wanted = policy is not RestartPolicy.NEVER or rk.checkpoint is not None
-            if wanted and rk.restarts < limit and not self._closed:
-                loop = self._loop
-                if loop is not None and not loop.is_closed():
-                    loop.create_task(self._restart(rk))
-
-    async def _restart(self, rk: RemoteKernel) -> None:
-        """Relaunch a kernel of a dead host on its restarted host (or another live one)."""
-        ray = _ray()
-        host = rk.host
-        try:
-            host.where = await asyncio.wait_for(host.handle.where.remote(), _SYNC_TIMEOUT)
-        except (ray.exceptions.RayActorError, TimeoutError):
-            self._cluster.hosts.pop(host.name, None)
-            host = self._cluster.host_for(None)
-            host.where = await host.handle.where.remote()
-        assert rk.spec is not None
-        _unwrap(await host.handle.launch.remote(rk.kernel_id, rk.spec, {}))
-        if rk.checkpoint is not None:  # parked after launch: its State can be set
-            _unwrap(await host.handle.write_state.remote(rk.kernel_id, rk.checkpoint))
-        if rk.active:
-            _unwrap(await host.handle.activate.remote(rk.kernel_id))
-        rk.host.kernels.discard(rk.kernel_id)
-        host.kernels.add(rk.kernel_id)
-        rk.host = host
-        rk.sent = rk.processed = rk.outbox = 0
-        rk.restarts += 1
-        rk.failed = False
-        self._watch(host)
-        for target in self._xlinks.get(rk.kernel_id, ()):
-            await self._link_remote(rk, target)
-
-    def _watch(self, host: HostRef) -> None:
-        """Keep one call pending on ``host``: its failure says the host died, at once."""
-        task = self._watches.get(host.name)
-        if task is not None and not task.done():
-            return
-        loop = self._bind_loop()
-        self._watches[host.name] = loop.create_task(self._watching(host))
-
-    async def _watching(self, host: HostRef) -> None:
-        ray = _ray()
-        try:
-            await host.handle.watch.remote()
-        except ray.exceptions.RayActorError as exc:
-            self._host_died(host, exc)
 
     # ---------------------------------------------------------------- lifecycle verbs
     async def launch(
@@ -557,115 +476,6 @@ class ClusterRuntime(RingKernelRuntime):
         rk.progress(progress)
         return decode(reply, rk.output_type)
 
-    # ---------------------------------------------------------------- links and topics
-    async def link(self, source: str, target: str | Iterable[str]) -> None:
-        """Link ``source``'s output to targets; across hosts, batches travel per Ray call."""
-        targets = (target,) if isinstance(target, str) else tuple(target)
-        rk = self._rk(source)
-        remote = [t for t in targets if isinstance(t, str) and self._rk(t) is not None]
-        if rk is None and not remote:
-            return await super().link(source, targets)
-        self._bind_loop()
-        if rk is None or len(remote) != len(targets):
-            raise KernelStateError(
-                f"link({source!r}, {targets!r}): a kernel placed in the driver and one on a "
-                "kernel host cannot be linked; place both on hosts (or both with "
-                "placement='driver')"
-            )
-        self._alive(rk)
-        for t in targets:
-            await self._link_remote(rk, t)
-        self._xlinks[source] = tuple(dict.fromkeys((*self._xlinks.get(source, ()), *targets)))
-
-    async def _link_remote(self, rk: RemoteKernel, target: str) -> None:
-        trk = self._rk(target)
-        assert trk is not None
-        other = None if trk.host is rk.host else trk.host.handle
-        await self._ask(rk, rk.host.handle.link.remote(rk.kernel_id, target, other))
-
-    async def unlink(self, source: str, target: str | None = None) -> None:
-        """Remove the link ``source -> target`` (every link of ``source`` without target)."""
-        rk = self._rk(source)
-        if rk is None:
-            return await super().unlink(source, target)
-        self._bind_loop()
-        await self._ask(rk, rk.host.handle.unlink.remote(source, target))
-        left = tuple(t for t in self._xlinks.get(source, ()) if target not in (None, t))
-        self._xlinks[source] = left
-        return None
-
-    def links(self) -> dict[str, tuple[str, ...]]:
-        """The links of this runtime, in this process and between hosts."""
-        return {**super().links(), **{s: t for s, t in self._xlinks.items() if t}}
-
-    async def subscribe(self, kernel_id: str, topic: str) -> None:
-        """Subscribe a kernel (here or on a host) to a topic."""
-        if self._rk(kernel_id) is None:
-            return await super().subscribe(kernel_id, topic)
-        self._bind_loop()
-        subs = self._rtopics.setdefault(topic, [])
-        if kernel_id not in subs:
-            subs.append(kernel_id)
-        return None
-
-    async def unsubscribe(self, kernel_id: str, topic: str) -> None:
-        """Remove a kernel's subscription to a topic."""
-        if self._rk(kernel_id) is None:
-            return await super().unsubscribe(kernel_id, topic)
-        self._bind_loop()
-        subs = self._rtopics.get(topic, [])
-        if kernel_id in subs:
-            subs.remove(kernel_id)
-        return None
-
-    def topics(self) -> dict[str, tuple[str, ...]]:
-        """Topics with subscribers, here and on hosts."""
-        out = super().topics()
-        for topic, subs in self._rtopics.items():
-            if subs:
-                out[topic] = (*out.get(topic, ()), *subs)
-        return out
-
-    async def publish(self, topic: str, msg: Any, *, timeout: float | None = None) -> int:
-        """Give every subscriber of ``topic`` a copy: one Ray call per host with subscribers."""
-        subs = self._rtopics.get(topic)
-        if not subs:
-            return await super().publish(topic, msg, timeout=timeout)
-        n = await super().publish(topic, msg, timeout=timeout) if topic in super().topics() else 0
-        by_host: dict[str, tuple[RemoteKernel, list[str]]] = {}
-        for kid in subs:
-            rk = self._remote[kid]
-            self._typed(rk, msg)
-            by_host.setdefault(rk.host.name, (rk, []))[1].append(kid)
-        data = encode(msg)
-        for rk, kids in by_host.values():
-            got = int(await self._ask(rk, rk.host.handle.publish_local.remote(kids, data)))
-            n += got
-            for kid in kids:
-                self._remote[kid].sent += 1
-        return n
-
-    def dead_letters(self, kernel_id: str | None = None) -> list[DeadLetter]:
-        """Dead letters of this process and of every live host, oldest first.
-
-        Messages lost with a dead host are letters with reason ``failed`` and
-        ``message=None`` (their content died with the host); they are counted in the
-        kernel's telemetry (``dead_letters``, ``extra["lost"]``).
-        """
-        ray = _ray()
-        letters = list(super().dead_letters(kernel_id))
-        refs = [h.handle.dead_letters.remote(kernel_id) for h in self._cluster.hosts.values()]
-        for ref in refs:
-            try:
-                got = ray.get(ref, timeout=_SYNC_TIMEOUT)
-            except ray.exceptions.RayActorError:
-                continue  # a dead host's letters died with it; counted as lost above
-            for data, reason, kid, sender, topic, when in got:
-                rk = self._remote.get(kid) if kid is not None else None
-                msg = decode(data, rk.input_type if rk is not None else None)
-                letters.append(DeadLetter(msg, DeadLetterReason(reason), kid, sender, topic, when))
-        return sorted(letters, key=lambda d: d.time)
-
     # ---------------------------------------------------------------- state and telemetry
     def state(self, kernel_id: str) -> KernelState:
         """The lifecycle state of a kernel, asked of its host when it runs on one."""
@@ -726,7 +536,7 @@ class ClusterRuntime(RingKernelRuntime):
         refs = [h.handle.snapshot.remote() for h in hosts]
         for host, ref in zip(hosts, refs, strict=True):
             try:
-                got = ray.get(ref, timeout=_SYNC_TIMEOUT)
+                got = ray.get(ref, timeout=SYNC_TIMEOUT)
             except ray.exceptions.RayActorError as exc:
                 self._host_died(host, exc)
                 continue

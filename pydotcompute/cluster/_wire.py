@@ -150,3 +150,10 @@ class Raised:
             exc.__cause__ = self.cause
             exc.__suppress_context__ = True
         return exc
+
+
+def unwrap(res: Any) -> Any:
+    """A host's answer: a :class:`Raised` record is raised here as its error."""
+    if type(res) is Raised:
+        raise res.error()
+    return res
