@@ -48,7 +48,8 @@ class RayCluster:
     Parameters
     ----------
     address:
-        ``None`` starts a local Ray (or uses the one this process already started);
+        ``None`` starts a local Ray. A process already connected to Ray (``ray.init``
+        called before) keeps that connection, whatever the address;
         ``"auto"`` connects to the cluster of this machine (``ray start --head``);
         ``"ray://host:10001"`` connects through Ray Client.
     name:

@@ -175,9 +175,17 @@ class KernelHost:
             return Raised.of(exc)
         return await _guard(self.rt.send_many(kernel_id, msgs, timeout=timeout))
 
-    async def deliver(self, kernel_id: str, batch: Any, sender: str) -> int:
-        """A batch over a link from another host: what cannot be queued becomes dead letters."""
-        msgs = decode_many(batch, self._in(kernel_id))
+    async def deliver(
+        self, kernel_id: str, batch: Any, sender: str, batch_type: type | None = None
+    ) -> int:
+        """A batch over a link from another host: what cannot be queued becomes dead letters.
+
+        ``batch_type`` is the sender's output type: it gives an array batch its messages back
+        when the target is not (or no longer) here to say its own type.
+        """
+        t = self._in(kernel_id) or batch_type
+        register_types(batch_type)
+        msgs = decode_many(batch, t)
         if isinstance(msgs, list) and not msgs:
             return 0
         try:
@@ -186,7 +194,6 @@ class KernelHost:
             if not isinstance(msgs, list):
                 from ..messages import fixed_layout
 
-                t = self._in(kernel_id)
                 layout = fixed_layout(t) if t is not None else None
                 msgs = layout.from_array(msgs) if layout is not None else list(msgs)
             queued = getattr(exc, "queued", 0)
@@ -280,14 +287,25 @@ class KernelHost:
         While one batch is in flight the next one gathers in the outbox, so a busy link
         sends large batches and an idle one sends each message at once.
         """
-        out_t = self._out(source)
+        import ray
+
         from ..messages import fixed_layout
 
-        fixed = out_t is not None and fixed_layout(out_t) is not None
+        out_t = self._out(source)
+        layout = fixed_layout(out_t) if out_t is not None else None
         while True:
-            got = await self.rt.receive_many(source, as_array=fixed)
-            batch = got if fixed else encode_many(got, out_t)
-            await target_host.deliver.remote(target, batch, source)
+            try:
+                got = await self.rt.receive_many(source, as_array=layout is not None)
+            except PyDotComputeError:
+                return  # the source ended or failed: its own state and verbs say so
+            batch = got if layout is not None else encode_many(got, out_t)
+            try:
+                await target_host.deliver.remote(target, batch, source, out_t)
+            except ray.exceptions.RayError:
+                # The target's host died with the batch on its way: never lost silently.
+                msgs = layout.from_array(got) if layout is not None else got
+                for m in msgs:
+                    self.rt._dead.add(m, DeadLetterReason.FAILED, target, source)
 
     # ---------------------------------------------------------------- state and telemetry
     async def state(self, kernel_id: str) -> Any:
@@ -316,7 +334,7 @@ class KernelHost:
     async def dead_letters(self, kernel_id: str | None) -> list[tuple[Any, ...]]:
         """This host's dead letters, each message as its bytes (the codec, not a pickle)."""
         return [
-            (encode(d.message), d.reason.value, d.kernel_id, d.sender, d.topic, d.time)
+            (None if d.message is None else encode(d.message), d.reason.value, d.kernel_id, d.sender, d.topic, d.time)
             for d in self.rt.dead_letters(kernel_id)
         ]
 

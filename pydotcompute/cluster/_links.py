@@ -137,6 +137,6 @@ class LinkVerbs(HostFailures):
                 continue  # a dead host's letters died with it; counted as lost above
             for data, reason, kid, sender, topic, when in got:
                 rk = self._remote.get(kid) if kid is not None else None
-                msg = decode(data, rk.input_type if rk is not None else None)
+                msg = None if data is None else decode(data, rk.input_type if rk else None)
                 letters.append(DeadLetter(msg, DeadLetterReason(reason), kid, sender, topic, when))
         return sorted(letters, key=lambda d: d.time)

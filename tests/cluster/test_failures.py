@@ -102,3 +102,26 @@ async def test_checkpoint_is_for_kernels_on_hosts(cluster_runtime: Any) -> None:
     await within(rt.launch("here", func=inc, placement="driver"), W)
     with pytest.raises(KernelStateError, match=r"checkpoint\('here'\): the kernel runs in this"):
         await rt.checkpoint("here")
+
+
+async def test_a_link_into_a_dead_host_turns_its_messages_into_dead_letters(
+    cluster_runtime: Any,
+) -> None:
+    from tests.cluster._kernels import double
+
+    rt = cluster_runtime
+    for kid, body, host in (("inc", inc, "host:a"), ("double", double, "host:b")):
+        await within(rt.launch(kid, func=body, input_type=Num, output_type=Num,
+                               placement=host), W)  # fmt: skip
+        await within(rt.activate(kid), W)
+    await within(rt.link("inc", "double"), W)
+    kill_host_of(rt, "double")
+    await eventually(lambda: rt.state("double") is KernelState.FAILED)
+    await within(rt.send_many("inc", [Num(x=i) for i in range(5)]), W)
+
+    def forwarded() -> list[Any]:
+        return [d for d in rt.dead_letters("double") if d.message is not None]
+
+    await eventually(lambda: len(forwarded()) == 5)
+    assert sorted(d.message.x for d in forwarded()) == [1, 2, 3, 4, 5]
+    assert {d.sender for d in forwarded()} == {"inc"}
