@@ -334,7 +334,14 @@ class KernelHost:
     async def dead_letters(self, kernel_id: str | None) -> list[tuple[Any, ...]]:
         """This host's dead letters, each message as its bytes (the codec, not a pickle)."""
         return [
-            (None if d.message is None else encode(d.message), d.reason.value, d.kernel_id, d.sender, d.topic, d.time)
+            (
+                None if d.message is None else encode(d.message),
+                d.reason.value,
+                d.kernel_id,
+                d.sender,
+                d.topic,
+                d.time,
+            )
             for d in self.rt.dead_letters(kernel_id)
         ]
 
