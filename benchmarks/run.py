@@ -20,7 +20,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _harness import gpu, machine, today
 
 HOST = ["roundtrip", "hostpath", "throughput", "pipeline", "codec"]
-ALL = [*HOST, "emulated", "device_pipeline", "compute", "notebook", "dashboard", "device"]
+ALL = [
+    *HOST,
+    "emulated",
+    "device_pipeline",
+    "compute",
+    "notebook",
+    "dashboard",
+    "device",
+    "cluster",
+]
 
 
 def main() -> int:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from operator import attrgetter
 from threading import get_ident
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -41,10 +41,23 @@ from .ring._state import KernelState
 from .ring._waiters import expire
 from .telemetry import KernelTelemetry, RuntimeSnapshot
 
-__all__ = ["RingKernelRuntime"]
+__all__ = ["ClusterBackend", "RingKernelRuntime"]
 
 _priority = attrgetter("priority")
 _DEFAULT_TERMINATE_TIMEOUT = 5.0
+
+
+@runtime_checkable
+class ClusterBackend(Protocol):
+    """What ``RingKernelRuntime(cluster=...)`` accepts: a backend that runs kernels elsewhere.
+
+    The core never imports a cluster engine: the backend (``pydotcompute.cluster.RayCluster``)
+    names the ``RingKernelRuntime`` subclass that routes the verbs to it.
+    """
+
+    def runtime_class(self) -> type[RingKernelRuntime]:
+        """The runtime class whose verbs route kernels to this backend."""
+        ...
 
 
 class RingKernelRuntime(RoutingVerbs):
@@ -84,7 +97,21 @@ class RingKernelRuntime(RoutingVerbs):
     unheard_topics:
         What :meth:`publish` does with a message for a topic that has no subscriber:
         ``"ignore"`` (it returns 0) or ``"dead_letter"`` (it is also kept as a dead letter).
+    cluster:
+        Run kernels on a cluster with the same verbs: ``cluster=RayCluster()`` (from
+        ``pydotcompute.cluster``). See the "Scaling out" guide.
     """
+
+    def __new__(cls, *args: Any, cluster: Any = None, **kwargs: Any) -> RingKernelRuntime:
+        """Make the runtime; with ``cluster=`` the backend's runtime class, which routes to it."""
+        if cluster is not None and cls is RingKernelRuntime:
+            if not isinstance(cluster, ClusterBackend):
+                raise PyDotComputeError(
+                    f"RingKernelRuntime(cluster={cluster!r}): expected a cluster backend such "
+                    "as pydotcompute.cluster.RayCluster(), or None to run in this process"
+                )
+            cls = cluster.runtime_class()
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -92,6 +119,7 @@ class RingKernelRuntime(RoutingVerbs):
         *,
         dead_letter_capacity: int = 1024,
         unheard_topics: str = "ignore",
+        cluster: ClusterBackend | None = None,
     ) -> None:
         from .backends.device import DEVICES, resolve_device
 
@@ -111,6 +139,7 @@ class RingKernelRuntime(RoutingVerbs):
         self._target = resolve_device(device) if device == "cuda" else None
         self._dead = DeadLetterQueue(dead_letter_capacity)
         self._routing = Router(self._kernels, self._dead, unheard_topics)
+        self._cluster = cluster
 
     def __repr__(self) -> str:
         return _display.runtime_repr(self, self._device)

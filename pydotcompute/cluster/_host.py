@@ -1,0 +1,371 @@
+"""The kernel host: a Ray actor process that runs ring kernels in a local runtime.
+
+One host per GPU (device kernels) or per process (host and emulated kernels). The driver's
+:class:`~pydotcompute.cluster.ClusterRuntime` calls these methods through Ray; each one runs
+the same verb on the host's own :class:`~pydotcompute.RingKernelRuntime`, on the actor's
+event loop. Messages arrive as bytes (or a structured array) and are decoded, so validated,
+here; errors of the runtime go back as :class:`~pydotcompute.cluster._wire.Raised` records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import warnings
+from collections.abc import Awaitable
+from typing import Any
+
+from ..errors import KernelStateError, PyDotComputeError
+from ..ring._dead_letters import DeadLetterReason
+from ..ring._spec import RingKernelSpec
+from ..runtime import RingKernelRuntime
+from ._wire import (
+    Raised,
+    Restarted,
+    decode,
+    decode_many,
+    encode,
+    encode_many,
+    make_message_classes_picklable,
+    register_types,
+)
+
+__all__ = ["KernelHost"]
+
+
+async def _guard(aw: Awaitable[Any]) -> Any:
+    """Await ``aw``; a ``PyDotComputeError`` comes back as a record to raise in the driver."""
+    try:
+        return await aw
+    except PyDotComputeError as exc:
+        return Raised.of(exc)
+
+
+class KernelHost:
+    """A process hosting ring kernels in its own runtime (wrapped by ``ray.remote``)."""
+
+    def __init__(self, name: str, device: str = "auto") -> None:
+        make_message_classes_picklable()  # answers carry messages of notebook classes
+        self.name = name
+        self.rt = RingKernelRuntime(device)
+        self.types: dict[str, tuple[type | None, type | None]] = {}
+        self.forwarders: dict[tuple[str, str], asyncio.Task[None]] = {}
+        import ray
+
+        # Ray restarted this host after its process died: kernels the driver still thinks
+        # are here died with that process, and the answer about them must say so. (Ray's
+        # property reads its own deprecated ``actor_id`` and warns about it: not ours to fix.)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+
+    def _gone(self, kernel_id: str) -> Restarted | None:
+        if self.restarted and kernel_id not in self.rt.kernels:
+            return Restarted(os.getpid())
+        return None
+
+    # ---------------------------------------------------------------- where and liveness
+    async def where(self) -> dict[str, Any]:
+        """Where this host runs: node id and address, process id, GPUs Ray gave it."""
+        import ray
+
+        ctx = ray.get_runtime_context()
+        return {
+            "host": self.name,
+            "node_id": ctx.get_node_id(),
+            "node_ip": ray.util.get_node_ip_address(),
+            "pid": os.getpid(),
+            "gpus": [str(g) for g in ray.get_gpu_ids()],
+        }
+
+    async def watch(self) -> None:
+        """Never returns: the driver keeps one call pending and learns of a death from it."""
+        await asyncio.Event().wait()
+
+    # ---------------------------------------------------------------- lifecycle
+    async def launch(self, kernel_id: str, spec: RingKernelSpec, options: dict[str, Any]) -> Any:
+        """Launch ``spec`` under ``kernel_id`` in this host's runtime."""
+        register_types(spec.options.input_type, spec.options.output_type)
+        res = await _guard(self.rt.launch(kernel_id, spec, **options))
+        if not isinstance(res, Raised):
+            opts = self.rt.options(kernel_id)
+            self.types[kernel_id] = (opts.input_type, opts.output_type)
+        return res
+
+    async def activate(self, kernel_id: str) -> Any:
+        """Activate a kernel here."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        return await _guard(self.rt.activate(kernel_id))
+
+    async def deactivate(self, kernel_id: str) -> Any:
+        """Deactivate a kernel here."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        return await _guard(self.rt.deactivate(kernel_id))
+
+    async def terminate(self, kernel_id: str, timeout: float | None, drain: bool) -> Any:
+        """Terminate a kernel here (its forwarders stop after it)."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        res = await _guard(self.rt.terminate(kernel_id, timeout=timeout, drain=drain))
+        for key in [k for k in self.forwarders if k[0] == kernel_id]:
+            self.forwarders.pop(key).cancel()
+        return res
+
+    async def relaunch(
+        self, kernel_id: str, spec: RingKernelSpec | None, timeout: float | None
+    ) -> Any:
+        """Replace a kernel's body here in place (hot redeploy)."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        return await _guard(self.rt.relaunch(kernel_id, spec, timeout=timeout))
+
+    async def options(self, kernel_id: str) -> Any:
+        """The options a kernel here runs with."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        try:
+            return self.rt.options(kernel_id)
+        except PyDotComputeError as exc:
+            return Raised.of(exc)
+
+    async def forget(self, kernel_id: str) -> Any:
+        """Forget an ended kernel here."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        try:
+            self.rt.forget(kernel_id)
+        except PyDotComputeError as exc:
+            return Raised.of(exc)
+        self.types.pop(kernel_id, None)
+        return None
+
+    async def shutdown(self, timeout: float | None) -> Any:
+        """Terminate every kernel here."""
+        for task in self.forwarders.values():
+            task.cancel()
+        self.forwarders.clear()
+        return await _guard(self.rt.shutdown(timeout=timeout))
+
+    # ---------------------------------------------------------------- messages
+    def _in(self, kernel_id: str) -> type | None:
+        return self.types.get(kernel_id, (None, None))[0]
+
+    def _out(self, kernel_id: str) -> type | None:
+        return self.types.get(kernel_id, (None, None))[1]
+
+    async def send(self, kernel_id: str, data: bytes, timeout: float | None) -> Any:
+        """Decode one message and send it to a kernel here."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        try:
+            msg = decode(data, self._in(kernel_id))
+        except PyDotComputeError as exc:
+            return Raised.of(exc)
+        return await _guard(self.rt.send(kernel_id, msg, timeout=timeout))
+
+    async def send_many(self, kernel_id: str, batch: Any, timeout: float | None) -> Any:
+        """Decode a batch (bytes, or one structured array) and send it to a kernel here."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        try:
+            msgs = decode_many(batch, self._in(kernel_id))
+        except PyDotComputeError as exc:
+            return Raised.of(exc)
+        return await _guard(self.rt.send_many(kernel_id, msgs, timeout=timeout))
+
+    async def deliver(
+        self, kernel_id: str, batch: Any, sender: str, batch_type: type | None = None
+    ) -> int:
+        """A batch over a link from another host: what cannot be queued becomes dead letters.
+
+        ``batch_type`` is the sender's output type: it gives an array batch its messages back
+        when the target is not (or no longer) here to say its own type.
+        """
+        t = self._in(kernel_id) or batch_type
+        register_types(batch_type)
+        msgs = decode_many(batch, t)
+        if isinstance(msgs, list) and not msgs:
+            return 0
+        try:
+            return int(await self.rt.send_many(kernel_id, msgs))
+        except PyDotComputeError as exc:
+            if not isinstance(msgs, list):
+                from ..messages import fixed_layout
+
+                layout = fixed_layout(t) if t is not None else None
+                msgs = layout.from_array(msgs) if layout is not None else list(msgs)
+            queued = getattr(exc, "queued", 0)
+            reason = _reason(self.rt, kernel_id)
+            for m in msgs[queued:]:
+                self.rt._dead.add(m, reason, kernel_id, sender)
+            return queued
+
+    def _progress(self, kernel_id: str) -> tuple[int, int]:
+        """(messages the kernel has processed, replies in its outbox), sent with each answer.
+
+        The driver keeps the last of these to count what a dead host took with it.
+        """
+        k = self.rt._get(kernel_id)
+        metrics = getattr(k, "metrics", None)
+        return (getattr(metrics, "processed", 0), len(k.outbox)) if k is not None else (0, 0)
+
+    async def receive(self, kernel_id: str, timeout: float | None) -> Any:
+        """The next reply of a kernel here, as bytes, with the kernel's progress."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        got = await _guard(self.rt.receive(kernel_id, timeout=timeout))
+        return got if isinstance(got, Raised) else (encode(got), self._progress(kernel_id))
+
+    async def receive_many(
+        self, kernel_id: str, max_count: int | None, timeout: float | None, as_array: bool
+    ) -> Any:
+        """Replies of a kernel here: a structured array, or a list of bytes."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        got = await _guard(
+            self.rt.receive_many(kernel_id, max_count, timeout=timeout, as_array=as_array)
+        )
+        if isinstance(got, Raised):
+            return got
+        return (got if as_array else [encode(m) for m in got]), self._progress(kernel_id)
+
+    async def call(self, kernel_id: str, data: bytes, timeout: float | None) -> Any:
+        """Decode a request, ``call`` a kernel here and return the reply as bytes."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        if any(k[0] == kernel_id for k in self.forwarders):
+            return Raised.of(
+                KernelStateError(
+                    f"call({kernel_id!r}): its output is linked to a kernel on another host, "
+                    "so its replies leave this host; call the kernel at the end of the "
+                    "links, or place the linked kernels on one host (placement=Placement("
+                    "host=...))"
+                )
+            )
+        try:
+            msg = decode(data, self._in(kernel_id))
+        except PyDotComputeError as exc:
+            return Raised.of(exc)
+        got = await _guard(self.rt.call(kernel_id, msg, timeout=timeout))
+        return got if isinstance(got, Raised) else (encode(got), self._progress(kernel_id))
+
+    async def publish_local(self, kernel_ids: list[str], data: bytes) -> int:
+        """One published message for the subscribers on this host: each gets its own copy."""
+        n = 0
+        for kid in kernel_ids:
+            n += await self.deliver(kid, [data], "<publish>")
+        return n
+
+    # ---------------------------------------------------------------- links
+    async def link(self, source: str, target: str, target_host: Any) -> Any:
+        """Link ``source`` here to ``target``: in this runtime, or over Ray to its host."""
+        if target_host is None:
+            return await _guard(self.rt.link(source, target))
+        key = (source, target)
+        if key not in self.forwarders:
+            self.forwarders[key] = asyncio.get_running_loop().create_task(
+                self._forward(source, target, target_host)
+            )
+        return None
+
+    async def unlink(self, source: str, target: str | None) -> Any:
+        """Remove links of ``source`` (to ``target`` only, if given)."""
+        remote = [k for k in self.forwarders if k[0] == source and target in (None, k[1])]
+        for key in remote:
+            self.forwarders.pop(key).cancel()
+        local = self.rt.links().get(source, ())
+        if (target is None and local) or target in local or not remote:
+            # in this runtime, or neither here nor across hosts: its own error says so
+            return await _guard(self.rt.unlink(source, target))
+        return None
+
+    async def _forward(self, source: str, target: str, target_host: Any) -> None:
+        """Carry ``source``'s output to ``target``'s host, many messages per Ray call.
+
+        While one batch is in flight the next one gathers in the outbox, so a busy link
+        sends large batches and an idle one sends each message at once.
+        """
+        import ray
+
+        from ..messages import fixed_layout
+
+        out_t = self._out(source)
+        layout = fixed_layout(out_t) if out_t is not None else None
+        while True:
+            try:
+                got = await self.rt.receive_many(source, as_array=layout is not None)
+            except PyDotComputeError:
+                return  # the source ended or failed: its own state and verbs say so
+            batch = got if layout is not None else encode_many(got, out_t)
+            try:
+                await target_host.deliver.remote(target, batch, source, out_t)
+            except ray.exceptions.RayError:
+                # The target's host died with the batch on its way: never lost silently.
+                msgs = layout.from_array(got) if layout is not None else got
+                for m in msgs:
+                    self.rt._dead.add(m, DeadLetterReason.FAILED, target, source)
+
+    # ---------------------------------------------------------------- state and telemetry
+    async def state(self, kernel_id: str) -> Any:
+        """The state of a kernel here."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        try:
+            return self.rt.state(kernel_id)
+        except PyDotComputeError as exc:
+            return Raised.of(exc)
+
+    async def telemetry(self, kernel_id: str) -> Any:
+        """The telemetry of a kernel here."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        try:
+            return self.rt.telemetry(kernel_id), self._progress(kernel_id)
+        except PyDotComputeError as exc:
+            return Raised.of(exc)
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Telemetry of every kernel here, and this host's dead-letter count."""
+        snap = self.rt.snapshot()
+        return {"kernels": snap.kernels, "dead_letters": snap.dead_letters}
+
+    async def dead_letters(self, kernel_id: str | None) -> list[tuple[Any, ...]]:
+        """This host's dead letters, each message as its bytes (the codec, not a pickle)."""
+        return [
+            (
+                None if d.message is None else encode(d.message),
+                d.reason.value,
+                d.kernel_id,
+                d.sender,
+                d.topic,
+                d.time,
+            )
+            for d in self.rt.dead_letters(kernel_id)
+        ]
+
+    async def read_state(self, kernel_id: str) -> Any:
+        """A device kernel's state here (a numpy record)."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        return await _guard(self.rt.read_state(kernel_id))
+
+    async def write_state(self, kernel_id: str, value: Any) -> Any:
+        """Set a parked device kernel's state here."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        return await _guard(self.rt.write_state(kernel_id, value))
+
+
+def _reason(rt: RingKernelRuntime, kernel_id: str) -> DeadLetterReason:
+    """Why a delivery over a link failed: the target's state says it."""
+    try:
+        state = rt.state(kernel_id).value
+    except PyDotComputeError:
+        return DeadLetterReason.UNKNOWN_KERNEL
+    if state == "FAILED":
+        return DeadLetterReason.FAILED
+    if state == "CREATED":
+        return DeadLetterReason.NOT_LAUNCHED
+    return DeadLetterReason.TERMINATED
