@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import entry_points
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -35,6 +35,17 @@ __all__ = ["DASHBOARD_ENTRY_POINTS", "RingMagics", "short_id"]
 
 S = KernelState
 _REPLACEABLE = frozenset({S.LAUNCHED, S.ACTIVE, S.DEACTIVATED, S.FAILED})
+
+
+class _Live(NamedTuple):
+    """A running kernel a %%ring_kernel cell would relaunch, as the public API shows it."""
+
+    kind: str  # "host" or "device" (its telemetry's backend)
+    options: KernelOptions
+    queued: int  # messages in its inbox
+    state: KernelState
+
+
 #: entry-point group naming a callable ``(runtime) -> widget`` that ``%ring dashboard`` shows;
 #: pydotcompute-widgets registers its ``Dashboard`` there (the core never imports it)
 DASHBOARD_ENTRY_POINTS = "pydotcompute.dashboard"
@@ -138,9 +149,16 @@ class RingMagics(Magics):
             session.run(rt.activate(args.name))
         print(self._line(args.name, "launched on", result, rt.state(args.name)))
 
-    def _live_kernel(self, kernel_id: str) -> Any:
-        k = self.session.runtime._kernels.get(kernel_id)
-        return k if k is not None and k.state in _REPLACEABLE else None
+    def _live_kernel(self, kernel_id: str) -> _Live | None:
+        """What a relaunch needs of a running kernel ``kernel_id`` (public API only)."""
+        rt = self.session.runtime
+        if kernel_id not in rt.kernels:
+            return None
+        state = rt.state(kernel_id)
+        if state not in _REPLACEABLE:
+            return None
+        t = rt.telemetry(kernel_id)
+        return _Live(t.backend, rt.options(kernel_id), t.inbox_depth, state)
 
     def _spec(self, args: CellArgs, cell: str, line: str) -> RingKernelSpec:
         ns = self._shell.user_ns
@@ -190,12 +208,12 @@ class RingMagics(Magics):
             )
         return value
 
-    def _relaunch(self, session: NotebookSession, args: CellArgs, spec: Any, old: Any) -> None:
+    def _relaunch(self, session: NotebookSession, args: CellArgs, spec: Any, old: _Live) -> None:
         rt = session.runtime
         kid = args.name
-        if old.spec.kind != spec.kind:
+        if old.kind != spec.kind:
             raise UsageError(
-                f"ring kernel {kid!r} runs as a {old.spec.kind} kernel; a "
+                f"ring kernel {kid!r} runs as a {old.kind} kernel; a "
                 f"{spec.kind} cell cannot replace it in place. It keeps running; run "
                 f"%ring terminate {kid}, then this cell again"
             )
@@ -209,7 +227,7 @@ class RingMagics(Magics):
                     f"options not applied by a relaunch: {', '.join(changed)} (run %ring "
                     f"terminate {kid}, then this cell, to apply them)"
                 )
-        queued = len(old.inbox)
+        queued = old.queued
         if not args.activate and old.state is S.ACTIVE:
             session.run(rt.deactivate(kid))
         try:
@@ -236,7 +254,7 @@ class RingMagics(Magics):
             )
         return text
 
-    def _say_unchanged(self, kid: str, old: Any, why: str) -> None:
+    def _say_unchanged(self, kid: str, old: _Live | None, why: str) -> None:
         """Tell that a running kernel was left alone (a new id needs no such note)."""
         if old is not None:
             print(
