@@ -357,13 +357,16 @@ class ClusterRuntime(LinkVerbs):
             return _plain_send(self, kernel_id, msg, timeout=timeout)
         return self._send(rk, msg, timeout)
 
-    def _typed(self, rk: RemoteKernel, msg: Any) -> bytes:
+    def _check_type(self, rk: RemoteKernel, msg: Any) -> None:
         t = rk.input_type
         if t is not None and not isinstance(msg, t):
             raise MessageTypeError(
                 f"ring kernel {rk.kernel_id!r} takes {t.__name__} messages, got "
                 f"{_a(type(msg).__name__)}; send {_a(t.__name__)}"
             )
+
+    def _typed(self, rk: RemoteKernel, msg: Any) -> bytes:
+        self._check_type(rk, msg)
         return encode(msg)
 
     async def _send(self, rk: RemoteKernel, msg: Any, timeout: float | None) -> bool:
@@ -395,8 +398,10 @@ class ClusterRuntime(LinkVerbs):
         t = rk.input_type
         if not hasattr(msgs, "dtype"):
             msgs = list(msgs)
-            for m in msgs:
-                self._typed(rk, m) if t is not None and type(m) is not t else None
+            if t is not None:
+                for m in msgs:
+                    if type(m) is not t:
+                        self._check_type(rk, m)
         batch = encode_many(msgs, t)
         n = int(await self._ask(rk, rk.host.handle.send_many.remote(rk.kernel_id, batch, timeout)))
         rk.sent += n
