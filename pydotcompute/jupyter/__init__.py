@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._session import notebook_runtime
+from ._session import notebook_runtime, use_runtime
 from ._tracebacks import CellSyntaxError
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "load_ipython_extension",
     "notebook_runtime",
     "unload_ipython_extension",
+    "use_runtime",
 ]
 
 _RUNTIME_NAME = "runtime"

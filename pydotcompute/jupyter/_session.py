@@ -22,10 +22,23 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from .._install import extra_hint
-from ..errors import BackendUnavailableError, PyDotComputeError
+from ..errors import (
+    BackendUnavailableError,
+    InvalidArgumentError,
+    KernelStateError,
+    PyDotComputeError,
+)
 from ..runtime import RingKernelRuntime
 
-__all__ = ["NotebookSession", "current_session", "notebook_runtime", "shutdown_session"]
+__all__ = [
+    "NotebookSession",
+    "current_session",
+    "notebook_runtime",
+    "shutdown_session",
+    "use_runtime",
+]
+
+_ENDED = ("TERMINATED", "FAILED")
 
 log = logging.getLogger("pydotcompute")
 
@@ -202,3 +215,49 @@ def notebook_runtime() -> RingKernelRuntime:
         IPython is not installed.
     """
     return current_session().runtime
+
+
+def use_runtime(runtime: RingKernelRuntime) -> RingKernelRuntime:
+    """Make ``runtime`` the notebook runtime: the one ``%%ring_kernel`` and ``%ring`` drive.
+
+    For a runtime made with other arguments, a cluster runtime above all::
+
+        from pydotcompute.cluster import RayCluster
+        use_runtime(RingKernelRuntime(cluster=RayCluster(num_cpus=2)))
+        %ring            # lists the cluster's kernels, with the node each runs on
+
+    The name ``runtime`` in the notebook follows (unless the notebook uses it for something
+    else). Returns ``runtime``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``runtime`` is not a ``RingKernelRuntime``.
+    KernelStateError
+        The current notebook runtime still runs kernels (terminate them first), or
+        ``runtime`` was shut down.
+    """
+    if not isinstance(runtime, RingKernelRuntime):
+        raise InvalidArgumentError(
+            f"use_runtime() takes a RingKernelRuntime, got {type(runtime).__name__}; "
+            "pass e.g. RingKernelRuntime(cluster=RayCluster())"
+        )
+    if runtime.closed:
+        raise KernelStateError(
+            "use_runtime(): this RingKernelRuntime was shut down; create a new one"
+        )
+    session = current_session()
+    old = session.runtime
+    if old is runtime:
+        return runtime
+    live = sorted(k for k in old.kernels if old.state(k).value not in _ENDED)
+    if live:
+        raise KernelStateError(
+            f"use_runtime(): the notebook runtime still runs {', '.join(map(repr, live))}; "
+            "terminate them first (%ring terminate ID), then switch runtimes"
+        )
+    session.runtime = runtime
+    shell = session.shell
+    if shell is not None and shell.user_ns.get("runtime") is old:
+        shell.push({"runtime": runtime})
+    return runtime

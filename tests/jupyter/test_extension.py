@@ -13,8 +13,13 @@ from typing import Any
 
 import pytest
 
-from pydotcompute import KernelState
-from pydotcompute.jupyter import _session, notebook_runtime
+from pydotcompute import (
+    InvalidArgumentError,
+    KernelState,
+    KernelStateError,
+    RingKernelRuntime,
+)
+from pydotcompute.jupyter import _session, notebook_runtime, use_runtime
 
 pytest.importorskip("IPython")
 
@@ -94,3 +99,28 @@ def test_unload_terminates_the_kernels_and_removes_the_magics(shell: Any) -> Non
     shell.run_line_magic("load_ext", "pydotcompute")
     assert notebook_runtime() is not rt
     assert shell.user_ns["runtime"] is notebook_runtime()
+
+
+def test_use_runtime_makes_the_magics_drive_another_runtime(shell: Any) -> None:
+    shell.run_line_magic("load_ext", "pydotcompute")
+    run(shell, "%%ring_kernel idle\nawait ctx.receive()\n")
+    mine = RingKernelRuntime()
+    with pytest.raises(KernelStateError, match=r"still runs 'idle'; terminate them first"):
+        use_runtime(mine)
+    assert notebook_runtime() is not mine  # refused: nothing changed
+    run(shell, "%ring terminate idle")
+    assert use_runtime(mine) is mine
+    assert notebook_runtime() is mine and shell.user_ns["runtime"] is mine
+    run(
+        shell,
+        "%%ring_kernel twice\nwhile not ctx.should_terminate:\n"
+        "    await ctx.send(2 * await ctx.receive())\n",
+    )
+    assert mine.kernels == ("twice",)
+    run(shell, "%ring send twice 4")
+    assert run(shell, "%ring receive twice --timeout 5") == 8
+
+
+def test_use_runtime_refuses_what_is_not_a_runtime() -> None:
+    with pytest.raises(InvalidArgumentError, match="takes a RingKernelRuntime, got str"):
+        use_runtime("runtime")  # type: ignore[arg-type]
