@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import gc
 import os
 import platform
 import statistics
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,3 +96,27 @@ def no_gc() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
+
+
+async def queue_floor(msgs: Sequence[Any], warmup: int) -> list[float]:
+    """Two asyncio.Queues ping-ponging between two tasks: the cost of one hop each way.
+
+    Returns the sorted round-trip times in ns of ``msgs`` after the first ``warmup``.
+    """
+    q1: asyncio.Queue[Any] = asyncio.Queue()
+    q2: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def echo_task() -> None:
+        while True:
+            q2.put_nowait(await q1.get())
+
+    task = asyncio.create_task(echo_task())
+    lat: list[float] = []
+    with no_gc():
+        for m in msgs:
+            t0 = time.perf_counter_ns()
+            q1.put_nowait(m)
+            await q2.get()
+            lat.append(time.perf_counter_ns() - t0)
+    task.cancel()
+    return sorted(lat[warmup:])

@@ -20,10 +20,9 @@ import asyncio
 import os
 import time
 from time import perf_counter, perf_counter_ns
-from typing import Any
 
 from _device_kernels import Sample, declare, host_batch, host_echo
-from _harness import Result, median, no_gc, pct
+from _harness import Result, median, no_gc, pct, queue_floor
 
 from pydotcompute import RingKernelRuntime, fixed_layout
 
@@ -56,27 +55,6 @@ async def call(rt: RingKernelRuntime, kid: str, msgs: list[Sample]) -> list[floa
             t0 = perf_counter_ns()
             await request(kid, m, timeout=10)
             lat.append(perf_counter_ns() - t0)
-    return sorted(lat[WARMUP:])
-
-
-async def floor(msgs: list[Sample]) -> list[float]:
-    """Two asyncio.Queues ping-ponging between two tasks: the cost of one hop each way."""
-    q1: asyncio.Queue[Any] = asyncio.Queue()
-    q2: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def echo_task() -> None:
-        while True:
-            q2.put_nowait(await q1.get())
-
-    task = asyncio.create_task(echo_task())
-    lat: list[float] = []
-    with no_gc():
-        for m in msgs:
-            t0 = perf_counter_ns()
-            q1.put_nowait(m)
-            await q2.get()
-            lat.append(perf_counter_ns() - t0)
-    task.cancel()
     return sorted(lat[WARMUP:])
 
 
@@ -158,7 +136,7 @@ async def measure() -> list[Result]:
         for _ in range(ROUNDS):
             a = await send_receive(rt, "emu_echo", msgs)
             c = await call(rt, "emu_echo", msgs)
-            f = await floor(msgs)
+            f = await queue_floor(msgs, WARMUP)
             rows["sr50"].append(pct(a, 50) / 1e3)
             rows["sr99"].append(pct(a, 99) / 1e3)
             rows["call50"].append(pct(c, 50) / 1e3)

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from time import perf_counter_ns
-from typing import Any
 
-from _harness import Result, median, no_gc, pct
+from _harness import Result, median, no_gc, pct, queue_floor
 
 from pydotcompute import KernelContext, RingKernelRuntime, message
 
@@ -46,32 +45,12 @@ async def ours(msgs: list[Ping]) -> list[float]:
     return sorted(lat[WARMUP:])
 
 
-async def floor(msgs: list[Ping]) -> list[float]:
-    q1: asyncio.Queue[Any] = asyncio.Queue()
-    q2: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def echo_task() -> None:
-        while True:
-            q2.put_nowait(await q1.get())
-
-    task = asyncio.create_task(echo_task())
-    lat: list[float] = []
-    with no_gc():
-        for m in msgs:
-            t0 = perf_counter_ns()
-            q1.put_nowait(m)
-            await q2.get()
-            lat.append(perf_counter_ns() - t0)
-    task.cancel()
-    return sorted(lat[WARMUP:])
-
-
 async def measure() -> list[Result]:
     msgs = [Ping(seq=i) for i in range(WARMUP + MESSAGES)]
     ours_p50, ours_p99, floor_p50, floor_p99 = [], [], [], []
     for _ in range(ROUNDS):
         a = await ours(msgs)
-        b = await floor(msgs)
+        b = await queue_floor(msgs, WARMUP)
         ours_p50.append(pct(a, 50) / 1e3)
         ours_p99.append(pct(a, 99) / 1e3)
         floor_p50.append(pct(b, 50) / 1e3)
