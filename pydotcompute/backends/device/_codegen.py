@@ -18,7 +18,7 @@ from ._memory import control_c_source, link_c_source
 
 __all__ = ["GENERATOR_VERSION", "GeneratedSource", "generate"]
 
-GENERATOR_VERSION = "5"
+GENERATOR_VERSION = "6"
 KERNEL_SYMBOL = "pdc_ring_kernel"
 SPIN_NS = 200_000  # an idle loop polls without sleeping this long, then sleeps or naps
 MAX_NAP_NS = 100_000  # longest __nanosleep of an idle or parked loop
@@ -82,6 +82,10 @@ static inline void pdc_store_relaxed(unsigned long long* p, unsigned long long v
     __atomic_store_n(p, v, __ATOMIC_RELAXED);
 }}
 
+// The words of a device link ring: both ends are loops of the same device.
+#define pdc_link_load pdc_load_acquire
+#define pdc_link_store pdc_store_release
+
 // A slot is read after the acquire load that made it visible: a plain copy.
 template <typename T> static inline T pdc_read_slot(const T* slot)
 {{
@@ -115,6 +119,32 @@ static __device__ __forceinline__ void pdc_store_relaxed(unsigned long long* p,
                                                          unsigned long long v)
 {{
     *reinterpret_cast<volatile unsigned long long*>(p) = v;
+}}
+
+// The words of a device link ring (global memory) are written and read only by two loops on
+// the same GPU: device scope (ld.acquire.gpu / st.release.gpu) orders them; no system-scope
+// fence is paid per message. The host reads a ring only after both loops acknowledged (with a
+// system-scope release) that they let go of it.
+static __device__ __forceinline__ unsigned long long pdc_link_load(const unsigned long long* p)
+{{
+    unsigned long long v;
+#if __CUDA_ARCH__ >= 700
+    asm volatile("ld.acquire.gpu.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+#else
+    v = *reinterpret_cast<const volatile unsigned long long*>(p);
+    __threadfence();
+#endif
+    return v;
+}}
+
+static __device__ __forceinline__ void pdc_link_store(unsigned long long* p, unsigned long long v)
+{{
+#if __CUDA_ARCH__ >= 700
+    asm volatile("st.release.gpu.u64 [%0], %1;" : : "l"(p), "l"(v) : "memory");
+#else
+    __threadfence();
+    *reinterpret_cast<volatile unsigned long long*>(p) = v;
+#endif
 }}
 
 // Ring slots are read with volatile loads (never from a cache): the host rewrites a slot on
@@ -198,10 +228,12 @@ struct pdc_backoff {{
     unsigned int nap;
 }};
 
-// A sequential kernel's device links: its linked output (replies go to that ring instead of
-// the outbox) and its linked input (a second inbox, written by the upstream kernel). The host
-// writes a descriptor and then its generation; the loop switches at a message boundary and
-// acknowledges the generation. Parallel kernels take no device links (pass nullptr).
+// A kernel's device links: its linked output (replies go to that ring instead of the outbox)
+// and its linked input (a second inbox, written by the upstream kernel). The host writes a
+// descriptor and then its generation; the loop switches between two messages (a parallel
+// block: between two batches) and acknowledges the generation. A descriptor names a ring by
+// its offset from base: the emulated device's link arena, mapped by each kernel's process;
+// on a GPU base is 0 and the descriptor is the ring's device address.
 struct pdc_links {{
     unsigned long long base;  // the device's link arena, as this kernel sees it
     pdc_link* out;
@@ -209,6 +241,33 @@ struct pdc_links {{
     pdc_link* in;
     unsigned long long in_gen, in_mask, in_head;
 }};
+
+// Take a new link descriptor the host published (at a message or batch boundary).
+static __device__ __forceinline__ void pdc_switch_links(pdc_control* ctl, pdc_counters& c,
+                                                        pdc_links& links)
+{{
+    const unsigned long long out_gen = pdc_load_acquire(&ctl->link_out_gen);
+    if (out_gen != links.out_gen) {{
+        const unsigned long long ring = pdc_load_acquire(&ctl->link_out_ring);
+        links.out = ring == 0 ? nullptr : reinterpret_cast<pdc_link*>(links.base + ring);
+        links.out_mask = pdc_load_acquire(&ctl->link_out_mask);
+        links.out_tail = links.out == nullptr ? 0 : pdc_link_load(&links.out->tail);
+        links.out_head = links.out == nullptr ? 0 : pdc_link_load(&links.out->head);
+        links.out_gen = out_gen;
+        pdc_store_release(&ctl->link_out_ack, out_gen);  // system scope: the host waits on it
+        pdc_notify_host(ctl, c);
+    }}
+    const unsigned long long in_gen = pdc_load_acquire(&ctl->link_in_gen);
+    if (in_gen != links.in_gen) {{
+        const unsigned long long ring = pdc_load_acquire(&ctl->link_in_ring);
+        links.in = ring == 0 ? nullptr : reinterpret_cast<pdc_link*>(links.base + ring);
+        links.in_mask = pdc_load_acquire(&ctl->link_in_mask);
+        links.in_head = links.in == nullptr ? 0 : pdc_link_load(&links.in->head);
+        links.in_gen = in_gen;
+        pdc_store_release(&ctl->link_in_ack, in_gen);
+        pdc_notify_host(ctl, c);
+    }}
+}}
 
 #if defined(PDC_EMULATED)
 // sleeping = 1: idle, wake me when the doorbell (or a link generation) changes; 2: the
@@ -298,7 +357,7 @@ static __device__ __forceinline__ void pdc_sleep(pdc_control* ctl, pdc_backoff& 
 #define pdc_link_taken(in) ((void)0)
 static __device__ __forceinline__ void pdc_link_publish(pdc_link* out, unsigned long long tail)
 {{
-    pdc_store_release(&out->tail, tail);
+    pdc_link_store(&out->tail, tail);
 }}
 #define pdc_relax() __nanosleep(32)
 #define pdc_caught_up() ((void)0)
@@ -525,28 +584,7 @@ _SEQUENTIAL = (
         if (cmd == PDC_CMD_TERMINATE) {{
             break;
         }}
-        // Device links switch here, between two messages (see struct pdc_links).
-        const unsigned long long out_gen = pdc_load_acquire(&ctl->link_out_gen);
-        if (out_gen != links.out_gen) {{
-            const unsigned long long ring = pdc_load_acquire(&ctl->link_out_ring);
-            links.out = ring == 0 ? nullptr : reinterpret_cast<pdc_link*>(links.base + ring);
-            links.out_mask = pdc_load_acquire(&ctl->link_out_mask);
-            links.out_tail = links.out == nullptr ? 0 : pdc_load_acquire(&links.out->tail);
-            links.out_head = links.out == nullptr ? 0 : pdc_load_acquire(&links.out->head);
-            links.out_gen = out_gen;
-            pdc_store_release(&ctl->link_out_ack, out_gen);
-            pdc_notify_host(ctl, c);  // the host waits for the switch
-        }}
-        const unsigned long long in_gen = pdc_load_acquire(&ctl->link_in_gen);
-        if (in_gen != links.in_gen) {{
-            const unsigned long long ring = pdc_load_acquire(&ctl->link_in_ring);
-            links.in = ring == 0 ? nullptr : reinterpret_cast<pdc_link*>(links.base + ring);
-            links.in_mask = pdc_load_acquire(&ctl->link_in_mask);
-            links.in_head = links.in == nullptr ? 0 : pdc_load_acquire(&links.in->head);
-            links.in_gen = in_gen;
-            pdc_store_release(&ctl->link_in_ack, in_gen);
-            pdc_notify_host(ctl, c);  // the host waits for the switch
-        }}
+        pdc_switch_links(ctl, c, links);  // between two messages (see struct pdc_links)
         {Out}* const link_out = links.out == nullptr ? nullptr :
             reinterpret_cast<{Out}*>(reinterpret_cast<char*>(links.out) + sizeof(pdc_link));
         const {In}* const link_in = links.in == nullptr ? nullptr :
@@ -563,7 +601,7 @@ _SEQUENTIAL = (
         pdc_set_status(ctl, c, status, active ? PDC_STATUS_ACTIVE : PDC_STATUS_PARKED);
         const unsigned long long tail = active ? bell >> PDC_CMD_BITS : head;
         const unsigned long long link_tail =
-            active && link_in != nullptr ? pdc_load_acquire(&links.in->tail) : links.in_head;
+            active && link_in != nullptr ? pdc_link_load(&links.in->tail) : links.in_head;
         if (tail == head && link_tail == links.in_head) {{
             pdc_idle(ctl, backoff, c, bell, false, 0, &links);
             continue;
@@ -579,7 +617,7 @@ _SEQUENTIAL = (
         while (head != end || links.in_head != link_end) {{
             if (link_out != nullptr) {{
                 if (links.out_tail - links.out_head > links.out_mask) {{
-                    links.out_head = pdc_load_acquire(&links.out->head);
+                    links.out_head = pdc_link_load(&links.out->head);
                     if (links.out_tail - links.out_head > links.out_mask) {{
                         outbox_full = true;  // the downstream is behind: wait for it
                         break;
@@ -604,7 +642,7 @@ _SEQUENTIAL = (
             }} else {{
                 PDC_TAKING(~0ull, ~0ull);  // a link message: the host has no index for it
                 links.in_head += 1;
-                pdc_store_release(&links.in->head, links.in_head);
+                pdc_link_store(&links.in->head, links.in_head);
             }}
             {Out} out = {Out}();
             bool reply = true;
@@ -658,80 +696,145 @@ _SEQUENTIAL = (
 _PARALLEL = (
     _HEAD
     + """\
-    __shared__ unsigned long long s_cmd, s_count, s_head, s_out;
+    // Thread 0 picks each batch: its source (the host's inbox, or the linked input ring) and
+    // where its replies go (the outbox, or the linked output ring), in the same order.
+    __shared__ unsigned long long s_cmd, s_count, s_head, s_out, s_in_mask, s_out_mask;
+    __shared__ const {In}* s_src;
+    __shared__ {Out}* s_dst;
+    __shared__ bool s_from_link, s_to_link;
     {State} state = {State}();  // stateless: nothing survives a message
     unsigned long long head = 0, out_tail = 0, out_head = 0, status = 0, t0 = 0;
+    bool prefer_link = false;  // the two sources take turns, batch by batch
     pdc_counters c = pdc_counters();
     pdc_backoff backoff = pdc_backoff();
+    pdc_links links = pdc_links();
     if (threadIdx.x == 0) {{
         head = pdc_load_acquire(&ctl->in_head);
         out_tail = pdc_load_acquire(&ctl->out_tail);
         out_head = pdc_load_acquire(&ctl->out_head);
+        links.base = pdc_load_acquire(&ctl->link_base);
         pdc_set_status(ctl, c, status, PDC_STATUS_PARKED);
     }}
     for (;;) {{
         if (threadIdx.x == 0) {{
             // Thread 0 alone looks for work; the rest of the block waits at the barrier.
             unsigned long long cmd = 0, count = 0;
+            bool take_link = false;
             for (;;) {{
                 const unsigned long long bell = pdc_load_acquire(&ctl->doorbell);
                 cmd = bell & PDC_CMD_MASK;
                 if (cmd == PDC_CMD_TERMINATE) {{
                     break;
                 }}
+                pdc_switch_links(ctl, c, links);  // between two batches
                 const bool active = cmd == PDC_CMD_ACTIVE;
                 pdc_set_status(ctl, c, status, active ? PDC_STATUS_ACTIVE : PDC_STATUS_PARKED);
                 bool full = false;
                 if (active) {{
-                    const unsigned long long avail = (bell >> PDC_CMD_BITS) - head;
+                    const unsigned long long host_avail = (bell >> PDC_CMD_BITS) - head;
+                    const unsigned long long link_avail =
+                        links.in == nullptr ? 0 : pdc_link_load(&links.in->tail) - links.in_head;
+                    const bool from_link =
+                        link_avail != 0 && (host_avail == 0 || prefer_link);
+                    const unsigned long long avail = from_link ? link_avail : host_avail;
                     if (avail != 0) {{
                         const unsigned long long most = {rounds}ull * blockDim.x;
-                        unsigned long long want = avail < most ? avail : most;
-                        if (out_limit - (out_tail - out_head) < want) {{
-                            out_head = pdc_load_acquire(&ctl->out_head);
+                        const unsigned long long want = avail < most ? avail : most;
+                        unsigned long long room = 0;
+                        if (links.out != nullptr) {{
+                            const unsigned long long size = links.out_mask + 1ull;
+                            if (size - (links.out_tail - links.out_head) < want) {{
+                                links.out_head = pdc_link_load(&links.out->head);
+                            }}
+                            room = size - (links.out_tail - links.out_head);
+                        }} else {{
+                            if (out_limit - (out_tail - out_head) < want) {{
+                                out_head = pdc_load_acquire(&ctl->out_head);
+                            }}
+                            room = out_limit - (out_tail - out_head);
                         }}
-                        const unsigned long long room = out_limit - (out_tail - out_head);
                         if (room != 0) {{
                             count = want < room ? want : room;
+                            take_link = from_link;
+                            prefer_link = !from_link;
                             break;
                         }}
-                        c.full_waits += 1;  // wait for the host: a reply is never overwritten
+                        // The outbox (wait for the host) or the linked output (wait for the
+                        // downstream) is full: a reply is never overwritten.
+                        c.full_waits += 1;
                         full = true;
                         pdc_notify_host(ctl, c);
                     }}
                 }}
-                pdc_idle(ctl, backoff, c, bell, full, out_head, nullptr);
+                pdc_idle(ctl, backoff, c, bell, full, out_head, &links);
             }}
             backoff.idle = false;
             s_cmd = cmd;
             s_count = count;
-            s_head = head;
-            s_out = out_tail;
-            PDC_TAKING(head, head + count);  // a fault loses this batch, nothing after it
+            s_from_link = take_link;
+            if (take_link) {{
+                s_src = reinterpret_cast<const {In}*>(
+                    reinterpret_cast<const char*>(links.in) + sizeof(pdc_link));
+                s_head = links.in_head;
+                s_in_mask = links.in_mask;
+                PDC_TAKING(~0ull, ~0ull);  // a link batch: the host has no index for it
+            }} else {{
+                s_src = inbox;
+                s_head = head;
+                s_in_mask = in_mask;
+                PDC_TAKING(head, head + count);  // a fault loses this batch, nothing after it
+            }}
+            s_to_link = links.out != nullptr;
+            if (s_to_link) {{
+                s_dst = reinterpret_cast<{Out}*>(reinterpret_cast<char*>(links.out) +
+                                                 sizeof(pdc_link));
+                s_out = links.out_tail;
+                s_out_mask = links.out_mask;
+            }} else {{
+                s_dst = outbox;
+                s_out = out_tail;
+                s_out_mask = out_mask;
+            }}
             t0 = pdc_now_ns();
         }}
         __syncthreads();
         if (s_cmd == PDC_CMD_TERMINATE) {{
             break;
         }}
+        // Message i of the batch replies into slot i after the destination's tail: replies
+        // keep the order of the messages, whichever thread handles each.
         for (unsigned long long i = threadIdx.x; i < s_count; i += blockDim.x) {{
-            const {In} msg = pdc_read_slot(&inbox[(s_head + i) & in_mask]);
-            PDC_HANDLING(s_head + i);
+            const {In} msg = pdc_read_slot(&s_src[(s_head + i) & s_in_mask]);
+            PDC_HANDLING(s_from_link ? ~0ull : s_head + i);
             {Out} out = {Out}();
             bool reply = true;
             handle(msg, out, state, reply);
 """
     + _REPLY
     + """
-            outbox[(s_out + i) & out_mask] = out;
+            if (s_to_link) {{
+                out.message_id = msg.message_id;  // carried along the link (no host here)
+            }}
+            s_dst[(s_out + i) & s_out_mask] = out;
         }}
         __threadfence_system();  // once per batch: this thread's replies, before the barrier
         __syncthreads();
         if (threadIdx.x == 0) {{
-            head += s_count;
-            out_tail += s_count;
-            pdc_store_release(&ctl->in_head, head);
-            pdc_store_release(&ctl->out_tail, out_tail);
+            if (s_from_link) {{
+                links.in_head += s_count;  // taken after the batch: the slots were read
+                pdc_link_store(&links.in->head, links.in_head);
+                pdc_link_taken(links.in);
+            }} else {{
+                head += s_count;
+                pdc_store_release(&ctl->in_head, head);
+            }}
+            if (s_to_link) {{
+                links.out_tail += s_count;
+                pdc_link_publish(links.out, links.out_tail);  // the downstream sees them
+            }} else {{
+                out_tail += s_count;
+                pdc_store_release(&ctl->out_tail, out_tail);
+            }}
             c.processed += s_count;
             c.busy_ns += pdc_now_ns() - t0;
             c.heartbeat += 1;

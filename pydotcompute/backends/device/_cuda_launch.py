@@ -18,6 +18,14 @@ Memory a kernel may still poll is never freed nor pooled: only a stream that com
 to a process-wide pool instead of ``cudaFreeHost``, which may synchronize the device and so
 wait for every other persistent kernel. At interpreter exit, running loops are asked to stop
 and waited for a bounded time; the memory of any that did not stop is leaked, never freed.
+
+Device-to-device link rings (see :mod:`._links`) live in device global memory, one
+``cudaMalloc`` per ring (:class:`CudaLinkArena`, one per GPU). They are never given back to
+CUDA (``cudaFree`` synchronizes the device, so it would wait forever behind the persistent
+kernels): a closed link's ring goes to the arena's pool for the next link, and a ring a loop
+may still touch (a loop that did not let go of it) is never reused. The host touches a ring
+only through copies on a non-blocking stream of its own: it zeroes the header before handing
+the ring to the loops and reads it back after both acknowledged that they let go of it.
 """
 
 from __future__ import annotations
@@ -35,9 +43,10 @@ import numpy as np
 from ..._cuda import check_ring_kernel_environment, cuda_status, require_cupy
 from ...errors import BackendUnavailableError, DeviceFaultError, KernelRegistrationError
 from ._codegen import KERNEL_SYMBOL
-from ._memory import ring_terminate
+from ._links import LinkRingLostError
+from ._memory import LINE, LINK_HEADER_BYTES, ring_terminate
 
-__all__ = ["CudaLauncher", "residency"]
+__all__ = ["CudaLauncher", "CudaLinkArena", "cuda_link_arena", "residency"]
 
 SUCCESS = 0
 NOT_READY = 600  # cudaErrorNotReady: the stream still has work (the loop is running)
@@ -64,6 +73,7 @@ _kept: list[Any] = []  # blocks, modules and streams a kernel may still use: nev
 _launched: set[CudaLauncher] = set()  # started and not yet released
 # device index -> {launcher: fraction of one SM its block occupies}
 _resident: dict[int, dict[CudaLauncher, float]] = {}
+_arenas: dict[int, CudaLinkArena] = {}  # device index -> its link rings
 
 
 def _pinned(cp: Any, size: int) -> Any:
@@ -123,6 +133,10 @@ class CudaLauncher:
     def base_address(self) -> int:
         """The device address of byte 0 of :attr:`memory`."""
         return self._device_ptr
+
+    def link_arena(self) -> CudaLinkArena:
+        """Where this kernel's device-to-device link rings live (its GPU's global memory)."""
+        return cuda_link_arena(self._device_id)
 
     def start(self, cubin: Path, args: tuple[int, ...], threads: int) -> None:
         """Load the module and launch the loop once on a new non-blocking stream.
@@ -313,6 +327,82 @@ class CudaLauncher:
         if not idle:
             # Running, launching, unknown, or the context is gone: a kernel may poll it.
             _keep_forever(block, module, stream)
+
+
+class CudaLinkArena:
+    """The device-to-device link rings of one GPU: global memory, pooled, never freed.
+
+    A ring is named by its device address (the loops' ``link_base`` is 0 on a GPU).
+    """
+
+    def __init__(self, device_id: int) -> None:
+        self._cp = require_cupy("device links on CUDA")
+        self.device_id = device_id
+        self._lock = threading.Lock()
+        self._free: dict[int, list[int]] = {}  # size -> device addresses of closed rings
+        self._stream: Any = None  # a non-blocking stream for the host's copies
+
+    def _copy(self, dst: int, src: int, size: int, kind: int) -> None:
+        """Copy on the arena's own stream and wait for that stream only (never a kernel's)."""
+        rt = self._cp.cuda.runtime
+        with self._cp.cuda.Device(self.device_id):
+            if self._stream is None:
+                self._stream = self._cp.cuda.Stream(non_blocking=True)
+            rt.memcpyAsync(dst, src, size, kind, self._stream.ptr)
+            rt.streamSynchronize(self._stream.ptr)
+
+    def allocate(self, size: int) -> int:
+        """Reserve a ring of ``size`` bytes with a zeroed header; return its device address."""
+        size = (size + LINE - 1) // LINE * LINE
+        rt = self._cp.cuda.runtime
+        with self._lock:
+            free = self._free.get(size)
+            ring = free.pop() if free else 0
+        if ring == 0:
+            try:
+                with self._cp.cuda.Device(self.device_id):
+                    ring = int(rt.malloc(size))
+            except rt.CUDARuntimeError as exc:
+                raise MemoryError(
+                    f"cuda:{self.device_id} has no room for a {size:,}-byte device link "
+                    f"ring ({exc}); unlink kernels or use smaller inboxes"
+                ) from exc
+        zeros = np.zeros(LINK_HEADER_BYTES, np.uint8)
+        self._copy(ring, int(zeros.ctypes.data), LINK_HEADER_BYTES, rt.memcpyHostToDevice)
+        return ring
+
+    def free(self, ring: int, size: int) -> None:
+        """Pool a ring no loop touches any more (both let go of it, or ended)."""
+        size = (size + LINE - 1) // LINE * LINE
+        with self._lock:
+            self._free.setdefault(size, []).append(ring)
+
+    def read(self, ring: int, size: int) -> np.ndarray:
+        """A copy of ``size`` bytes of a ring (its header, then its slots).
+
+        Raises
+        ------
+        LinkRingLostError
+            The copy failed: the CUDA context is gone, and the ring with it.
+        """
+        out = np.empty(size, np.uint8)
+        rt = self._cp.cuda.runtime
+        try:
+            self._copy(int(out.ctypes.data), ring, size, rt.memcpyDeviceToHost)
+        except rt.CUDARuntimeError as exc:
+            raise LinkRingLostError(
+                f"the device link ring at {ring:#x} cannot be read: {exc}"
+            ) from exc
+        return out
+
+
+def cuda_link_arena(device_id: int) -> CudaLinkArena:
+    """The link arena of GPU ``device_id`` (one per process and GPU, made on first use)."""
+    with _lock:
+        arena = _arenas.get(device_id)
+        if arena is None:
+            arena = _arenas[device_id] = CudaLinkArena(device_id)
+        return arena
 
 
 @atexit.register

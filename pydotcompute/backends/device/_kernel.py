@@ -531,12 +531,10 @@ class DeviceKernel(KernelBase):
 
     # ---------------------------------------------------------------- device links
     def _linkable(self) -> bool:
-        """Whether this loop can take a device link: sequential, running, on the emulated
-        device (the CUDA launcher has no link arena yet)."""
+        """Whether this loop can take a device link now: its loop runs (emulated or CUDA,
+        sequential or parallel)."""
         return (
-            self.device == "emulated"
-            and self.spec.device.mode == "sequential"
-            and self._launcher is not None
+            self._launcher is not None
             and self._launcher.running()
             and self.state in (S.LAUNCHED, S.ACTIVE, S.DEACTIVATED)
         )
@@ -544,8 +542,10 @@ class DeviceKernel(KernelBase):
     def device_target(self, route: Any, kernels: dict[str, Any]) -> DeviceKernel | None:
         """The kernel a device link would serve ``route`` with, or ``None`` (through the host).
 
-        A device link needs exactly one target, a device kernel on the same device with the
-        same message layout, a ``block`` inbox, and no other device link into it.
+        A device link needs exactly one target, a device kernel on the same device (the
+        emulated device, or the same GPU) with the same message layout, a ``block`` inbox,
+        and no other device link into it. Fan-out, fan-in beyond one device link into a
+        kernel, other policies and links across devices go through the host.
         """
         if route is None or len(route.targets) != 1 or not self._linkable():
             return None

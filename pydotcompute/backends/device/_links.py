@@ -16,16 +16,26 @@ then, when neither loop touches the ring any more, reads what is left in it: tho
 are delivered to the downstream through the host (into its inbox, or dead letters if it no
 longer takes messages). Nothing in a link ring is lost silently.
 
-On the emulated device the arena is one shared-memory file per Python process, mapped by
-every kernel process when it starts (its base is the ``link_base`` control word); rings are
-reserved in it as links are made. The generated loop is the same for CUDA (the ring would be
-global memory), but the CUDA launcher does not allocate an arena yet: device kernels on a GPU
-are linked through the host.
+Where the rings live:
+
+* on the emulated device, in one shared-memory file per Python process (:class:`LinkArena`),
+  mapped by every kernel process when it starts (its base is the ``link_base`` control word);
+  a ring is named by its offset in it;
+* on a GPU, in device global memory (``CudaLinkArena`` in :mod:`._cuda_launch`): a ring is
+  named by its device address (``link_base`` stays 0), its words are ordered with device-scope
+  acquire / release (both loops are on the GPU), and the host reads it with copies on a
+  stream of its own, only once both loops let go of it. Its memory is pooled, never freed.
+
+Sequential and parallel kernels both take links (a parallel block takes a batch from its
+inbox or its linked input, the two in turn, and writes the batch's replies to its linked
+output in the batch's order). Other links involving device kernels go through the host (see
+:meth:`DeviceKernel.device_target`).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import mmap
 import os
 import threading
@@ -35,10 +45,16 @@ import numpy as np
 
 from ._memory import LINE, LINK_HEADER_BYTES, LINK_WORD, WORD, ring_slots
 
-__all__ = ["ARENA_BYTES", "DeviceLink", "LinkArena", "link_arena"]
+__all__ = ["ARENA_BYTES", "DeviceLink", "LinkArena", "LinkRingLostError", "arena_of", "link_arena"]
+
+log = logging.getLogger("pydotcompute")
 
 ARENA_BYTES = 1 << 30  # address space of the link arena; memory is reserved per ring
 LINK_ACK_S = 10.0  # how long closing a link waits for a running loop to let go of it
+
+
+class LinkRingLostError(RuntimeError):
+    """A GPU's link ring could not be read back: its CUDA context is gone (a sticky fault)."""
 
 
 class LinkArena:
@@ -86,11 +102,22 @@ class LinkArena:
         with self._lock:
             self._free.setdefault(size, []).append(offset)
 
+    def read(self, offset: int, size: int) -> np.ndarray:
+        """A copy of ``size`` bytes of a ring (its header, then its slots)."""
+        return np.array(self.memory[offset : offset + size])
+
 
 @functools.cache
 def link_arena() -> LinkArena:
     """The emulated device's link arena (one per process, created on first use)."""
     return LinkArena()
+
+
+def arena_of(kernel: Any) -> Any:
+    """The link arena of ``kernel``'s device: the emulated one, or its GPU's."""
+    if kernel.device == "emulated":
+        return link_arena()
+    return kernel._launcher.link_arena()
 
 
 class DeviceLink:
@@ -102,10 +129,13 @@ class DeviceLink:
         self.codec = up.outbox.codec  # the same layout as the downstream's input (checked)
         self.slots = ring_slots(down.inbox.capacity)
         self.size = LINK_HEADER_BYTES + self.slots * self.codec.itemsize
-        self.arena = link_arena()
+        self.arena = arena_of(up)
         self.offset = self.arena.allocate(self.size)
-        header = self.arena.memory[self.offset : self.offset + LINK_HEADER_BYTES]
-        self._header = header.view(np.uint64)
+        memory = getattr(self.arena, "memory", None)  # mapped here: the emulated device
+        self._header: Any = None
+        if memory is not None:
+            header = memory[self.offset : self.offset + LINK_HEADER_BYTES]
+            self._header = header.view(np.uint64)
         self.closed = False
 
     def __repr__(self) -> str:
@@ -119,15 +149,21 @@ class DeviceLink:
     async def close(self) -> list[Any]:
         """Take the ring back from both loops; return the messages still in it, in order."""
         self.closed = True
+        # A loop that does not let go raises here: the ring is then never reused.
         await _let_go(self.up, "out")  # from here on the tail is final
         await _let_go(self.down, "in")  # ... and the head
-        head = int(self._header[LINK_WORD["head"]])
-        tail = int(self._header[LINK_WORD["tail"]])
-        base = self.offset + LINK_HEADER_BYTES
-        buf = self.arena.memory
+        try:
+            raw = self.arena.read(self.offset, self.size)
+        except LinkRingLostError as exc:  # a GPU whose context is gone
+            log.warning("%r: %s; what it held is lost with the CUDA context", self, exc)
+            for k in (self.up, self.down):
+                k.metrics.event(f"device link ring lost with the CUDA context ({exc})")
+            return []
+        words = raw[:LINK_HEADER_BYTES].view(np.uint64)
+        head, tail = int(words[LINK_WORD["head"]]), int(words[LINK_WORD["tail"]])
         mask = self.slots - 1
         left = [
-            self.codec.unpack_from(buf, base + (i & mask) * self.codec.itemsize)
+            self.codec.unpack_from(raw, LINK_HEADER_BYTES + (i & mask) * self.codec.itemsize)
             for i in range(head, tail)
         ]
         self.arena.free(self.offset, self.size)
@@ -135,7 +171,15 @@ class DeviceLink:
 
     def depth(self) -> int:
         """Messages in the ring now (written by the upstream, not yet taken downstream)."""
-        return int(self._header[LINK_WORD["tail"]]) - int(self._header[LINK_WORD["head"]])
+        words = self._header
+        if words is None:  # a GPU's ring: read its header back
+            if self.closed:
+                return 0
+            try:
+                words = self.arena.read(self.offset, LINK_HEADER_BYTES).view(np.uint64)
+            except LinkRingLostError:  # the kernels' fault says why
+                return 0
+        return int(words[LINK_WORD["tail"]]) - int(words[LINK_WORD["head"]])
 
 
 def _switch(k: Any, side: str, ring: int, mask: int) -> int:
