@@ -6,11 +6,13 @@ the installed CuPy, so the launcher's tests cannot pass on a name CuPy does not 
 
 The fake GPU runs a ring kernel as a flag on its stream: the loop "runs" until the host
 writes the terminate command into the control block (unless the test made it hang), or
-until the test makes it fault.
+until the test makes it fault. Device memory (``runtime.malloc``) is host memory here, filled
+with garbage as real device memory would be; copies record their stream.
 """
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import threading
 from types import SimpleNamespace
@@ -126,6 +128,8 @@ class _Runtime:
     CUDARuntimeError = CUDARuntimeError
     PointerAttributes = PointerAttributes
     hostAllocMapped = 2
+    memcpyHostToDevice = 1
+    memcpyDeviceToHost = 2
     cudaDevAttrMultiProcessorCount = 16
     cudaDevAttrMaxSharedMemoryPerBlock = 8
 
@@ -158,6 +162,39 @@ class _Runtime:
             raise CUDARuntimeError(700)
         return (1 << 30, 1 << 31)
 
+    def malloc(self, size: int) -> int:
+        if gpu.context_lost:
+            raise CUDARuntimeError(700)
+        ptr = next(_ptrs)
+        gpu.device_memory[ptr] = np.full(size, 0xAB, np.uint8)  # not zeroed, as on a GPU
+        gpu.mallocs.append((ptr, size, list(gpu.device_stack)))
+        return ptr
+
+    def free(self, ptr: int) -> None:
+        gpu.frees.append(ptr)
+
+    def _host_address(self, ptr: int, size: int) -> int:
+        """The host address of ``size`` bytes at device address ``ptr`` (inside one malloc)."""
+        for base, buf in gpu.device_memory.items():
+            if base <= ptr and ptr + size <= base + buf.size:
+                return int(buf.ctypes.data) + ptr - base
+        raise CUDARuntimeError(1)  # cudaErrorInvalidValue: not device memory
+
+    def memcpyAsync(self, dst: int, src: int, size: int, kind: int, stream: int) -> None:
+        if gpu.context_lost:
+            raise CUDARuntimeError(700)
+        gpu.copies.append((kind, stream, gpu.on_copy() if gpu.on_copy else None))
+        if kind == self.memcpyHostToDevice:
+            dst = self._host_address(dst, size)
+        elif kind == self.memcpyDeviceToHost:
+            src = self._host_address(src, size)
+        else:
+            raise CUDARuntimeError(21)  # cudaErrorInvalidMemcpyDirection
+        ctypes.memmove(dst, src, size)
+
+    def streamSynchronize(self, stream: int) -> None:
+        gpu.synchronized.append(stream)
+
 
 class _Driver:
     def occupancyMaxActiveBlocksPerMultiprocessor(
@@ -184,6 +221,12 @@ class FakeGpu:
         self.device_stack: list[int] = []
         self.launch_entered = threading.Event()
         self.launch_gate: threading.Event | None = None
+        self.device_memory: dict[int, np.ndarray] = {}  # malloc'd address -> its bytes
+        self.mallocs: list[tuple[int, int, list[int]]] = []  # address, size, device stack
+        self.frees: list[int] = []
+        self.copies: list[tuple[int, int, Any]] = []  # kind, stream, what on_copy returned
+        self.on_copy: Any = None  # called as each copy starts (the test records state)
+        self.synchronized: list[int] = []  # streams the host waited for
 
 
 gpu = FakeGpu()

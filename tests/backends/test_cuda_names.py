@@ -141,6 +141,9 @@ def test_every_cupy_name_the_source_uses_exists() -> None:
         "cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor",
         "cupy.cuda.PinnedMemory",
         "cupy.RawModule",
+        "cupy.cuda.runtime.malloc",
+        "cupy.cuda.runtime.memcpyAsync",
+        "cupy.cuda.runtime.streamSynchronize",
     ):
         assert needed in chains, f"the collector missed {needed}"
     missing = sorted({f"{u.chain} ({u.where})" for u in uses if not exists(u.chain)})
@@ -174,7 +177,12 @@ def test_the_fake_cupy_uses_only_real_names() -> None:
     assert _public(fake_cupy._Runtime) <= set(dir(cupy.cuda.runtime))
     assert _public(fake_cupy._Driver) <= set(dir(cupy.cuda.driver))
     # The fake's named constants have the real values.
-    for name in ("hostAllocMapped", "cudaDevAttrMultiProcessorCount"):
+    for name in (
+        "hostAllocMapped",
+        "cudaDevAttrMultiProcessorCount",
+        "memcpyHostToDevice",
+        "memcpyDeviceToHost",
+    ):
         assert getattr(fake.cuda.runtime, name) == getattr(cupy.cuda.runtime, name)
     assert fake.cuda.runtime.cudaDevAttrMaxSharedMemoryPerBlock == (
         cupy.cuda.runtime.cudaDevAttrMaxSharedMemoryPerBlock

@@ -1,4 +1,8 @@
-"""Device kernels in links (through the host) and their state: read_state, write_state."""
+"""Device kernels in links (device to device, and through the host) and their state.
+
+Device-to-device links run on the emulated device and, marked ``gpu``, on CUDA (the
+``druntime`` fixture: each such test skips with the reason where no GPU is usable).
+"""
 
 from __future__ import annotations
 
@@ -230,12 +234,18 @@ def stage(kernel_id: str, op: str, **options: Any) -> Any:
 
 @pytest.fixture
 async def ert() -> Any:
-    """A runtime on the emulated device (device links are emulated-only so far)."""
+    """A runtime on the emulated device (for faults: a trap on CUDA poisons the context)."""
     if find_cxx() is None:
         pytest.skip("the emulated device needs a C++ compiler")
     async with RingKernelRuntime(device="emulated") as rt:
         yield rt
         await within(rt.shutdown(), WAIT * 2)
+
+
+@pytest.fixture
+def drt(druntime: RingKernelRuntime) -> RingKernelRuntime:
+    """A runtime on the emulated device, and on CUDA (marked gpu) where a GPU is usable."""
+    return druntime
 
 
 async def pipeline(rt: RingKernelRuntime, **options: Any) -> None:
@@ -248,115 +258,163 @@ async def pipeline(rt: RingKernelRuntime, **options: Any) -> None:
 
 
 async def test_three_linked_device_kernels_pass_messages_in_device_memory(
-    ert: RingKernelRuntime,
+    drt: RingKernelRuntime,
 ) -> None:
-    await pipeline(ert)
-    ta, tb = ert.telemetry("a"), ert.telemetry("b")
+    await pipeline(drt)
+    ta, tb = drt.telemetry("a"), drt.telemetry("b")
     assert (ta.extra["device_link_to"], tb.extra["device_link_from"]) == ("b", "a")
     assert tb.extra["device_link_to"] == "c"
     for n in range(300):
-        await within(ert.send("a", job(n, float(n))))
-    got = [await within(ert.receive("c"), WAIT) for _ in range(300)]
+        await within(drt.send("a", job(n, float(n))))
+    got = [await within(drt.receive("c"), WAIT) for _ in range(300)]
     assert [int(m.n) for m in got] == list(range(300))
     assert [float(m.x) for m in got] == [(n + 1.0) * 2.0 - 3.0 for n in range(300)]
     # No reply of a or b reached the host: their outboxes were never read.
-    assert (ert.telemetry("a").sent, ert.telemetry("b").sent) == (0, 0)
-    assert ert.telemetry("c").sent == 300
-    assert [ert.telemetry(k).launches for k in "abc"] == [1, 1, 1]
+    assert (drt.telemetry("a").sent, drt.telemetry("b").sent) == (0, 0)
+    assert drt.telemetry("c").sent == 300
+    assert [drt.telemetry(k).launches for k in "abc"] == [1, 1, 1]
 
 
-async def test_full_device_link_blocks_the_upstream_and_loses_nothing(
-    ert: RingKernelRuntime,
-) -> None:
+async def test_parallel_kernels_take_and_feed_device_links_in_order(drt: RingKernelRuntime) -> None:
     stage("a", "+ 1.0f")
-    stage("b", "* 2.0f", input_queue_size=4)
-    await start(ert, ("a", None), ("b", None))
-    await within(ert.link("a", "b"))
-    await within(ert.deactivate("b"))  # b parks: it takes nothing from the link ring
-    for n in range(12):
-        await within(ert.send("a", job(n, 1.0)))
-    await within(until(lambda: ert.telemetry("a").extra["device_link_depth"] == 4, WAIT), WAIT)
-    await within(until(lambda: ert.telemetry("a").extra["outbox_full_waits"] > 0, WAIT), WAIT)
-    assert ert.telemetry("a").processed == 4  # it waits for room rather than overwriting
-    await within(ert.activate("b"))
-    got = [int((await within(ert.receive("b"), WAIT)).n) for _ in range(12)]
-    assert got == list(range(12))
+    stage("p", "* 2.0f", mode="parallel", block_size=64)  # a block takes batches
+    stage("q", "- 3.0f", mode="parallel", block_size=32, input_queue_size=256)
+    await start(drt, ("a", None), ("p", None), ("q", None))
+    await within(drt.link("a", "p"))
+    await within(drt.link("p", "q"))
+    tp = drt.telemetry("p").extra
+    assert (tp["device_link_from"], tp["device_link_to"]) == ("a", "q")
+    jobs = fixed_layout(Job).to_array([job(n, float(n)) for n in range(2000)])  # type: ignore[union-attr]
+    for at in range(0, 2000, 500):
+        await within(drt.send_many("a", jobs[at : at + 500], timeout=WAIT), WAIT)  # type: ignore[arg-type]
+    got = [await within(drt.receive("q"), WAIT) for _ in range(2000)]
+    # Each batch's replies keep its order, and batches keep theirs: order survives the links.
+    assert [int(m.n) for m in got] == list(range(2000))
+    assert [float(m.x) for m in got] == [(n + 1.0) * 2.0 - 3.0 for n in range(2000)]
+    assert (drt.telemetry("a").sent, drt.telemetry("p").sent) == (0, 0)
+    assert [drt.telemetry(k).launches for k in "apq"] == [1, 1, 1]
+    reply = await within(drt.call("a", job(8, 2.0), timeout=WAIT), WAIT)  # answered by q
+    assert (int(reply.n), float(reply.x)) == (8, 3.0)
 
 
-async def test_unlink_moves_what_the_link_ring_holds_to_the_target(
-    ert: RingKernelRuntime,
+async def test_fan_out_and_a_second_link_into_a_kernel_go_through_the_host(
+    drt: RingKernelRuntime,
 ) -> None:
     stage("a", "+ 1.0f")
     stage("b", "* 2.0f")
-    await start(ert, ("a", None), ("b", None))
-    await within(ert.link("a", "b"))
-    await within(ert.deactivate("b"))
+    stage("c", "- 3.0f")
+    await start(drt, ("a", None), ("b", None), ("c", None))
+    await within(drt.link("a", ["b", "c"]))  # fan-out: relayed by the host
+    assert drt.telemetry("a").extra["device_link_to"] is None
+    await within(drt.send("a", job(1, 1.0)))
+    assert float((await within(drt.receive("b"), WAIT)).x) == 4.0
+    assert float((await within(drt.receive("c"), WAIT)).x) == -1.0
+    await within(drt.unlink("a"))
+    await within(drt.link("a", "c"))
+    await within(drt.link("b", "c"))  # fan-in: one device link into c, the other relayed
+    linked = {k: drt.telemetry(k).extra["device_link_to"] for k in "ab"}
+    assert linked == {"a": "c", "b": None}  # the first link made gets the link ring
+    assert drt.telemetry("c").extra["device_link_from"] == "a"
+    await within(drt.send("a", job(2, 1.0)))
+    await within(drt.send("b", job(3, 1.0)))
+    got = sorted([int((await within(drt.receive("c"), WAIT)).n) for _ in range(2)])
+    assert got == [2, 3]
+
+
+@pytest.mark.parametrize("mode", ["sequential", "parallel"])
+async def test_full_device_link_blocks_the_upstream_and_loses_nothing(
+    drt: RingKernelRuntime, mode: str
+) -> None:
+    stage("a", "+ 1.0f", mode=mode)
+    stage("b", "* 2.0f", mode=mode, input_queue_size=4)
+    await start(drt, ("a", None), ("b", None))
+    await within(drt.link("a", "b"))
+    await within(drt.deactivate("b"))  # b parks: it takes nothing from the link ring
+    for n in range(12):
+        await within(drt.send("a", job(n, 1.0)))
+    await within(until(lambda: drt.telemetry("a").extra["device_link_depth"] == 4, WAIT), WAIT)
+    await within(until(lambda: drt.telemetry("a").extra["outbox_full_waits"] > 0, WAIT), WAIT)
+    assert drt.telemetry("a").processed == 4  # it waits for room rather than overwriting
+    await within(drt.activate("b"))
+    got = [int((await within(drt.receive("b"), WAIT)).n) for _ in range(12)]
+    assert got == list(range(12))
+
+
+@pytest.mark.parametrize("mode", ["sequential", "parallel"])
+async def test_unlink_moves_what_the_link_ring_holds_to_the_target(
+    drt: RingKernelRuntime, mode: str
+) -> None:
+    stage("a", "+ 1.0f", mode=mode)
+    stage("b", "* 2.0f", mode=mode)
+    await start(drt, ("a", None), ("b", None))
+    await within(drt.link("a", "b"))
+    await within(drt.deactivate("b"))
     for n in range(5):
-        await within(ert.send("a", job(n, 1.0)))
-    await within(until(lambda: ert.telemetry("a").extra["device_link_depth"] == 5, WAIT), WAIT)
-    await within(ert.unlink("a"), WAIT)
-    assert ert.telemetry("a").extra["device_link_to"] is None
-    assert ert.telemetry("b").inbox_depth == 5  # in b's inbox now, through the host
-    await within(ert.send("a", job(9, 1.0)))
-    assert int((await within(ert.receive("a"), WAIT)).n) == 9  # a's outbox again
-    await within(ert.activate("b"))
-    got = [await within(ert.receive("b"), WAIT) for _ in range(5)]
+        await within(drt.send("a", job(n, 1.0)))
+    await within(until(lambda: drt.telemetry("a").extra["device_link_depth"] == 5, WAIT), WAIT)
+    await within(drt.unlink("a"), WAIT)
+    assert drt.telemetry("a").extra["device_link_to"] is None
+    assert drt.telemetry("b").inbox_depth == 5  # in b's inbox now, through the host
+    await within(drt.send("a", job(9, 1.0)))
+    assert int((await within(drt.receive("a"), WAIT)).n) == 9  # a's outbox again
+    await within(drt.activate("b"))
+    got = [await within(drt.receive("b"), WAIT) for _ in range(5)]
     assert [(int(m.n), float(m.x)) for m in got] == [(n, 4.0) for n in range(5)]
 
 
 async def test_terminating_the_downstream_turns_the_link_ring_into_dead_letters(
-    ert: RingKernelRuntime,
+    drt: RingKernelRuntime,
 ) -> None:
     stage("a", "+ 1.0f")
     stage("b", "* 2.0f")
-    await start(ert, ("a", None), ("b", None))
-    await within(ert.link("a", "b"))
-    await within(ert.deactivate("b"))
+    await start(drt, ("a", None), ("b", None))
+    await within(drt.link("a", "b"))
+    await within(drt.deactivate("b"))
     for n in range(3):
-        await within(ert.send("a", job(n)))
-    await within(until(lambda: ert.telemetry("a").extra["device_link_depth"] == 3, WAIT), WAIT)
-    await within(ert.terminate("b"), WAIT)
-    letters = ert.dead_letters()
+        await within(drt.send("a", job(n)))
+    await within(until(lambda: drt.telemetry("a").extra["device_link_depth"] == 3, WAIT), WAIT)
+    await within(drt.terminate("b"), WAIT)
+    letters = drt.dead_letters()
     assert [int(d.message.n) for d in letters] == [0, 1, 2]
     assert {(d.kernel_id, d.sender) for d in letters} == {("b", "a")}
     # a writes to its outbox again; the host route makes its replies dead letters too.
-    await within(ert.send("a", job(3)))
-    await within(until(lambda: len(ert.dead_letters()) == 4, WAIT), WAIT)
-    assert ert.telemetry("a").extra["device_link_to"] is None
+    await within(drt.send("a", job(3)))
+    await within(until(lambda: len(drt.dead_letters()) == 4, WAIT), WAIT)
+    assert drt.telemetry("a").extra["device_link_to"] is None
 
 
 async def test_relaunched_upstream_is_linked_in_device_memory_again(
-    ert: RingKernelRuntime,
+    drt: RingKernelRuntime,
 ) -> None:
-    await pipeline(ert)
-    await within(ert.relaunch("a"), WAIT)
-    await within(until(lambda: ert.telemetry("a").extra["device_link_to"] == "b", WAIT), WAIT)
-    await within(ert.send("a", job(1, 1.0)))
-    assert float((await within(ert.receive("c"), WAIT)).x) == 1.0
-    assert ert.telemetry("a").sent == 0
+    await pipeline(drt)
+    await within(drt.relaunch("a"), WAIT)
+    await within(until(lambda: drt.telemetry("a").extra["device_link_to"] == "b", WAIT), WAIT)
+    await within(drt.send("a", job(1, 1.0)))
+    assert float((await within(drt.receive("c"), WAIT)).x) == 1.0
+    assert drt.telemetry("a").sent == 0
 
 
 async def test_links_a_device_link_cannot_serve_go_through_the_host(
-    ert: RingKernelRuntime,
+    drt: RingKernelRuntime,
 ) -> None:
     stage("a", "+ 1.0f")
     stage("r", "* 2.0f", backpressure="reject")  # a link ring only blocks
-    await start(ert, ("a", None), ("r", None))
-    await within(ert.link("a", "r"))
-    assert ert.telemetry("a").extra["device_link_to"] is None
-    await within(ert.send("a", job(2, 1.0)))
-    assert float((await within(ert.receive("r"), WAIT)).x) == 4.0
-    assert ert.telemetry("a").sent == 1  # relayed by the host
+    await start(drt, ("a", None), ("r", None))
+    await within(drt.link("a", "r"))
+    assert drt.telemetry("a").extra["device_link_to"] is None
+    await within(drt.send("a", job(2, 1.0)))
+    assert float((await within(drt.receive("r"), WAIT)).x) == 4.0
+    assert drt.telemetry("a").sent == 1  # relayed by the host
 
 
 async def test_call_to_the_head_of_a_device_pipeline_answers_from_its_tail(
-    ert: RingKernelRuntime,
+    drt: RingKernelRuntime,
 ) -> None:
-    await pipeline(ert)
-    reply = await within(ert.call("a", job(8, 2.0), timeout=WAIT), WAIT)
+    await pipeline(drt)
+    reply = await within(drt.call("a", job(8, 2.0), timeout=WAIT), WAIT)
     assert (int(reply.n), float(reply.x)) == (8, 3.0)
-    await within(ert.send("a", job(9, 1.0)))  # other replies still reach receive
-    assert float((await within(ert.receive("c"), WAIT)).x) == 1.0
+    await within(drt.send("a", job(9, 1.0)))  # other replies still reach receive
+    assert float((await within(drt.receive("c"), WAIT)).x) == 1.0
 
 
 async def test_a_failed_downstream_turns_what_its_link_holds_into_dead_letters(
@@ -381,3 +439,30 @@ async def test_a_failed_downstream_turns_what_its_link_holds_into_dead_letters(
     assert [int(d.message.n) for d in letters] == [3, 4]  # 2 was lost with the fault
     assert {d.reason for d in letters} == {DeadLetterReason.FAILED}
     assert ert.telemetry("a").extra["device_link_to"] is None
+
+
+async def test_a_parallel_batch_that_faults_stays_in_the_link_ring_as_dead_letters(
+    ert: RingKernelRuntime,
+) -> None:
+    stage("a", "+ 1.0f")
+    ring_kernel(
+        kernel_id="pt",
+        input_type=Job,
+        output_type=Job,
+        mode="parallel",
+        block_size=4,
+        cuda="if (msg.n == 2) { __trap(); }\nout = msg;",
+    )
+    await start(ert, ("a", None), ("pt", None))
+    await within(ert.link("a", "pt"))
+    assert ert.telemetry("a").extra["device_link_to"] == "pt"
+    jobs = fixed_layout(Job).to_array([job(n) for n in range(5)])  # type: ignore[union-attr]
+    await within(ert.send_many("a", jobs, timeout=WAIT), WAIT)  # type: ignore[arg-type]
+    await within(until(lambda: ert.state("pt").value == "FAILED", WAIT), WAIT)
+    # The batch in flight was not taken from the ring (its head moves after a batch): it
+    # comes back as dead letters with what followed it, the faulting message included.
+    done = ert.telemetry("pt").processed
+    await within(until(lambda: len(ert.dead_letters()) == 5 - done, WAIT), WAIT)
+    letters = ert.dead_letters()
+    assert [int(d.message.n) for d in letters] == list(range(done, 5))
+    assert {d.reason for d in letters} == {DeadLetterReason.FAILED}
