@@ -1,12 +1,21 @@
-"""A pipeline of three linked emulated device kernels: device links against host relaying.
+"""A pipeline of three linked device kernels: device links against host relaying.
 
-Three sequential emulated device kernels (``x -> 2x + 1`` each) linked ``s1 -> s2 -> s3``;
-the host sends to ``s1`` and receives from ``s3``. *Ours*: ``runtime.link`` serves each
-link with a link ring in device memory (the emulated device's shared link arena), so the
-messages between the stages never reach the host. *Baseline*: the same kernels and links with
-the device link switched off, so each stage's replies are read from its outbox by the host's
-link forwarder and put into the next stage's inbox (the relaying every device link did before
-device links existed). Both in one run, alternating, ROUNDS rounds each, medians.
+Three sequential device kernels (``x -> 2x + 1`` each) linked ``s1 -> s2 -> s3``; the host
+sends to ``s1`` and receives from ``s3``. *Ours*: ``runtime.link`` serves each link with a
+link ring in device memory, so the messages between the stages never reach the host.
+*Baseline*: the same kernels and links with the device link switched off, so each stage's
+replies are read from its outbox by the host's link forwarder and put into the next stage's
+inbox (the relaying every device link did before device links existed). Both in one run,
+alternating, ROUNDS rounds each, medians.
+
+Two variants, each with its own rows:
+
+* the emulated device (the link ring is in its shared link arena), always;
+* CUDA, when a usable GPU exists (the link ring is in GPU global memory). Without one it
+  prints why and adds no row: no GPU figure is ever estimated.
+
+``$PDC_BENCH_DEVICE_PIPELINE`` picks the variants (comma-separated, default
+``emulated,cuda``); ``tools/gpu_check.sh`` runs ``cuda`` only.
 
 * Throughput: MESSAGES messages sent with ``send_many`` in batches of BATCH records (a
   structured array of the input layout) while another task takes them from ``s3`` with
@@ -18,6 +27,8 @@ device links existed). Both in one run, alternating, ROUNDS rounds each, medians
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from time import perf_counter, perf_counter_ns
 from typing import Any
 
@@ -25,6 +36,7 @@ from _device_kernels import Sample, declare
 from _harness import Result, median, no_gc, pct
 
 from pydotcompute import RingKernelRuntime, fixed_layout
+from pydotcompute._cuda import cuda_status
 
 STAGES = ("s1", "s2", "s3")
 MESSAGES = 200_000
@@ -32,10 +44,12 @@ BATCH = 4_096
 WARMUP = 200
 LATENCY = 2_000
 ROUNDS = 3
+VARIANTS = ("emulated", "cuda")
+WHERE = {"emulated": "emulated", "cuda": "CUDA"}
 
 
-async def pipeline(device_links: bool) -> RingKernelRuntime:
-    rt = RingKernelRuntime(device="emulated")
+async def pipeline(device_links: bool, device: str) -> RingKernelRuntime:
+    rt = RingKernelRuntime(device=device)
     declare("s1", queue_size=8192, output_queue_size=65536)
     declare("s2", queue_size=8192, output_queue_size=65536)
     declare("s3", queue_size=8192, output_queue_size=65536)
@@ -81,20 +95,21 @@ async def latency(rt: RingKernelRuntime) -> float:
     return pct(sorted(lat[WARMUP:]), 50) / 1000.0
 
 
-async def measure() -> list[Result]:
+async def measure(device: str) -> list[Result]:
     tput: dict[bool, list[float]] = {True: [], False: []}
     p50: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(ROUNDS):
         for device_links in (True, False):
-            rt = await pipeline(device_links)
+            rt = await pipeline(device_links, device)
             async with rt:
                 tput[device_links].append(await throughput(rt))
                 p50[device_links].append(await latency(rt))
     ours_t, base_t = median(tput[True]), median(tput[False])
     ours_l, base_l = median(p50[True]), median(p50[False])
+    where = WHERE[device]
     return [
         Result(
-            "emulated pipeline of 3 linked device kernels, throughput",
+            f"{where} pipeline of 3 linked device kernels, throughput",
             ours_t,
             base_t,
             "msg/s",
@@ -104,7 +119,7 @@ async def measure() -> list[Result]:
             {"rounds": tput},
         ),
         Result(
-            "emulated pipeline of 3 linked device kernels, end-to-end p50",
+            f"{where} pipeline of 3 linked device kernels, end-to-end p50",
             ours_l,
             base_l,
             "us",
@@ -116,9 +131,34 @@ async def measure() -> list[Result]:
     ]
 
 
+def variants() -> list[str]:
+    """The variants ``$PDC_BENCH_DEVICE_PIPELINE`` asks for (all by default)."""
+    asked = os.environ.get("PDC_BENCH_DEVICE_PIPELINE", ",".join(VARIANTS))
+    names = [n.strip() for n in asked.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(
+            f"PDC_BENCH_DEVICE_PIPELINE={asked!r}: unknown variant(s) {unknown}; "
+            f"use a comma-separated list of {list(VARIANTS)}"
+        )
+    return names
+
+
 def run() -> list[Result]:
-    """Run the benchmark and return its result rows."""
-    return asyncio.run(measure())
+    """Run the benchmark and return its rows (no CUDA row, with the reason, without a GPU)."""
+    rows: list[Result] = []
+    for device in variants():
+        if device == "cuda":
+            status = cuda_status()
+            if not status.usable:
+                print(
+                    f"bench_device_pipeline: the CUDA variant needs a usable CUDA GPU: "
+                    f"{status.reason}",
+                    file=sys.stderr,
+                )
+                continue
+        rows += asyncio.run(measure(device))
+    return rows
 
 
 if __name__ == "__main__":

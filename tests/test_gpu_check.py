@@ -33,7 +33,7 @@ def test_a_dry_run_writes_its_five_small_files(tmp_path: Path) -> None:
         **os.environ,
         "PYTHON": sys.executable,
         "GPU_CHECK_TESTS": "tests/backends/test_device_gpu.py",
-        "GPU_CHECK_BENCH": "device",
+        "GPU_CHECK_BENCH": "device device_pipeline",
         "GPU_CHECK_PROBE": "/nonexistent/probe.py",
     }
     proc = subprocess.run(
@@ -50,7 +50,9 @@ def test_a_dry_run_writes_its_five_small_files(tmp_path: Path) -> None:
     assert result["tests"]["skipped"] == result["tests"]["tests"] >= 3
     assert result["tests"]["failures"] == result["tests"]["errors"] == 0
     assert result["benchmarks"]["exit_code"] == 0
-    assert result["benchmarks"]["record"]["results"] == {"device": []}
+    assert result["benchmarks"]["record"]["results"] == {"device": [], "device_pipeline": []}
+    bench_log = (tmp_path / "out" / "bench.log").read_text()
+    assert "the CUDA variant needs a usable CUDA GPU" in bench_log
     env_log = (tmp_path / "out" / "env.log").read_text()
     assert "CUDA_MODULE_LOADING=" in env_log and "backends:" in env_log
     assert "skipped: no usable GPU" in (tmp_path / "out" / "probe.log").read_text()

@@ -19,10 +19,16 @@
 # The GPU's own floor and the persistent-kernel hazards come from probe.py (CuPy alone), run
 # when a copy is found: $GPU_CHECK_PROBE, else .gpu-shared/probe.py, else ../shared/gpu/probe.py.
 #
+# The gpu-marked tests include the CUDA device links (tests/backends/test_device_links.py:
+# the [cuda] cases, a 3-kernel pipeline among them; test_device_gpu.py: the link ring in GPU
+# memory). The benchmarks include device_pipeline, CUDA variant only
+# (PDC_BENCH_DEVICE_PIPELINE=cuda, unless set): linked against relayed through the host.
+#
 # Without a GPU (a dry run, as CI does) every stage still runs: the environment is printed,
 # the probe is skipped with the reason, the gpu-marked tests skip with theirs and the GPU
 # benchmarks report no rows. GPU_CHECK_TESTS (test paths, default "tests/backends
-# tests/compute") and GPU_CHECK_BENCH (benchmarks, default "device compute") narrow a run.
+# tests/compute") and GPU_CHECK_BENCH (benchmarks, default "device compute device_pipeline")
+# narrow a run.
 #
 # Files written into OUTDIR: env.log, probe.log, tests.log, bench.log, results.json.
 set -uo pipefail
@@ -113,8 +119,9 @@ tests_rc=${PIPESTATUS[0]}
 
 # ---------------------------------------------------------------- GPU benchmarks
 stage "GPU benchmarks" | tee "$out/bench.log"
-read -r -a benches <<<"${GPU_CHECK_BENCH:-device compute}"
-timeout "${GPU_CHECK_BENCH_S:-120}" nice -n 5 "$python" benchmarks/run.py "${benches[@]}" \
+read -r -a benches <<<"${GPU_CHECK_BENCH:-device compute device_pipeline}"
+PDC_BENCH_DEVICE_PIPELINE=${PDC_BENCH_DEVICE_PIPELINE:-cuda} \
+    timeout "${GPU_CHECK_BENCH_S:-120}" nice -n 5 "$python" benchmarks/run.py "${benches[@]}" \
     --json "$scratch/bench.json" 2>&1 | tee -a "$out/bench.log"
 bench_rc=${PIPESTATUS[0]}
 

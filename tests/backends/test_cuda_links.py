@@ -18,12 +18,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pydotcompute import OperationTimeoutError, fixed_layout
+from pydotcompute import BackendUnavailableError, OperationTimeoutError, fixed_layout, ring_kernel
 from pydotcompute.backends.device import _cuda_launch, _links
+from pydotcompute.backends.device._codegen import generate
+from pydotcompute.backends.device._compile import build_cuda
 from pydotcompute.backends.device._cuda_launch import CudaLauncher
 from pydotcompute.backends.device._links import DeviceLink
 from pydotcompute.backends.device._memory import CONTROL_BYTES, LINK_HEADER_BYTES, LINK_WORD, WORD
 from pydotcompute.backends.device._native import PythonEndpoint
+from pydotcompute.backends.device._nvrtc import Nvrtc, load_nvrtc
 from pydotcompute.backends.device._records import RecordCodec
 from pydotcompute.telemetry import KernelMetrics
 from tests.backends import fake_cupy
@@ -224,3 +227,34 @@ def test_a_kernel_on_a_gpu_uses_its_gpus_arena(gpu: FakeGpu) -> None:
     assert _links.arena_of(stub) is _cuda_launch.cuda_link_arena(0)
     stub.device = "emulated"
     assert _links.arena_of(stub) is _links.link_arena()
+
+
+# ---------------------------------------------------------------- the generated link code
+
+
+@pytest.fixture(params=[12, 13], ids=["nvrtc12", "nvrtc13"])
+def nvrtc(request: pytest.FixtureRequest) -> Nvrtc:
+    """Each CUDA toolchain's NVRTC: the link code must compile with both."""
+    try:
+        return load_nvrtc(request.param)
+    except BackendUnavailableError as exc:
+        pytest.skip(f"NVRTC {request.param} is not installed: {exc}")
+
+
+@pytest.mark.parametrize("mode", ["sequential", "parallel"])
+def test_link_code_compiles_for_sm90_with_device_scope_link_words(mode: str, nvrtc: Nvrtc) -> None:
+    kid = f"linked-{mode}"
+    spec = ring_kernel(
+        kernel_id=kid, input_type=Job, output_type=Job, mode=mode,
+        cuda="out = msg;\nout.x = msg.x + 1.0f;",
+        **({"block_size": 128} if mode == "parallel" else {}),
+    )  # fmt: skip
+    text = generate(kid, spec.device).text
+    # Link ring words: device scope (both loops on one GPU); control words: system scope.
+    assert 'asm volatile("ld.acquire.gpu.u64' in text and 'asm volatile("st.release.gpu.u64' in text
+    assert 'asm volatile("ld.acquire.sys.u64' in text
+    assert "pdc_load_acquire(&links" not in text and "pdc_store_release(&links" not in text
+    assert "pdc_switch_links(ctl, c, links);" in text  # both loops switch links
+    assert "pdc_link_publish(links.out, links.out_tail);" in text
+    build = build_cuda(generate(kid, spec.device), spec.device, "90", nvrtc)
+    assert build.path.read_bytes()[:4] == b"\x7fELF" and build.compiler == nvrtc.name

@@ -125,6 +125,34 @@ async def test_a_register_heavy_parallel_block_of_1024_launches_and_replies() ->
         assert rt.telemetry("heavy").extra["threads"] == 1024
 
 
+async def test_a_device_link_ring_is_gpu_global_memory_and_no_reply_crosses_to_the_host() -> None:
+    import cupy
+
+    ring_kernel(kernel_id="up", input_type=Job, output_type=Job, cuda="out = msg;")
+    ring_kernel(
+        kernel_id="down", input_type=Job, output_type=Job, mode="parallel", block_size=64,
+        cuda="out = msg;\nout.x = msg.x + 1.0f;",
+    )  # fmt: skip
+    async with RingKernelRuntime(device="cuda") as rt:
+        for kid in ("up", "down"):
+            await within(rt.launch(kid), 60)
+            await within(rt.activate(kid))
+        await within(rt.link("up", "down"), 30)
+        link = rt._kernels["up"].link_out  # type: ignore[attr-defined]
+        assert link is not None and link.down.kernel_id == "down"
+        where = cupy.cuda.runtime.pointerGetAttributes(link.offset)
+        assert where.type == cupy.cuda.runtime.memoryTypeDevice  # not pinned host memory
+        for n in range(1000):
+            await within(rt.send("up", Job(n=n, x=float(n), spin=0)))
+        got = [await within(rt.receive("down", timeout=30), 40) for _ in range(1000)]
+        assert [(int(m.n), float(m.x)) for m in got] == [(n, n + 1.0) for n in range(1000)]
+        up = rt.telemetry("up")
+        assert (up.sent, up.outbox_depth, up.extra["device_link_to"]) == (0, 0, "down")
+        assert [rt.telemetry(k).launches for k in ("up", "down")] == [1, 1]
+        await within(rt.unlink("up"), 30)  # the ring is read back (empty) and pooled
+        assert rt.telemetry("up").extra["device_link_to"] is None
+
+
 CHILD = textwrap.dedent(
     """
     import asyncio, sys
