@@ -297,6 +297,27 @@ async def test_parallel_kernels_take_and_feed_device_links_in_order(drt: RingKer
     assert (int(reply.n), float(reply.x)) == (8, 3.0)
 
 
+async def test_state_of_a_kernel_fed_by_a_device_link_reads_and_writes_as_usual(
+    drt: RingKernelRuntime,
+) -> None:
+    stage("a", "+ 1.0f")
+    declare("worker")  # Job -> Done, with a Tally state
+    await start(drt, ("a", None), ("worker", None))
+    await within(drt.link("a", "worker"))
+    assert drt.telemetry("worker").extra["device_link_from"] == "a"
+    for n in range(5):
+        await within(drt.send("a", job(n, 1.0)))
+    assert [int((await within(drt.receive("worker"), WAIT)).n) for _ in range(5)] == [*range(5)]
+    record = await within(drt.read_state("worker"), WAIT)  # parks and resumes the loop
+    assert (int(record["count"]), float(record["total"])) == (5, 10.0)
+    await within(drt.deactivate("worker"))
+    await within(drt.write_state("worker", Tally(count=100, total=0.0)), WAIT)
+    await within(drt.activate("worker"))
+    await within(drt.send("a", job(5, 1.0)))  # still through the link ring
+    assert int((await within(drt.receive("worker"), WAIT)).seen) == 101
+    assert drt.telemetry("a").sent == 0
+
+
 async def test_fan_out_and_a_second_link_into_a_kernel_go_through_the_host(
     drt: RingKernelRuntime,
 ) -> None:
