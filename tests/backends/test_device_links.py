@@ -487,3 +487,26 @@ async def test_a_parallel_batch_that_faults_stays_in_the_link_ring_as_dead_lette
     letters = ert.dead_letters()
     assert [int(d.message.n) for d in letters] == list(range(done, 5))
     assert {d.reason for d in letters} == {DeadLetterReason.FAILED}
+
+
+async def test_no_room_for_a_link_ring_leaves_the_link_to_the_host_and_says_so(
+    ert: RingKernelRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydotcompute.backends.device import _links
+
+    def full(self: Any, size: int) -> int:
+        raise MemoryError(f"the device link arena has no room for a {size:,}-byte link ring")
+
+    stage("a", "+ 1.0f")
+    stage("b", "* 2.0f")
+    await start(ert, ("a", None), ("b", None))
+    monkeypatch.setattr(_links.LinkArena, "allocate", full)
+    await within(ert.link("a", "b"))
+    assert ert.telemetry("a").extra["device_link_to"] is None
+    events = [e for _, e in ert.telemetry("a").events]
+    assert any(
+        "device link to 'b' goes through the host: the device link arena" in e for e in events
+    )
+    await within(ert.send("a", job(1, 1.0)))
+    assert float((await within(ert.receive("b"), WAIT)).x) == 4.0
+    assert ert.telemetry("a").sent == 1  # relayed by the host

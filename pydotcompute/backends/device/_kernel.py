@@ -583,7 +583,14 @@ class DeviceKernel(KernelBase):
             if self.link_out is not None:
                 await self._close_link(self.link_out)
             if want is not None and self._linkable() and want._linkable() and want.link_in is None:
-                link = DeviceLink(self, want)
+                try:
+                    link = DeviceLink(self, want)
+                except MemoryError as exc:
+                    # The link stays served by the host's route (the forwarder relays it).
+                    what = f"device link to {want.kernel_id!r} goes through the host: {exc}"
+                    log.warning("ring kernel %r: %s", self.kernel_id, what)
+                    self.metrics.event(what)
+                    return
                 self.link_out = want.link_in = link
                 link.open()
                 self.metrics.event(f"device link to {want.kernel_id!r} opened")
