@@ -150,6 +150,7 @@ def _install(
     )
     from_bytes.__qualname__ = f"{cls.__qualname__}.from_bytes"
     cls.from_bytes = staticmethod(from_bytes)  # type: ignore[attr-defined]
+    info.from_bytes_msgpack = ns.get("from_bytes_msgpack", from_bytes)
 
 
 def _native(adapter: Adapter) -> Any:
@@ -439,8 +440,8 @@ def _typed_decoder(fields: tuple[Any, ...], info: MessageInfo) -> Any:
             items.append(_native(info.adapters[f.name]))
     try:
         return msgspec.msgpack.Decoder(tuple[tuple(items)]).decode  # type: ignore[misc]
-    except (TypeError, ValueError):  # a tag msgspec cannot match (an int beyond 64 bits)
-        return None
+    except (TypeError, ValueError, NotImplementedError):  # a tag msgspec cannot match
+        return None  # (an int tag beyond int64): the general path serves
 
 
 def _after_decode(

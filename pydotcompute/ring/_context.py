@@ -246,8 +246,10 @@ class KernelContext(Generic[InT, OutT]):
         last = self._last
         if last is not None and msg is not last:
             d = getattr(msg, "__dict__", None)
-            if d is not None and d.get("correlation_id") is None and (
-                "correlation_id" in d or hasattr(type(msg), "__pdc_message__")
+            if (
+                d is not None
+                and d.get("correlation_id") is None
+                and ("correlation_id" in d or hasattr(type(msg), "__pdc_message__"))
             ):  # a message's constructor leaves a correlation id of None unstored
                 d["correlation_id"] = last  # resolved to last.message_id when read
         route = self._kernel.route
@@ -322,8 +324,10 @@ class KernelContext(Generic[InT, OutT]):
         last = self._last
         if last is not None and msg is not last:
             d = getattr(msg, "__dict__", None)
-            if d is not None and d.get("correlation_id") is None and (
-                "correlation_id" in d or hasattr(type(msg), "__pdc_message__")
+            if (
+                d is not None
+                and d.get("correlation_id") is None
+                and ("correlation_id" in d or hasattr(type(msg), "__pdc_message__"))
             ):
                 d["correlation_id"] = last
 
