@@ -159,9 +159,9 @@ class KernelContext(Generic[InT, OutT]):
                 entry = await self._wait_entry(timeout)
             if self._stopping:
                 self._drained()
-        self._pending = entry[1] or -1  # -1: in hand, not timed
+        _, ts, msg = entry
+        self._pending = ts or -1  # -1: in hand, not timed
         self._pending_n = 1
-        msg = entry[2]
         self._last = msg
         return msg
 
