@@ -476,9 +476,9 @@ class RingKernelRuntime(RoutingVerbs):
             self._on_loop()
         if timeout is not None:
             timeout = check_timeout(timeout, "send")
-        try:
-            k = self._kernels.get(kernel_id)
-        except TypeError:  # unhashable: refused below with the reason
+        try:  # a subscript (the KeyError is rare) is cheaper than dict.get's call
+            k = self._kernels[kernel_id]
+        except (KeyError, TypeError):  # unknown, or unhashable: refused below with the reason
             k = None
         if k is None or not k.accepting:
             raise self._refused(kernel_id, k, "send")
@@ -488,7 +488,10 @@ class RingKernelRuntime(RoutingVerbs):
         ib = k.inbox
         if type(ib) is Inbox and ib._size < ib.capacity:
             # A host inbox's put_nowait, common case inlined: more of a priority already queued.
-            p = getattr(msg, "priority", DEFAULT_PRIORITY)
+            try:  # an attribute read, specialized by the interpreter, beats getattr's call
+                p = msg.priority
+            except AttributeError:
+                p = DEFAULT_PRIORITY
             bucket: deque[Entry] | None
             if p is DEFAULT_PRIORITY:
                 bucket = ib._default
@@ -597,8 +600,8 @@ class RingKernelRuntime(RoutingVerbs):
         if timeout is not None:
             timeout = check_timeout(timeout, "receive")
         try:
-            k = self._kernels.get(kernel_id)
-        except TypeError:  # unhashable: refused below with the reason
+            k = self._kernels[kernel_id]
+        except (KeyError, TypeError):  # unknown, or unhashable: refused below with the reason
             k = None
         if k is None:
             raise self._missing(kernel_id, "receive")
