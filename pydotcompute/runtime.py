@@ -712,8 +712,8 @@ class RingKernelRuntime(RoutingVerbs):
         if timeout is not None:
             timeout = check_timeout(timeout, "call")
         try:
-            k = self._kernels.get(kernel_id)
-        except TypeError:  # unhashable: refused below with the reason
+            k = self._kernels[kernel_id]
+        except (KeyError, TypeError):  # unknown, or unhashable: refused below with the reason
             k = None
         if k is None:
             raise self._missing(kernel_id, "call")
