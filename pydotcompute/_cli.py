@@ -242,7 +242,9 @@ def info(out: Callable[[str], Any] = print) -> int:
     """Print versions and which backends are usable on this machine."""
     out(f"pydotcompute {__version__}")
     out(f"python {platform.python_version()} ({platform.system()} {platform.machine()})")
-    packages = [(dist, _version_of(dist) or "not found") for dist in ("numpy", "msgpack")]
+    packages = [
+        (dist, _version_of(dist) or "not found") for dist in ("numpy", "msgpack", "msgspec")
+    ]
     for dist, extra in OPTIONAL_PACKAGES:
         version = _version_of(dist)
         if dist == "cupy":

@@ -476,9 +476,9 @@ class RingKernelRuntime(RoutingVerbs):
             self._on_loop()
         if timeout is not None:
             timeout = check_timeout(timeout, "send")
-        try:
-            k = self._kernels.get(kernel_id)
-        except TypeError:  # unhashable: refused below with the reason
+        try:  # a subscript (the KeyError is rare) is cheaper than dict.get's call
+            k = self._kernels[kernel_id]
+        except (KeyError, TypeError):  # unknown, or unhashable: refused below with the reason
             k = None
         if k is None or not k.accepting:
             raise self._refused(kernel_id, k, "send")
@@ -488,7 +488,10 @@ class RingKernelRuntime(RoutingVerbs):
         ib = k.inbox
         if type(ib) is Inbox and ib._size < ib.capacity:
             # A host inbox's put_nowait, common case inlined: more of a priority already queued.
-            p = getattr(msg, "priority", DEFAULT_PRIORITY)
+            try:  # an attribute read, specialized by the interpreter, beats getattr's call
+                p = msg.priority
+            except AttributeError:
+                p = DEFAULT_PRIORITY
             bucket: deque[Entry] | None
             if p is DEFAULT_PRIORITY:
                 bucket = ib._default
@@ -597,8 +600,8 @@ class RingKernelRuntime(RoutingVerbs):
         if timeout is not None:
             timeout = check_timeout(timeout, "receive")
         try:
-            k = self._kernels.get(kernel_id)
-        except TypeError:  # unhashable: refused below with the reason
+            k = self._kernels[kernel_id]
+        except (KeyError, TypeError):  # unknown, or unhashable: refused below with the reason
             k = None
         if k is None:
             raise self._missing(kernel_id, "receive")
@@ -709,12 +712,17 @@ class RingKernelRuntime(RoutingVerbs):
         if timeout is not None:
             timeout = check_timeout(timeout, "call")
         try:
-            k = self._kernels.get(kernel_id)
-        except TypeError:  # unhashable: refused below with the reason
+            k = self._kernels[kernel_id]
+        except (KeyError, TypeError):  # unknown, or unhashable: refused below with the reason
             k = None
         if k is None:
             raise self._missing(kernel_id, "call")
-        if not hasattr(type(msg), "message_id") and not hasattr(msg, "message_id"):
+        tm = type(msg)
+        if (
+            getattr(tm, "__pdc_message__", None) is None  # any @message has a message_id
+            and not hasattr(tm, "message_id")
+            and not hasattr(msg, "message_id")
+        ):
             raise MessageTypeError(
                 f"call() needs a @message instance (with a message_id), got "
                 f"{_a(type(msg).__name__)}; use send() and receive() for other objects"
@@ -722,17 +730,19 @@ class RingKernelRuntime(RoutingVerbs):
         if not k.accepting:
             raise self._refused(kernel_id, k, "call")
         t = k.input_type
-        if t is not None and type(msg) is not t and not isinstance(msg, t):
+        if t is not None and tm is not t and not isinstance(msg, t):
             raise self._wrong_type(k, msg)
         if k.route is not None:
             return await self._call_linked(kernel_id, msg, timeout)
         ob = k.outbox
         key = ob.expect_reply_to(msg)
+        loop = k._loop
+        deadline = None
         try:
-            loop = k._loop
-            deadline = None if timeout is None else loop.time() + timeout
             queued = k.inbox.put_nowait(msg)
             if queued is None:  # full, under block: a full inbox counts against the timeout
+                if timeout is not None:
+                    deadline = loop.time() + timeout
                 self._flush()
                 queued = await k.inbox.put_wait(msg, timeout)
             if not queued:
@@ -744,12 +754,20 @@ class RingKernelRuntime(RoutingVerbs):
             s = self._sched
             if s is not None and s.runnable and not s.flushing:
                 s.flush()  # an idle host kernel replies here: no suspension
-            reply = ob.arrived(key)
-            if reply is not EMPTY:
-                return reply
+        except BaseException:
+            ob.forget(key)
+            raise
+        expect = ob._expect
+        slot = expect.get(key)
+        if type(slot) is tuple:  # the reply came already (ob.arrived, inlined)
+            del expect[key]
+            return slot[0]
+        try:
             fut = ob.reply_future(key)
-            if timeout is None or deadline is None:
+            if timeout is None:
                 return await fut
+            if deadline is None:
+                deadline = loop.time() + timeout
             # One timer handle, cancelled on success (no asyncio.timeout per call).
             handle = loop.call_at(deadline, expire, fut, self._no_reply(k, msg, timeout))
             try:

@@ -50,7 +50,9 @@ def test_demo_shows_a_device_ring_kernel_launched_once() -> None:
 def test_info_reports_versions_and_backends(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("pydotcompute ") and "numpy" in out and "msgpack" in out
+    assert (
+        out.startswith("pydotcompute ") and "numpy" in out and "msgpack" in out and "msgspec" in out
+    )
     assert "\n  host                  usable (asyncio ring kernels)\n" in out
     assert re.search(
         r"  cupy                  "

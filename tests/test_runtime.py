@@ -174,6 +174,32 @@ async def test_call_returns_the_correlated_reply(runtime: RingKernelRuntime) -> 
     assert (await within(runtime.receive("d"))).value == 200  # still receivable
 
 
+async def test_send_and_send_to_correlate_fresh_messages_but_not_other_objects(
+    runtime: RingKernelRuntime,
+) -> None:
+    class Plain:  # not a message: send never writes a correlation id into it
+        pass
+
+    async def relay(ctx: KernelContext[Num, Any]) -> None:
+        while not ctx.should_terminate:
+            m = await ctx.receive()
+            await ctx.send(Plain() if m.value < 0 else Out(value=m.value))
+            await ctx.send_to("sink", Num(value=m.value))
+
+    await runtime.launch("sink", func=echo)
+    await runtime.launch("r", func=relay)
+    for kid in ("sink", "r"):
+        await runtime.activate(kid)
+    req, neg = Num(value=1), Num(value=-1)
+    await runtime.send("r", req)
+    await runtime.send("r", neg)
+    out = await within(runtime.receive("r"))
+    assert out.correlation_id == req.message_id
+    assert not hasattr(await within(runtime.receive("r")), "correlation_id")
+    forwarded = [await within(runtime.receive("sink")) for _ in range(2)]
+    assert [m.correlation_id for m in forwarded] == [req.message_id, neg.message_id]
+
+
 async def test_call_works_with_reply_helper_and_times_out(runtime: RingKernelRuntime) -> None:
     async def replier(ctx: KernelContext[Num, Any]) -> None:
         while not ctx.should_terminate:

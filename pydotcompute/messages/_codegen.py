@@ -150,6 +150,7 @@ def _install(
     )
     from_bytes.__qualname__ = f"{cls.__qualname__}.from_bytes"
     cls.from_bytes = staticmethod(from_bytes)  # type: ignore[attr-defined]
+    info.from_bytes_msgpack = ns.get("from_bytes_msgpack", from_bytes)
 
 
 def _native(adapter: Adapter) -> Any:
@@ -196,8 +197,9 @@ def _encoders(fields: tuple[Any, ...], info: MessageInfo, generated_init: bool) 
         else:
             items.append(f"_pdc_e{i}({value})")
     # Ids already held as raw bytes (decoded, or packed before) are written as they are.
-    # A key may be missing (an automatic id not generated yet, a class's own __init__); the
-    # subscripts, with the rare KeyError handled, are cheaper than dict.get on the hot path.
+    # A key may be missing: an automatic id not generated yet (once per message, the rare
+    # KeyError handled: a subscript is cheaper than dict.get), or a correlation id left at
+    # its default None by the constructor (usual, so tested with ``in``).
     ids = [
         "    d = self.__dict__",
         "    try:",
@@ -206,12 +208,12 @@ def _encoders(fields: tuple[Any, ...], info: MessageInfo, generated_init: bool) 
         "            mid = _pdc_idb(d)",
         "    except KeyError:",
         "        mid = _pdc_idb(d)",
-        "    try:",
+        "    if 'correlation_id' in d:",
         "        cid = d['correlation_id']",
         "        if cid is not None and _pdc_type(cid) is not _pdc_bytes:",
         "            cid = _pdc_cb(d)",
-        "    except KeyError:",
-        "        cid = _pdc_cb(d)",
+        "    else:",
+        "        cid = None",
     ]
     listed = ", ".join(items)
     encode_list = ["def encode_list(self):", *ids, f"    return [{listed}]"]
@@ -367,8 +369,10 @@ def _decoder(
             f"            o = {general}",
         ]
     # from_bytes repeats the decode body inline: one call less on the hot path.
+    typed = _typed_decoder(fields, info) if plain else None
+    name = "from_bytes_msgpack" if typed is not None else "from_bytes"
     from_bytes = [
-        "def from_bytes(data, *, copy=False):",
+        f"def {name}(data, *, copy=False):",
         "    try:",
         *unpacking,
         "    except _pdc_MDE:",
@@ -381,9 +385,63 @@ def _decoder(
         "        raise _pdc_wrap_unpack(_pdc_NAME, e) from None",
     ]
     parts = [["def decode_list(o):", *decode_body], decode_message, from_bytes]
+    if typed is not None:
+        # msgspec checks every item's type (and the tag, the ids' length, the priority's
+        # range) in C while decoding; bytes it refuses take the general path, which
+        # accepts what needs coercing and words the error of what it refuses.
+        src.ns["_pdc_typed"] = typed
+        build = ["    s = _pdc_new(_pdc_CLS)", *set_dict]
+        if after:
+            build.append("    _pdc_after(s)")
+        build.append("    return s")
+        fast = [
+            "def from_bytes(data, *, copy=False):",
+            "    try:",
+            f"        _, {unpack}{',' if n == 1 else ''} = _pdc_typed(data)",
+            "    except Exception:",
+            "        return from_bytes_msgpack(data, copy=copy)",
+        ]
+        if after:
+            fast += ["    try:", *("    " + line for line in build),
+                     "    except _pdc_Invalid as e:",
+                     "        raise _pdc_wrap_unpack(_pdc_NAME, e) from None"]  # fmt: skip
+        else:
+            fast += build
+        parts.append(fast)
     if after:
         parts.insert(0, after)
     return [line for p in parts for line in [*p, ""]]
+
+
+def _typed_decoder(fields: tuple[Any, ...], info: MessageInfo) -> Any:
+    """msgspec's decoder of the compact list of a message of plain fields, or ``None``.
+
+    It takes exactly what the general path takes without coercing anything: the tag, each
+    field's own msgpack type (an int for a ``float`` field too, made a float as the
+    constructor does), 16 bytes for an id, 0..255 for the priority. ``None`` when msgspec is
+    not installed (the core runs with numpy and msgpack only).
+    """
+    try:
+        import msgspec
+    except ImportError:
+        return None
+    from typing import Annotated, Literal, Optional
+
+    raw_id = Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
+    items: list[Any] = [Literal[info.tag]]
+    for f in fields:
+        if f.name == "message_id":
+            items.append(raw_id)
+        elif f.name == "correlation_id":
+            items.append(Optional[raw_id])  # noqa: UP045 - a runtime type expression
+        elif f.name == "priority":
+            items.append(Annotated[int, msgspec.Meta(ge=0, le=255)])
+        else:
+            items.append(_native(info.adapters[f.name]))
+    try:
+        return msgspec.msgpack.Decoder(tuple[tuple(items)]).decode  # type: ignore[misc]
+    except (TypeError, ValueError, NotImplementedError):  # a tag msgspec cannot match
+        return None  # (an int tag beyond int64): the general path serves
 
 
 def _after_decode(

@@ -163,26 +163,31 @@ def constructor(
             else f"    _pdc_self.{f.name} = {value}"
         )
     body += stores
-    body.append("    _pdc_d = _pdc_self.__dict__")
+    # The ids at their defaults are not stored: their descriptors read an absent key as
+    # "generate when read" (message_id) and None (correlation_id). Not touching __dict__
+    # leaves the instance's attribute values inline, where no dict is made for them.
     names = {f.name for f in fields}
     if "message_id" in names:
         first = f"message_id is {defaults['message_id']} or " if "message_id" in defaults else ""
         body += [
-            # An automatic id is not stored at all: its descriptor generates it when read.
             f"    if {first}message_id is _pdc_AUTO or _pdc_type(message_id) is _pdc_MIF:",
             "        pass",
             "    else:",
-            "        _pdc_d['message_id'] = _pdc_cuuid(_pdc_self, 'message_id', message_id)",
+            "        _pdc_self.__dict__['message_id'] = "
+            "_pdc_cuuid(_pdc_self, 'message_id', message_id)",
         ]
     if "correlation_id" in names:
         body += [
-            "    _pdc_d['correlation_id'] = (None if correlation_id is None else",
-            "        _pdc_cuuid(_pdc_self, 'correlation_id', correlation_id))",
+            "    if correlation_id is not None:",
+            "        _pdc_self.__dict__['correlation_id'] = "
+            "_pdc_cuuid(_pdc_self, 'correlation_id', correlation_id)",
         ]
     if user_post is not None:
         initvars = [p.name for p in params if p.name not in names]
         body.append(f"    _pdc_user(_pdc_self{''.join(', ' + n for n in initvars)})")
-    body += late_block(late, fields, checks, _mve_init)
+    if late:
+        body.append("    _pdc_d = _pdc_self.__dict__")
+        body += late_block(late, fields, checks, _mve_init)
     return [f"def __init__(_pdc_self, {', '.join(sig)}):", *body]
 
 

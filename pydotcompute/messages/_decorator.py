@@ -44,6 +44,8 @@ class MessageInfo:
         self._layout: FixedLayout | bool | None = False
         self.encode_list: Any = None
         self.decode_list: Any = None
+        #: ``from_bytes`` on msgpack alone (the fallback of msgspec's typed decoding).
+        self.from_bytes_msgpack: Any = None
 
     @property
     def layout(self) -> FixedLayout | None:

@@ -166,7 +166,7 @@ def id_bytes(d: dict[str, Any]) -> bytes:
     if type(v) is bytes:
         return v
     if v is None:
-        raw = new_id_bytes()
+        raw = ((_getrandbits(128) & _VERSION_MASK) | _VERSION_BITS).to_bytes(16)  # new_id_bytes
         d["message_id"] = raw
         return raw
     raw = v.bytes

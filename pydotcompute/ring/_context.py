@@ -159,9 +159,9 @@ class KernelContext(Generic[InT, OutT]):
                 entry = await self._wait_entry(timeout)
             if self._stopping:
                 self._drained()
-        self._pending = entry[1] or -1  # -1: in hand, not timed
+        _, ts, msg = entry
+        self._pending = ts or -1  # -1: in hand, not timed
         self._pending_n = 1
-        msg = entry[2]
         self._last = msg
         return msg
 
@@ -246,7 +246,11 @@ class KernelContext(Generic[InT, OutT]):
         last = self._last
         if last is not None and msg is not last:
             d = getattr(msg, "__dict__", None)
-            if d is not None and d.get("correlation_id", 0) is None:
+            if (
+                d is not None
+                and d.get("correlation_id") is None
+                and ("correlation_id" in d or hasattr(type(msg), "__pdc_message__"))
+            ):  # a message's constructor leaves a correlation id of None unstored
                 d["correlation_id"] = last  # resolved to last.message_id when read
         route = self._kernel.route
         if route is not None:  # linked: straight into the targets' inboxes
@@ -320,7 +324,11 @@ class KernelContext(Generic[InT, OutT]):
         last = self._last
         if last is not None and msg is not last:
             d = getattr(msg, "__dict__", None)
-            if d is not None and "correlation_id" in d and d["correlation_id"] is None:
+            if (
+                d is not None
+                and d.get("correlation_id") is None
+                and ("correlation_id" in d or hasattr(type(msg), "__pdc_message__"))
+            ):
                 d["correlation_id"] = last
 
     async def wait_active(self, *, timeout: float | None = None) -> None:

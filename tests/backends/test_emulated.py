@@ -363,15 +363,25 @@ async def test_a_launch_that_does_not_return_is_a_clear_error_and_the_loop_runs_
         await within(until(lambda: children() == kids), 10)
 
 
-def test_the_host_endpoint_native_and_python_fallback_agree() -> None:
+@pytest.mark.parametrize("flavour", ["extension", "ctypes"])
+def test_the_host_endpoint_native_and_python_fallback_agree(flavour: str) -> None:
     # The Python fallback serves CUDA machines without a C++ compiler: same stores, no spin.
+    # The native code is a CPython extension where this Python's headers are installed, and
+    # the same C code through ctypes where they are not: both must behave alike.
+    from pydotcompute.backends.device import _native
     from pydotcompute.backends.device._memory import CONTROL_BYTES, WORD
-    from pydotcompute.backends.device._native import PythonEndpoint, endpoint
 
+    if flavour == "extension":
+        if _native._python_headers() is None:
+            pytest.skip("this Python's headers (Python.h) are not installed")
+        lib = ("extension", _native._extension())
+    else:
+        lib = _native._ctypes_library()
     memory = np.zeros(CONTROL_BYTES // 8, np.uint64)
     ctl = memoryview(memory).cast("B").cast("Q")
-    native = endpoint(memory.ctypes.data, ctl, spin=2_000_000, require=True)
-    fallback = PythonEndpoint(ctl)
+    native = _native.NativeEndpoint(lib, memory.ctypes.data, ctl, 2_000_000)
+    assert native.kind == flavour
+    fallback = _native.PythonEndpoint(ctl)
     native.publish(WORD["doorbell"], 4 << 2 | 1)
     assert int(memory[WORD["doorbell"]]) == 17
     fallback.publish(WORD["host_wait"], 3)
@@ -380,3 +390,35 @@ def test_the_host_endpoint_native_and_python_fallback_agree() -> None:
     assert native.spin(WORD["out_tail"], 4) == 5  # already changed: returns at once
     assert native.spin(WORD["out_tail"], 5) == 5  # unchanged: returns after its 2 ms window
     assert fallback.spin(WORD["out_tail"], 5) == 5 and fallback.spin_ns == 0
+    # A sleeping device (sleeping 1: waiting for the doorbell) is woken by a publish.
+    seq = int(memory[WORD["wake_seq"]])
+    memory[WORD["sleeping"]] = 1
+    native.publish(WORD["doorbell"], 5 << 2 | 1)
+    assert int(memory[WORD["wake_seq"]]) == seq + 1
+
+
+def test_the_extension_endpoint_refuses_words_outside_the_control_block() -> None:
+    from pydotcompute.backends.device import _native
+    from pydotcompute.backends.device._memory import CONTROL_BYTES
+
+    if _native._python_headers() is None:
+        pytest.skip("this Python's headers (Python.h) are not installed")
+    memory = np.zeros(CONTROL_BYTES // 8, np.uint64)
+    ep = _native._extension().Endpoint(memory.ctypes.data, 0, memory)
+    with pytest.raises(IndexError, match="out of range"):
+        ep.publish(CONTROL_BYTES // 8, 1)
+    with pytest.raises(IndexError, match="out of range"):
+        ep.spin(CONTROL_BYTES // 8, 0)
+    with pytest.raises(OverflowError):
+        ep.publish(-1, 1)
+    with pytest.raises(ValueError, match="aligned"):
+        _native._extension().Endpoint(memory.ctypes.data + 1, 0, memory)
+    assert not memory.any()  # nothing was written by the refused calls
+
+
+def test_info_says_how_the_host_endpoint_runs() -> None:
+    from pydotcompute.backends.device import probe_emulated
+    from pydotcompute.backends.device._native import endpoint_kind
+
+    name, usable, detail = probe_emulated()
+    assert name == "emulated" and usable and f"host endpoint: {endpoint_kind()}" in detail

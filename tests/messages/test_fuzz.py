@@ -568,3 +568,86 @@ def test_arrays_inside_any_values_are_read_only_unless_copied() -> None:
     m = Open(anything={"a": np.arange(3)}, either=1, items=set(), table={})
     assert not Open.from_bytes(m.to_bytes()).anything["a"].flags.writeable
     assert Open.from_bytes(m.to_bytes(), copy=True).anything["a"].flags.writeable
+
+
+# ------------------------------------------------------------------ msgspec's typed decoding
+
+
+@message
+class Scalars:
+    symbol: str
+    price: float
+    size: int
+    buy: bool
+    raw: bytes
+
+
+PLAIN = [Leaf(x=1.5, name="leaf"), Checked(low=1, high=2), Scalars("s", 1.0, -3, True, b"r")]
+
+
+def same_outcome_on_both_paths(m: Any, data: bytes) -> None:
+    info = type(m).__pdc_message__
+    assert info.from_bytes_msgpack is not type(m).from_bytes  # msgspec decodes first
+    for copy in (False, True):
+        assert outcome(type(m).from_bytes, data, copy) == outcome(
+            info.from_bytes_msgpack, data, copy
+        )
+
+
+@FUZZ
+@given(which=st.integers(0, 2), data=st.data(), value=hostile | big_ints | scalars)
+def test_fuzz_plain_messages_decode_alike_through_msgspec_and_msgpack_alone(
+    which: int, data: st.DataObject, value: Any
+) -> None:
+    m = PLAIN[which]
+    tree = parse(m.to_bytes())
+    path = data.draw(st.sampled_from(paths(tree)))
+    same_outcome_on_both_paths(m, msgpack.packb(build(replace(tree, path, value))))
+
+
+@FUZZ
+@given(
+    which=st.integers(0, 2),
+    cut=st.integers(0, 200),
+    flips=st.lists(st.tuples(st.integers(0, 200), st.integers(1, 255)), max_size=3),
+)
+def test_fuzz_plain_messages_truncated_or_flipped_decode_alike_on_both_paths(
+    which: int, cut: int, flips: list[tuple[int, int]]
+) -> None:
+    m = PLAIN[which]
+    data = bytearray(m.to_bytes())
+    for pos, bits in flips:
+        data[pos % len(data)] ^= bits
+    same_outcome_on_both_paths(m, bytes(data[: max(1, cut % (len(data) + 1))]))
+
+
+def test_plain_messages_decode_without_msgspec(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "msgspec", None)  # import msgspec raises ImportError
+
+    @message
+    class Bare:
+        price: float
+        size: int
+
+    info = Bare.__pdc_message__  # type: ignore[attr-defined]
+    assert info.from_bytes_msgpack is Bare.from_bytes  # type: ignore[attr-defined]
+    m = Bare(price=2, size=3)
+    assert Bare.from_bytes(m.to_bytes()) == m  # type: ignore[attr-defined]
+    tag = info.tag
+    with pytest.raises(MessageDecodeError, match=r"Bare: size: expected int, got str 'x'"):
+        Bare.from_bytes(msgpack.packb([tag, 1.0, "x", uuid4().bytes, 128, None]))  # type: ignore[attr-defined]
+
+
+def test_msgspec_decodes_what_needs_no_coercing_the_msgpack_path_the_rest() -> None:
+    tag = Scalars.__pdc_message__.tag  # type: ignore[attr-defined]
+    mid = uuid4().bytes
+    # an int for a float field: msgspec makes it a float, as the constructor does
+    back = Scalars.from_bytes(msgpack.packb([tag, "s", 2, 3, False, b"", mid, 255, mid]))  # type: ignore[attr-defined]
+    assert type(back.price) is float and back.price == 2.0 and back.priority == 255
+    assert back.correlation_id == UUID(bytes=mid) and back.message_id == UUID(bytes=mid)
+    with pytest.raises(MessageDecodeError, match=r"priority: expected int in 0..255, got int 256"):
+        Scalars.from_bytes(msgpack.packb([tag, "s", 2.0, 3, False, b"", mid, 256, None]))  # type: ignore[attr-defined]
+    with pytest.raises(MessageDecodeError, match=r"message_id: expected UUID as 16 bytes"):
+        Scalars.from_bytes(msgpack.packb([tag, "s", 2.0, 3, False, b"", mid[:15], 1, None]))  # type: ignore[attr-defined]
+    with pytest.raises(MessageDecodeError, match=r"the bytes hold .*not a Scalars"):
+        Scalars.from_bytes(msgpack.packb([tag + 1, "s", 2.0, 3, False, b"", mid, 1, None]))  # type: ignore[attr-defined]

@@ -237,6 +237,22 @@ def test_message_id_is_fixed_once_read_and_kept_by_copy_and_pickle() -> None:
     assert ComputeResponse(result=1).message_id != ComputeResponse(result=1).message_id
 
 
+def test_default_ids_are_read_copied_and_serialized_without_being_stored_first() -> None:
+    # The constructor leaves a default correlation id (and an automatic message id) out of
+    # the instance dict; every way of reading the message still sees them.
+    r = ComputeResponse(result=1, correlation_id=None)
+    assert "correlation_id" not in vars(r) and "message_id" not in vars(r)
+    assert dataclasses.asdict(r)["correlation_id"] is None
+    assert "correlation_id=None" in repr(r)
+    assert dataclasses.replace(r, result=2).correlation_id is None
+    back = pickle.loads(pickle.dumps(r))
+    assert back == r and back.correlation_id is None and back.message_id == r.message_id
+    decoded = ComputeResponse.from_bytes(ComputeResponse(result=3).to_bytes())  # type: ignore[attr-defined]
+    assert decoded.correlation_id is None and decoded.result == 3.0
+    u = uuid4()
+    assert ComputeResponse(result=1, correlation_id=u).correlation_id == u
+
+
 def test_reply_correlates_and_inherits_priority() -> None:
     req = Request("q", priority=200)
     same = req.reply(data="a")

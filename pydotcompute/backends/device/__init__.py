@@ -107,4 +107,10 @@ def probe_emulated() -> tuple[str, bool, str]:
     cxx = find_cxx()
     if cxx is None:
         return "emulated", False, "no C++ compiler found (install g++ or set CXX)"
-    return "emulated", True, f"device ring kernels on the CPU, built with {cxx}"
+    from ._native import endpoint_kind
+
+    return (
+        "emulated",
+        True,
+        f"device ring kernels on the CPU, built with {cxx}; host endpoint: {endpoint_kind()}",
+    )

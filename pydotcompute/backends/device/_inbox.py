@@ -32,6 +32,7 @@ from ...ring._inbox import priority_of, reject_error
 from ...ring._options import Backpressure
 from ._memory import CMD_BITS, CMD_PARK, WORD
 from ._native import NativeEndpoint, PythonEndpoint
+from ._outbox import SAMPLE_MASK
 from ._records import RecordCodec
 
 __all__ = ["DeviceInbox", "ring_window"]
@@ -89,14 +90,14 @@ class DeviceInbox:
         self._slots: Any = None
         self._records: np.ndarray | None = None
         self._mask = 0
-        self._stamps: np.ndarray | None = None
+        self._stamps: list[int] | None = None  # send times at timed ring positions (ns)
         self._stamp_mask = 0
 
     def attach(
         self,
         endpoint: NativeEndpoint | PythonEndpoint,
         records: np.ndarray,
-        stamps: np.ndarray,
+        stamps: list[int],
     ) -> None:
         """Use a new ring (at launch or relaunch): control words and slot records."""
         self._endpoint = endpoint
@@ -154,7 +155,8 @@ class DeviceInbox:
     def _write(self, msg: Any, ts: int) -> None:
         t = self._tail
         self.codec.pack_into(self._slots, (t & self._mask) * self.codec.itemsize, msg)
-        self._stamps[t & self._stamp_mask] = ts  # type: ignore[index]
+        if not t & SAMPLE_MASK:  # a timed position (the outbox times the reply at the same one)
+            self._stamps[t & self._stamp_mask] = ts  # type: ignore[index]
         self._tail = t + 1
         self._ring(t + 1)  # published after the slot (a full fence in the native endpoint)
 
@@ -171,8 +173,8 @@ class DeviceInbox:
         stamps = self._stamps
         s0 = t & self._stamp_mask
         s1 = min(n, len(stamps) - s0)
-        stamps[s0 : s0 + s1] = ts
-        stamps[: n - s1] = ts
+        stamps[s0 : s0 + s1] = [ts] * s1
+        stamps[: n - s1] = [ts] * (n - s1)
         self._tail = t + n
         self._ring(t + n)
 

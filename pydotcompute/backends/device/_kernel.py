@@ -212,7 +212,7 @@ class DeviceKernel(KernelBase):
             raise
         in_end = layout.in_offset + layout.in_slots * in_c.itemsize
         out_end = layout.out_offset + layout.out_slots * out_c.itemsize
-        stamps = np.zeros(ring_slots(layout.in_slots + layout.out_slots + 1), np.int64)
+        stamps = [0] * ring_slots(layout.in_slots + layout.out_slots + 1)
         self.inbox.attach(ep, mem[layout.in_offset : in_end].view(in_c.dtype), stamps)
         self.outbox.attach(ep, mem[layout.out_offset : out_end].view(out_c.dtype), stamps)
         base = launcher.base_address

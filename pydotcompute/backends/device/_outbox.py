@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ...messages._ids import correlation_bytes, id_bytes
 from ...ring._outbox import EMPTY
 from ...ring._receivers import Receivers
 from ...telemetry import KernelMetrics
@@ -27,6 +28,7 @@ from ._records import RecordCodec
 __all__ = ["DeviceOutbox"]
 
 _TAIL, _HEAD, _SLEEPING = WORD["out_tail"], WORD["out_head"], WORD["sleeping"]
+SAMPLE_MASK = 7  # replies at ring positions that are multiples of 8 are timed (see _inbox.py)
 
 
 class DeviceOutbox(Receivers):
@@ -55,7 +57,7 @@ class DeviceOutbox(Receivers):
         self._slots: Any = None
         self._mask = 0
         self._head = 0
-        self._stamps: np.ndarray | None = None
+        self._stamps: list[int] | None = None
         self._stamp_mask = 0
         self._sent_before = 0  # replies of earlier launches (relaunch keeps the count)
 
@@ -71,11 +73,33 @@ class DeviceOutbox(Receivers):
         """
         self._expect[correlation_id] = None
 
+    def expect_reply_to(self, request: Any) -> Any:
+        """Expect the reply to ``request``; the key is its id's 16 bytes.
+
+        Replies come out of the ring with their correlation id as the 16 bytes the device
+        wrote, so matching by bytes builds no :class:`uuid.UUID` (and hashes none) per call.
+        """
+        key = id_bytes(request.__dict__)
+        self._expect[key] = None
+        return key
+
+    def _deliver_expected(self, msg: Any) -> bool:
+        """Hand ``msg`` to the ``call`` expecting it (matched by the bytes of its ids)."""
+        d = msg.__dict__
+        cid = correlation_bytes(d)
+        if cid is not None and self._hand_to_call(cid, msg):
+            return True
+        # A reply that carries the request's own id (passed on along a link).
+        mid = d.get("message_id")
+        if mid is None:
+            return False
+        return self._hand_to_call(mid if type(mid) is bytes else id_bytes(d), msg)
+
     def attach(
         self,
         endpoint: NativeEndpoint | PythonEndpoint,
         records: np.ndarray,
-        stamps: np.ndarray,
+        stamps: list[int],
     ) -> None:
         """Use a new ring (at launch or relaunch)."""
         self.detach()
@@ -102,16 +126,30 @@ class DeviceOutbox(Receivers):
 
     @property
     def has_waiters(self) -> bool:
-        """Whether a receiver or a ``call`` waits for a reply."""
-        return bool(self._getters or self._expect)
+        """Whether a receiver or a ``call`` waits for a reply.
+
+        A call whose reply came while it was still sending (kept aside for it, taken in the
+        same step) does not wait.
+        """
+        if self._getters:
+            return True
+        for slot in self._expect.values():  # noqa: SIM110 (any() of a generator costs more)
+            if type(slot) is not tuple:
+                return True
+        return False
 
     # ---------------------------------------------------------------- ring reads
     def _advance(self, n: int) -> None:
-        stamps = self._stamps
-        assert stamps is not None
-        sent_ns = int(stamps[self._head & self._stamp_mask])
-        self._metrics.record_latency_ns(perf_counter_ns() - sent_ns)
-        self._head += n
+        head = self._head
+        timed = (head + SAMPLE_MASK) & ~SAMPLE_MASK
+        if timed < head + n:
+            # A timed position among the n taken: one latency sample (a batch gives one).
+            stamps = self._stamps
+            assert stamps is not None
+            sent_ns = stamps[timed & self._stamp_mask]
+            if sent_ns:
+                self._metrics.record_latency_ns(perf_counter_ns() - sent_ns)
+        self._head = head + n
         ctl = self._ctl
         ctl[_HEAD] = self._head  # the device may reuse the slots now (see _native.py)
         if ctl[_SLEEPING] == 2 and self._endpoint is not None:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ...ring._outbox import EMPTY
 from ._inbox import DeviceInbox
 from ._memory import WORD
 from ._native import NativeEndpoint, PythonEndpoint
@@ -112,8 +113,20 @@ class DeviceWaits:
 
     def after_write(self) -> None:
         """A message went into the ring: a ``call`` waiting for its reply spins for it."""
-        if self._outbox._expect:
+        ob = self._outbox
+        if not ob._expect:
+            return
+        if ob._getters or ob._q or self._launcher is None:
             self.kick()
+            return
+        if self.spin():
+            msg = ob._read_one()
+            if msg is not EMPTY:
+                if not ob._deliver_expected(msg):
+                    ob._q.append(msg)  # not a call's reply: the next receiver takes it
+                elif not self.needed():
+                    return  # the common call: its reply came within the spin
+        self.kick(spun=True)
 
     def spin(self) -> bool:
         """Spin for a reply while the device has work in flight; True if one arrived."""
@@ -126,8 +139,11 @@ class DeviceWaits:
             return bool(ep.ctl[_OUT_TAIL] != head)
         return ep.spin(_OUT_TAIL, head) != head  # returns at the first reply
 
-    def kick(self) -> None:
-        """Somebody waits: serve what is there, spin if worth it, then park or pump."""
+    def kick(self, *, spun: bool = False) -> None:
+        """Somebody waits: serve what is there, spin if worth it, then park or pump.
+
+        ``spun``: the caller has just spun for a reply (do not spin again).
+        """
         if self._launcher is None or self._kicking:
             return
         self._kicking = True
@@ -135,7 +151,7 @@ class DeviceWaits:
             self.service()
             if not self.needed():
                 return
-            if self._outbox.has_waiters and self.spin():
+            if not spun and self._outbox.has_waiters and self.spin():
                 self.service()
                 if not self.needed():
                     return
