@@ -125,7 +125,7 @@ def kernel_streams(*stubs: Stub) -> set[int]:
     return {s._launcher._stream.ptr for s in stubs}
 
 
-def test_a_link_ring_is_device_memory_named_by_its_address(gpu: FakeGpu) -> None:
+async def test_a_link_ring_is_device_memory_named_by_its_address(gpu: FakeGpu) -> None:
     up, down = Stub("up"), Stub("down", capacity=6)
     link = DeviceLink(up, down)
     [(ring, size, devices)] = gpu.mallocs
@@ -134,7 +134,7 @@ def test_a_link_ring_is_device_memory_named_by_its_address(gpu: FakeGpu) -> None
     memory = gpu.device_memory[ring]
     assert not memory[:LINK_HEADER_BYTES].any()  # the header was zeroed by a copy...
     assert (memory[LINK_HEADER_BYTES:] == 0xAB).all()  # ... the slots need not be
-    link.open()
+    await link.open()
     # The loops add the ring to link_base, which stays 0 on a GPU: the descriptor is the
     # device address itself.
     assert (down.word("link_in_ring"), down.word("link_in_mask"), down.word("link_in_gen")) == (
@@ -148,6 +148,8 @@ def test_a_link_ring_is_device_memory_named_by_its_address(gpu: FakeGpu) -> None
         1,
     )
     assert up.word("link_base") == down.word("link_base") == 0
+    assert up.word("link_out_ack") == down.word("link_in_ack") == 1  # open waited for both
+    assert link.opened and not link.closed
     assert up.word("link_in_gen") == down.word("link_out_gen") == 0
     # The host's copies run on a stream of their own; it never waits for a kernel's stream.
     copy_streams = {stream for _, stream, _ in gpu.copies}
@@ -158,7 +160,7 @@ def test_a_link_ring_is_device_memory_named_by_its_address(gpu: FakeGpu) -> None
 async def test_closing_waits_for_both_loops_then_returns_the_ring_in_order(gpu: FakeGpu) -> None:
     up, down = Stub("up"), Stub("down")
     link = DeviceLink(up, down)
-    link.open()
+    await link.open()
     jobs = [Job(n=n, x=float(n), spin=0) for n in range(3)]
     write_ring(gpu, link.offset, jobs, head=6)  # wraps around the 8-slot ring
     assert link.depth() == 3
@@ -182,7 +184,7 @@ async def test_a_loop_that_does_not_let_go_keeps_its_ring_out_of_the_pool(
     monkeypatch.setattr(_links, "LINK_ACK_S", 0.05)
     up, down = Stub("up"), Stub("down")
     link = DeviceLink(up, down)
-    link.open()
+    await link.open()
     up.acks = False  # a handler that never returns: the loop never reaches a boundary
     with pytest.raises(OperationTimeoutError, match="'up' did not let go of its device link"):
         await asyncio.wait_for(link.close(), 5)
@@ -190,10 +192,23 @@ async def test_a_loop_that_does_not_let_go_keeps_its_ring_out_of_the_pool(
     assert other.offset != link.offset and len(gpu.mallocs) == 2  # never reused
 
 
+async def test_opening_does_not_wait_forever_for_a_busy_loop(
+    gpu: FakeGpu, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_links, "LINK_ACK_S", 0.05)
+    up, down = Stub("up"), Stub("down")
+    up.acks = False  # busy in a long handler: it switches at its next message boundary
+    link = DeviceLink(up, down)
+    await asyncio.wait_for(link.open(), 5)
+    assert up.word("link_out_gen") == 1 and up.word("link_out_ack") == 0
+    assert any("did not switch within 0.05 s" in e for _, e in up.metrics.events)
+    assert down.word("link_in_ack") == 1 and down.metrics.events == []
+
+
 async def test_a_loop_that_ended_needs_no_acknowledgement(gpu: FakeGpu) -> None:
     up, down = Stub("up"), Stub("down")
     link = DeviceLink(up, down)
-    link.open()
+    await link.open()
     write_ring(gpu, link.offset, [Job(n=5, x=0.0, spin=0)])
     up.acks = down.acks = False
     up._launcher.request_stop()  # the fake loop ends (its stream completes)
@@ -207,7 +222,7 @@ async def test_a_ring_lost_with_the_cuda_context_is_reported_on_both_kernels(
 ) -> None:
     up, down = Stub("up"), Stub("down")
     link = DeviceLink(up, down)
-    link.open()
+    await link.open()
     gpu.context_lost = True
     assert link.depth() == 0
     assert await asyncio.wait_for(link.close(), 5) == []

@@ -242,12 +242,17 @@ struct pdc_links {{
     unsigned long long in_gen, in_mask, in_head;
 }};
 
-// Take a new link descriptor the host published (at a message or batch boundary).
-static __device__ __forceinline__ void pdc_switch_links(pdc_control* ctl, pdc_counters& c,
+// Take a new link descriptor the host published; true when one was taken. The loops call it
+// between two messages (a parallel block: two batches) when they have nothing to do and after
+// each batch, never between the doorbell and the message it announces: on a GPU each call
+// reads two words over PCIe, which stay off the path of a message's latency.
+static __device__ __forceinline__ bool pdc_switch_links(pdc_control* ctl, pdc_counters& c,
                                                         pdc_links& links)
 {{
+    bool switched = false;
     const unsigned long long out_gen = pdc_load_acquire(&ctl->link_out_gen);
     if (out_gen != links.out_gen) {{
+        switched = true;
         const unsigned long long ring = pdc_load_acquire(&ctl->link_out_ring);
         links.out = ring == 0 ? nullptr : reinterpret_cast<pdc_link*>(links.base + ring);
         links.out_mask = pdc_load_acquire(&ctl->link_out_mask);
@@ -259,6 +264,7 @@ static __device__ __forceinline__ void pdc_switch_links(pdc_control* ctl, pdc_co
     }}
     const unsigned long long in_gen = pdc_load_acquire(&ctl->link_in_gen);
     if (in_gen != links.in_gen) {{
+        switched = true;
         const unsigned long long ring = pdc_load_acquire(&ctl->link_in_ring);
         links.in = ring == 0 ? nullptr : reinterpret_cast<pdc_link*>(links.base + ring);
         links.in_mask = pdc_load_acquire(&ctl->link_in_mask);
@@ -267,6 +273,7 @@ static __device__ __forceinline__ void pdc_switch_links(pdc_control* ctl, pdc_co
         pdc_store_release(&ctl->link_in_ack, in_gen);
         pdc_notify_host(ctl, c);
     }}
+    return switched;
 }}
 
 #if defined(PDC_EMULATED)
@@ -584,7 +591,6 @@ _SEQUENTIAL = (
         if (cmd == PDC_CMD_TERMINATE) {{
             break;
         }}
-        pdc_switch_links(ctl, c, links);  // between two messages (see struct pdc_links)
         {Out}* const link_out = links.out == nullptr ? nullptr :
             reinterpret_cast<{Out}*>(reinterpret_cast<char*>(links.out) + sizeof(pdc_link));
         const {In}* const link_in = links.in == nullptr ? nullptr :
@@ -603,7 +609,9 @@ _SEQUENTIAL = (
         const unsigned long long link_tail =
             active && link_in != nullptr ? pdc_link_load(&links.in->tail) : links.in_head;
         if (tail == head && link_tail == links.in_head) {{
-            pdc_idle(ctl, backoff, c, bell, false, 0, &links);
+            if (!pdc_switch_links(ctl, c, links)) {{  // nothing to do: a link switch?
+                pdc_idle(ctl, backoff, c, bell, false, 0, &links);
+            }}
             continue;
         }}
         const unsigned long long t0 = pdc_now_ns();
@@ -677,10 +685,14 @@ _SEQUENTIAL = (
             backoff.idle = false;
             pdc_notify_host(ctl, c);
         }}
+        // Device links switch here, between two messages (see struct pdc_links).
+        const bool switched = pdc_switch_links(ctl, c, links);
         if (outbox_full) {{
             c.full_waits += 1;
             pdc_notify_host(ctl, c);
-            pdc_idle(ctl, backoff, c, bell, true, out_head, &links);
+            if (!switched) {{
+                pdc_idle(ctl, backoff, c, bell, true, out_head, &links);
+            }}
         }}
     }}
     if (was_active) {{
@@ -726,7 +738,6 @@ _PARALLEL = (
                 if (cmd == PDC_CMD_TERMINATE) {{
                     break;
                 }}
-                pdc_switch_links(ctl, c, links);  // between two batches
                 const bool active = cmd == PDC_CMD_ACTIVE;
                 pdc_set_status(ctl, c, status, active ? PDC_STATUS_ACTIVE : PDC_STATUS_PARKED);
                 bool full = false;
@@ -766,7 +777,9 @@ _PARALLEL = (
                         pdc_notify_host(ctl, c);
                     }}
                 }}
-                pdc_idle(ctl, backoff, c, bell, full, out_head, &links);
+                if (!pdc_switch_links(ctl, c, links)) {{  // no batch to take: a link switch?
+                    pdc_idle(ctl, backoff, c, bell, full, out_head, &links);
+                }}
             }}
             backoff.idle = false;
             s_cmd = cmd;
@@ -840,6 +853,7 @@ _PARALLEL = (
             c.heartbeat += 1;
             pdc_publish(ctl, c);
             pdc_notify_host(ctl, c);
+            pdc_switch_links(ctl, c, links);  // between two batches
         }}
     }}
     if (threadIdx.x == 0) {{

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -592,7 +592,7 @@ class DeviceKernel(KernelBase):
                     self.metrics.event(what)
                     return
                 self.link_out = want.link_in = link
-                link.open()
+                await link.open()
                 self.metrics.event(f"device link to {want.kernel_id!r} opened")
 
     async def _close_links(self) -> None:
@@ -664,9 +664,10 @@ class DeviceKernel(KernelBase):
             "compiler": None if b is None else b.compiler,
             # Device-to-device links: the kernel a link ring joins this one to (each way),
             # and the messages in the outgoing ring now.
-            "device_link_to": None if self.link_out is None else self.link_out.down.kernel_id,
-            "device_link_from": None if self.link_in is None else self.link_in.up.kernel_id,
-            "device_link_depth": 0 if self.link_out is None else self.link_out.depth(),
+            # A link shows once its loops were told to switch (runtime.link waits for that).
+            "device_link_to": self.link_out.down.kernel_id if _open(self.link_out) else None,
+            "device_link_from": self.link_in.up.kernel_id if _open(self.link_in) else None,
+            "device_link_depth": self.link_out.depth() if _open(self.link_out) else 0,
         }
         if isinstance(self.error, DeviceFaultError):
             extra["context_usable"] = self.error.context_usable
@@ -751,6 +752,11 @@ class DeviceKernel(KernelBase):
             self._check_health()
             await self._parked()
             self._state_slot[:] = np.frombuffer(raw, np.uint8)
+
+
+def _open(link: DeviceLink | None) -> TypeGuard[DeviceLink]:
+    """Whether ``link`` is in place: both loops switched to it (or were told and are busy)."""
+    return link is not None and link.opened
 
 
 def _state_layout(d: DeviceDefinition) -> Any:

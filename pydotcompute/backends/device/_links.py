@@ -136,15 +136,28 @@ class DeviceLink:
         if memory is not None:
             header = memory[self.offset : self.offset + LINK_HEADER_BYTES]
             self._header = header.view(np.uint64)
+        self.opened = False  # both loops switched to it (or were told and are busy)
         self.closed = False
 
     def __repr__(self) -> str:
         return f"<DeviceLink {self.up.kernel_id!r} -> {self.down.kernel_id!r}>"
 
-    def open(self) -> None:
-        """Hand the ring to the downstream loop, then to the upstream one."""
-        _switch(self.down, "in", self.offset, self.slots - 1)
-        _switch(self.up, "out", self.offset, self.slots - 1)
+    async def open(self) -> None:
+        """Hand the ring to the downstream loop, then to the upstream one; wait until both
+        switched, so that what the upstream takes from then on goes through the ring.
+
+        A loop busy in a long handler switches at its next message boundary: after
+        ``LINK_ACK_S`` the wait ends with an event in the kernel's log, the switch pending.
+        """
+        down = _switch(self.down, "in", self.offset, self.slots - 1)
+        up = _switch(self.up, "out", self.offset, self.slots - 1)
+        for k, side, gen in ((self.down, "in", down), (self.up, "out", up)):
+            if not await _acked(k, side, gen):
+                k.metrics.event(
+                    f"device link {self!r}: the loop did not switch within {LINK_ACK_S} s; "
+                    "it switches at its next message boundary"
+                )
+        self.opened = not self.closed
 
     async def close(self) -> list[Any]:
         """Take the ring back from both loops; return the messages still in it, in order."""
@@ -194,20 +207,24 @@ def _switch(k: Any, side: str, ring: int, mask: int) -> int:
     return gen
 
 
+async def _acked(k: Any, side: str, gen: int) -> bool:
+    """Wait until ``k``'s loop acknowledged generation ``gen`` of a link side (or ended)."""
+    ctl, launcher = k._ctl, k._launcher
+    if gen == 0 or ctl is None or launcher is None:
+        return True
+    word = WORD[f"link_{side}_ack"]
+
+    def done() -> bool:
+        return int(ctl[word]) >= gen or not launcher.running()
+
+    return bool(await k._waits.until(done, LINK_ACK_S))
+
+
 async def _let_go(k: Any, side: str) -> None:
     """Switch ``k``'s loop off its link ring and wait until it says so (or has ended)."""
     from ...errors import OperationTimeoutError
 
-    ctl, launcher = k._ctl, k._launcher
-    gen = _switch(k, side, 0, 0)
-    if gen == 0 or launcher is None:
-        return
-    word = WORD[f"link_{side}_ack"]
-
-    def done() -> bool:
-        return int(ctl[word]) == gen or not launcher.running()
-
-    if not await k._waits.until(done, LINK_ACK_S):
+    if not await _acked(k, side, _switch(k, side, 0, 0)):
         raise OperationTimeoutError(
             f"ring kernel {k.kernel_id!r} did not let go of its device link within "
             f"{LINK_ACK_S} s (a handler that never returns?); terminate it to free the link"
