@@ -8,6 +8,7 @@ import time
 from asyncio import _get_running_loop
 from collections import deque
 from collections.abc import Callable, Iterable
+from math import inf
 from operator import attrgetter
 from threading import get_ident
 from time import perf_counter_ns
@@ -475,7 +476,9 @@ class RingKernelRuntime(RoutingVerbs):
         if not here:
             self._on_loop()
         if timeout is not None:
-            timeout = check_timeout(timeout, "send")
+            tt = type(timeout)  # check_timeout's common case, inlined (a call less)
+            if not ((tt is float or tt is int) and 0 <= timeout < inf):
+                timeout = check_timeout(timeout, "send")
         try:  # a subscript (the KeyError is rare) is cheaper than dict.get's call
             k = self._kernels[kernel_id]
         except (KeyError, TypeError):  # unknown, or unhashable: refused below with the reason
@@ -598,7 +601,9 @@ class RingKernelRuntime(RoutingVerbs):
         if not here:
             self._on_loop()
         if timeout is not None:
-            timeout = check_timeout(timeout, "receive")
+            tt = type(timeout)  # check_timeout's common case, inlined (a call less)
+            if not ((tt is float or tt is int) and 0 <= timeout < inf):
+                timeout = check_timeout(timeout, "receive")
         try:
             k = self._kernels[kernel_id]
         except (KeyError, TypeError):  # unknown, or unhashable: refused below with the reason
@@ -710,7 +715,9 @@ class RingKernelRuntime(RoutingVerbs):
         if not here:
             self._on_loop()
         if timeout is not None:
-            timeout = check_timeout(timeout, "call")
+            tt = type(timeout)  # check_timeout's common case, inlined (a call less)
+            if not ((tt is float or tt is int) and 0 <= timeout < inf):
+                timeout = check_timeout(timeout, "call")
         try:
             k = self._kernels[kernel_id]
         except (KeyError, TypeError):  # unknown, or unhashable: refused below with the reason

@@ -153,10 +153,11 @@ class DeviceInbox:
         return self.window - self.in_ring() if self._ctl is not None else 0
 
     def _write(self, msg: Any, ts: int) -> None:
+        """Write ``msg`` into the next slot; ``ts``: when it was queued (0: now)."""
         t = self._tail
         self.codec.pack_into(self._slots, (t & self._mask) * self.codec.itemsize, msg)
         if not t & SAMPLE_MASK:  # a timed position (the outbox times the reply at the same one)
-            self._stamps[t & self._stamp_mask] = ts  # type: ignore[index]
+            self._stamps[t & self._stamp_mask] = ts or perf_counter_ns()  # type: ignore[index]
         self._tail = t + 1
         self._ring(t + 1)  # published after the slot (a full fence in the native endpoint)
 
@@ -186,13 +187,12 @@ class DeviceInbox:
         if self._staged + in_ring >= self.capacity:
             return self._full(msg)
         self.received += 1
-        ts = perf_counter_ns()
         if self.open and not self._staged and ctl is not None and in_ring < self.window:
-            self._write(msg, ts)
+            self._write(msg, 0)
             if self._calls:
                 self._after_write()
         else:
-            self._stage(msg, priority_of(msg), ts)
+            self._stage(msg, priority_of(msg), perf_counter_ns())
         return True
 
     def _stage(self, msg: Any, p: int, ts: int) -> None:

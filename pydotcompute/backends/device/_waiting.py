@@ -114,18 +114,33 @@ class DeviceWaits:
     def after_write(self) -> None:
         """A message went into the ring: a ``call`` waiting for its reply spins for it."""
         ob = self._outbox
-        if not ob._expect:
+        expect = ob._expect
+        if not expect:
             return
-        if ob._getters or ob._q or self._launcher is None:
+        ep = self._endpoint
+        if ob._getters or ob._q or ep is None:
             self.kick()
             return
-        if self.spin():
+        head = ob._head
+        if ep.spin(_OUT_TAIL, head) != head:
             msg = ob._read_one()
             if msg is not EMPTY:
-                if not ob._deliver_expected(msg):
+                cid = msg.__dict__.get("correlation_id")
+                if type(cid) is bytes and expect.get(cid, EMPTY) is None:
+                    # The common call: its own reply, within the spin. Keep it for the call
+                    # (it takes it with arrived()) and stop here if nobody else waits.
+                    expect[cid] = (msg,)
+                    ib = self._inbox
+                    if (
+                        len(expect) == 1
+                        and not ib._staged
+                        and not ib._putters
+                        and not ib._room
+                        and not self._watchers
+                    ):
+                        return
+                elif not ob._deliver_expected(msg):
                     ob._q.append(msg)  # not a call's reply: the next receiver takes it
-                elif not self.needed():
-                    return  # the common call: its reply came within the spin
         self.kick(spun=True)
 
     def spin(self) -> bool:
