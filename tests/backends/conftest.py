@@ -10,6 +10,8 @@ import pytest
 from pydotcompute import RingKernelRuntime
 from pydotcompute._cuda import cuda_status
 from pydotcompute.backends.device._compile import find_cxx
+from pydotcompute.backends.device._nvrtc import Nvrtc, load_nvrtc
+from pydotcompute.errors import BackendUnavailableError
 from tests.conftest import WAIT, within
 
 NO_CXX = "the emulated device needs a C++ compiler (g++ or clang++), none found"
@@ -53,3 +55,12 @@ async def druntime(device: str) -> AsyncIterator[RingKernelRuntime]:
     async with rt:
         yield rt
         await within(rt.shutdown(), WAIT * 2)
+
+
+@pytest.fixture(params=[12, 13], ids=["nvrtc12", "nvrtc13"])
+def nvrtc(request: pytest.FixtureRequest) -> Nvrtc:
+    """Each CUDA toolchain's NVRTC: generated sources must compile with both."""
+    try:
+        return load_nvrtc(request.param)
+    except BackendUnavailableError as exc:
+        pytest.skip(f"NVRTC {request.param} is not installed: {exc}")

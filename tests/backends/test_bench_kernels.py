@@ -14,20 +14,12 @@ from typing import Any
 
 import pytest
 
-from pydotcompute import BackendUnavailableError, get_kernel_spec
+from pydotcompute import get_kernel_spec
 from pydotcompute.backends.device._codegen import generate
 from pydotcompute.backends.device._compile import build_cuda
-from pydotcompute.backends.device._nvrtc import Nvrtc, load_nvrtc
+from pydotcompute.backends.device._nvrtc import Nvrtc
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-@pytest.fixture(params=[12, 13], ids=["nvrtc12", "nvrtc13"])
-def nvrtc(request: pytest.FixtureRequest) -> Nvrtc:
-    try:
-        return load_nvrtc(request.param)
-    except BackendUnavailableError as exc:
-        pytest.skip(f"NVRTC {request.param} is not installed: {exc}")
 
 
 @pytest.fixture

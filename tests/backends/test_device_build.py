@@ -65,15 +65,6 @@ def nvrtc_or_skip() -> None:
         pytest.skip(f"NVRTC is not installed: {exc}")
 
 
-@pytest.fixture(params=[12, 13], ids=["nvrtc12", "nvrtc13"])
-def nvrtc(request: pytest.FixtureRequest) -> Nvrtc:
-    """Each CUDA toolchain's NVRTC: generated sources must compile with both."""
-    try:
-        return load_nvrtc(request.param)
-    except BackendUnavailableError as exc:
-        pytest.skip(f"NVRTC {request.param} is not installed: {exc}")
-
-
 # ---------------------------------------------------------------- declaration
 
 
