@@ -78,6 +78,9 @@ class HostFailures(RingKernelRuntime):
         rk.host.kernels.discard(rk.kernel_id)
         host.kernels.add(rk.kernel_id)
         rk.host = host
+        await self._cluster.directory.put.remote(
+            rk.kernel_id, host.name, rk.input_type, rk.output_type, host.handle
+        )
         rk.sent = rk.processed = rk.outbox = 0
         rk.restarts += 1
         rk.failed = False

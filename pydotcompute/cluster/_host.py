@@ -15,10 +15,12 @@ import warnings
 from collections.abc import Awaitable
 from typing import Any
 
-from ..errors import KernelStateError, PyDotComputeError
+from ..errors import PyDotComputeError, QueueFullError
 from ..ring._dead_letters import DeadLetterReason
+from ..ring._routing import Router
 from ..ring._spec import RingKernelSpec
 from ..runtime import RingKernelRuntime
+from ._peers import ClusterRouter, Peers
 from ._wire import (
     Raised,
     Restarted,
@@ -29,6 +31,7 @@ from ._wire import (
     make_message_classes_picklable,
     register_types,
 )
+from ._xcalls import XCalls
 
 __all__ = ["KernelHost"]
 
@@ -44,10 +47,16 @@ async def _guard(aw: Awaitable[Any]) -> Any:
 class KernelHost:
     """A process hosting ring kernels in its own runtime (wrapped by ``ray.remote``)."""
 
-    def __init__(self, name: str, device: str = "auto") -> None:
+    def __init__(self, name: str, device: str = "auto", cluster: str = "default") -> None:
         make_message_classes_picklable()  # answers carry messages of notebook classes
         self.name = name
         self.rt = RingKernelRuntime(device)
+        # Bodies' send_to and publish reach kernels on other hosts too (through the
+        # directory); the local paths stay the plain router's.
+        self.peers = Peers(cluster, name, self.rt._dead)
+        self.rt._routing = ClusterRouter(self.rt._kernels, self.rt._dead, self.peers)
+        self.xcalls = XCalls(self)
+        self.peers.xcalls = self.xcalls
         self.types: dict[str, tuple[type | None, type | None]] = {}
         self.forwarders: dict[tuple[str, str], asyncio.Task[None]] = {}
         import ray
@@ -146,6 +155,7 @@ class KernelHost:
         for task in self.forwarders.values():
             task.cancel()
         self.forwarders.clear()
+        self.xcalls.close()
         return await _guard(self.rt.shutdown(timeout=timeout))
 
     # ---------------------------------------------------------------- messages
@@ -176,31 +186,94 @@ class KernelHost:
         return await _guard(self.rt.send_many(kernel_id, msgs, timeout=timeout))
 
     async def deliver(
-        self, kernel_id: str, batch: Any, sender: str, batch_type: type | None = None
+        self,
+        kernel_id: str,
+        batch: Any,
+        sender: str,
+        batch_type: type | None = None,
+        tags: list[tuple[int, Any]] | None = None,
     ) -> int:
         """A batch over a link from another host: what cannot be queued becomes dead letters.
 
         ``batch_type`` is the sender's output type: it gives an array batch its messages back
-        when the target is not (or no longer) here to say its own type.
+        when the target is not (or no longer) here to say its own type. ``tags`` marks the
+        messages that continue a cross-host ``call`` (index in the batch, the call's tag).
         """
         t = self._in(kernel_id) or batch_type
         register_types(batch_type)
         msgs = decode_many(batch, t)
         if isinstance(msgs, list) and not msgs:
             return 0
+        calls: list[tuple[int, Any]] = []
+        if tags:
+            msgs = _as_list(msgs, t)
+            for i, tag in tags:
+                xc = self.xcalls.entering(tag)
+                self.xcalls.enter(kernel_id, msgs[i], xc)
+                calls.append((i, xc))
         try:
             return int(await self.rt.send_many(kernel_id, msgs))
         except PyDotComputeError as exc:
-            if not isinstance(msgs, list):
-                from ..messages import fixed_layout
-
-                layout = fixed_layout(t) if t is not None else None
-                msgs = layout.from_array(msgs) if layout is not None else list(msgs)
+            msgs = _as_list(msgs, t)
             queued = getattr(exc, "queued", 0)
-            reason = _reason(self.rt, kernel_id)
+            reason = _reason(self.rt, kernel_id, exc)
             for m in msgs[queued:]:
                 self.rt._dead.add(m, reason, kernel_id, sender)
+            for i, xc in calls:
+                if i >= queued:
+                    self.xcalls.undelivered(xc, kernel_id, reason.value)
             return queued
+
+    async def deliver_to(self, entries: list[tuple[Any, ...]], types: list[type]) -> list[str]:
+        """Messages from bodies on another host (``send_to``, ``publish``), in order.
+
+        Each target's backpressure applies (``block`` waits here, so the sending hop waits);
+        what cannot be queued becomes a dead letter here with its reason. Returns the target
+        ids that do not run here (the sender looks them up again).
+        """
+        register_types(*types)
+        router = self.rt._routing
+        dead = self.rt._dead
+        unknown: list[str] = []
+        for target, sender, topic, data, tag in entries:
+            msg = decode(data, self._in(target) if target is not None else None)
+            if target is None:  # a publish: this host's subscribers, never forwarded again
+                if not router.topics.get(topic):
+                    dead.add(msg, DeadLetterReason.NO_SUBSCRIBER, None, sender, topic)
+                    continue
+                try:
+                    await Router.publish(router, topic, msg, None, sender)
+                except QueueFullError:  # a 'reject' subscriber: counted, kept with the reason
+                    for kid in router.topics.get(topic, ()):
+                        if isinstance(kid, str) and _full(self.rt, kid):
+                            dead.add(msg, DeadLetterReason.REJECTED, kid, sender, topic)
+                continue
+            if target not in self.rt.kernels:
+                unknown.append(target)
+            xc = None
+            if tag is not None:
+                xc = self.xcalls.entering(tag)
+                self.xcalls.enter(target, msg, xc)
+            try:
+                ok = await router.deliver(target, msg, None, sender)
+            except QueueFullError:  # the target's 'reject' policy: a counted dead letter
+                dead.add(msg, DeadLetterReason.REJECTED, target, sender)
+                ok = False
+            if not ok and xc is not None:
+                self.xcalls.undelivered(xc, target, _reason(self.rt, target).value)
+        return unknown
+
+    async def set_topics(
+        self, table: dict[str, list[tuple[str, str, Any]]], hosts: dict[str, Any]
+    ) -> None:
+        """The directory's topic table, pushed on every change (what bodies publish to)."""
+        for subs in table.values():
+            register_types(*(t for _, _, t in subs))
+        self.peers.set_topics(table, hosts)
+
+    async def call_reply(self, call_id: Any, data: bytes | None, raised: Raised | None) -> None:
+        """The answer to a cross-host call made here, from the host at the links' end."""
+        self.xcalls.reply(call_id, data, raised)
 
     def _progress(self, kernel_id: str) -> tuple[int, int]:
         """(messages the kernel has processed, replies in its outbox), sent with each answer.
@@ -232,41 +305,49 @@ class KernelHost:
         return (got if as_array else [encode(m) for m in got]), self._progress(kernel_id)
 
     async def call(self, kernel_id: str, data: bytes, timeout: float | None) -> Any:
-        """Decode a request, ``call`` a kernel here and return the reply as bytes."""
+        """Decode a request, ``call`` a kernel here and return the reply as bytes.
+
+        A kernel linked to kernels on other hosts is answered by the end of its links:
+        the call's correlation travels with the messages (``_xcalls.py``).
+        """
         if (gone := self._gone(kernel_id)) is not None:
             return gone
-        if any(k[0] == kernel_id for k in self.forwarders):
-            return Raised.of(
-                KernelStateError(
-                    f"call({kernel_id!r}): its output is linked to a kernel on another host, "
-                    "so its replies leave this host; call the kernel at the end of the "
-                    "links, or place the linked kernels on one host (placement=Placement("
-                    "host=...))"
-                )
-            )
         try:
             msg = decode(data, self._in(kernel_id))
         except PyDotComputeError as exc:
             return Raised.of(exc)
+        if any(k[0] == kernel_id for k in self.forwarders):
+            got = await _guard(self.xcalls.call(kernel_id, msg, timeout))
+            return got if isinstance(got, Raised) else (got, self._progress(kernel_id))
         got = await _guard(self.rt.call(kernel_id, msg, timeout=timeout))
         return got if isinstance(got, Raised) else (encode(got), self._progress(kernel_id))
 
-    async def publish_local(self, kernel_ids: list[str], data: bytes) -> int:
-        """One published message for the subscribers on this host: each gets its own copy."""
-        n = 0
-        for kid in kernel_ids:
-            n += await self.deliver(kid, [data], "<publish>")
-        return n
+    async def publish_here(self, topic: str, data: bytes, types: list[type]) -> int:
+        """A message the driver published, for this host's subscribers (each its own copy)."""
+        register_types(*types)
+        return await _guard(Router.publish(self.rt._routing, topic, decode(data, None), None, None))
+
+    async def subscribe(self, kernel_id: str, topic: str) -> Any:
+        """Subscribe a kernel here to a topic (the driver records it in the directory)."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        return await _guard(self.rt.subscribe(kernel_id, topic))
+
+    async def unsubscribe(self, kernel_id: str, topic: str) -> Any:
+        """Remove a kernel's subscription here."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        return await _guard(self.rt.unsubscribe(kernel_id, topic))
 
     # ---------------------------------------------------------------- links
-    async def link(self, source: str, target: str, target_host: Any) -> Any:
+    async def link(self, source: str, target: str, target_host: Any, host_name: str = "?") -> Any:
         """Link ``source`` here to ``target``: in this runtime, or over Ray to its host."""
         if target_host is None:
             return await _guard(self.rt.link(source, target))
         key = (source, target)
         if key not in self.forwarders:
             self.forwarders[key] = asyncio.get_running_loop().create_task(
-                self._forward(source, target, target_host)
+                self._forward(source, target, target_host, host_name)
             )
         return None
 
@@ -281,11 +362,12 @@ class KernelHost:
             return await _guard(self.rt.unlink(source, target))
         return None
 
-    async def _forward(self, source: str, target: str, target_host: Any) -> None:
+    async def _forward(self, source: str, target: str, target_host: Any, host_name: str) -> None:
         """Carry ``source``'s output to ``target``'s host, many messages per Ray call.
 
         While one batch is in flight the next one gathers in the outbox, so a busy link
-        sends large batches and an idle one sends each message at once.
+        sends large batches and an idle one sends each message at once. Messages that
+        continue a pending cross-host ``call`` travel with its tag.
         """
         import ray
 
@@ -293,19 +375,28 @@ class KernelHost:
 
         out_t = self._out(source)
         layout = fixed_layout(out_t) if out_t is not None else None
+        xcalls = self.xcalls
         while True:
             try:
                 got = await self.rt.receive_many(source, as_array=layout is not None)
             except PyDotComputeError:
                 return  # the source ended or failed: its own state and verbs say so
+            tags = None
+            if xcalls.by_id:
+                tags = []
+                for i, m in enumerate(_as_list(got, out_t)):
+                    xc = xcalls.of(m)
+                    if xc is not None:
+                        tags.append((i, xcalls.tag(xc)))
+                        xcalls.hopped(xc, host_name, target_host)
             batch = got if layout is not None else encode_many(got, out_t)
             try:
-                await target_host.deliver.remote(target, batch, source, out_t)
-            except ray.exceptions.RayError:
+                await target_host.deliver.remote(target, batch, source, out_t, tags or None)
+            except ray.exceptions.RayError as exc:
                 # The target's host died with the batch on its way: never lost silently.
-                msgs = layout.from_array(got) if layout is not None else got
-                for m in msgs:
+                for m in _as_list(got, out_t):
                     self.rt._dead.add(m, DeadLetterReason.FAILED, target, source)
+                self.peers.host_gone(host_name, exc)
 
     # ---------------------------------------------------------------- state and telemetry
     async def state(self, kernel_id: str) -> Any:
@@ -358,14 +449,34 @@ class KernelHost:
         return await _guard(self.rt.write_state(kernel_id, value))
 
 
-def _reason(rt: RingKernelRuntime, kernel_id: str) -> DeadLetterReason:
-    """Why a delivery over a link failed: the target's state says it."""
+def _reason(
+    rt: RingKernelRuntime, kernel_id: str, exc: BaseException | None = None
+) -> DeadLetterReason:
+    """Why a delivery from another host failed: a full 'reject' inbox, or the target's state."""
     try:
         state = rt.state(kernel_id).value
     except PyDotComputeError:
         return DeadLetterReason.UNKNOWN_KERNEL
+    if isinstance(exc, QueueFullError) and state in ("ACTIVE", "LAUNCHED", "DEACTIVATED"):
+        return DeadLetterReason.REJECTED
     if state == "FAILED":
         return DeadLetterReason.FAILED
     if state == "CREATED":
         return DeadLetterReason.NOT_LAUNCHED
     return DeadLetterReason.TERMINATED
+
+
+def _full(rt: RingKernelRuntime, kernel_id: str) -> bool:
+    """True when ``kernel_id``'s inbox here is full (a refused publish went there)."""
+    k = rt._get(kernel_id)
+    return k is not None and len(k.inbox) >= k.inbox.capacity
+
+
+def _as_list(msgs: Any, t: type | None) -> list[Any]:
+    """A batch as a list of messages (a structured array through its type's layout)."""
+    if isinstance(msgs, list):
+        return msgs
+    from ..messages import fixed_layout
+
+    layout = fixed_layout(t) if t is not None else None
+    return list(layout.from_array(msgs)) if layout is not None else list(msgs)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import KernelStateError
+from ..errors import KernelStateError, MessageTypeError, PyDotComputeError
 from ..ring._dead_letters import DeadLetter, DeadLetterReason
+from ..ring._routing import _check_topic
 from ._cluster import SYNC_TIMEOUT, RayCluster, _ray
 from ._failures import HostFailures
 from ._remote import RemoteKernel
-from ._wire import decode, encode
+from ._wire import Raised, decode, encode
 
 __all__ = ["LinkVerbs"]
 
@@ -21,7 +23,6 @@ class LinkVerbs(HostFailures):
     _cluster: RayCluster
     _remote: dict[str, RemoteKernel]
     _xlinks: dict[str, tuple[str, ...]]
-    _rtopics: dict[str, list[str]]
 
     if TYPE_CHECKING:  # provided by ClusterRuntime
 
@@ -56,7 +57,7 @@ class LinkVerbs(HostFailures):
         trk = self._rk(target)
         assert trk is not None
         other = None if trk.host is rk.host else trk.host.handle
-        await self._ask(rk, rk.host.handle.link.remote(rk.kernel_id, target, other))
+        await self._ask(rk, rk.host.handle.link.remote(rk.kernel_id, target, other, trk.host.name))
 
     async def unlink(self, source: str, target: str | None = None) -> None:
         """Remove the link ``source -> target`` (every link of ``source`` without target)."""
@@ -74,50 +75,88 @@ class LinkVerbs(HostFailures):
         return {**super().links(), **{s: t for s, t in self._xlinks.items() if t}}
 
     async def subscribe(self, kernel_id: str, topic: str) -> None:
-        """Subscribe a kernel (here or on a host) to a topic."""
-        if self._rk(kernel_id) is None:
+        """Subscribe a kernel (here or on a host) to a topic, for publishers on every host.
+
+        A kernel on a host is subscribed there and in the directory, which tells every host:
+        once this returns, ``publish`` and ``ctx.publish`` from anywhere reach it.
+        """
+        rk = self._rk(kernel_id)
+        if rk is None:
             return await super().subscribe(kernel_id, topic)
         self._bind_loop()
-        subs = self._rtopics.setdefault(topic, [])
-        if kernel_id not in subs:
-            subs.append(kernel_id)
+        _check_topic(topic)
+        self._alive(rk)
+        await self._ask(rk, rk.host.handle.subscribe.remote(kernel_id, topic))
+        await self._cluster.directory.subscribe.remote(topic, kernel_id, rk.host.name)
         return None
 
     async def unsubscribe(self, kernel_id: str, topic: str) -> None:
-        """Remove a kernel's subscription to a topic."""
-        if self._rk(kernel_id) is None:
+        """Remove a kernel's subscription to a topic (on its host and in the directory)."""
+        rk = self._rk(kernel_id)
+        if rk is None:
             return await super().unsubscribe(kernel_id, topic)
         self._bind_loop()
-        subs = self._rtopics.get(topic, [])
-        if kernel_id in subs:
-            subs.remove(kernel_id)
+        self._alive(rk)
+        await self._ask(rk, rk.host.handle.unsubscribe.remote(kernel_id, topic))
+        await self._cluster.directory.unsubscribe.remote(topic, kernel_id)
         return None
 
     def topics(self) -> dict[str, tuple[str, ...]]:
-        """Topics with subscribers, here and on hosts."""
+        """Topics with subscribers: in this process, and on every host (the directory's)."""
         out = super().topics()
-        for topic, subs in self._rtopics.items():
-            if subs:
-                out[topic] = (*out.get(topic, ()), *subs)
+        if self._closed:
+            return out
+        table = _ray().get(self._cluster.directory.table.remote(), timeout=SYNC_TIMEOUT)
+        for topic, subs in table.items():
+            out[topic] = (*out.get(topic, ()), *(kid for kid, _, _ in subs))
         return out
 
     async def publish(self, topic: str, msg: Any, *, timeout: float | None = None) -> int:
-        """Give every subscriber of ``topic`` a copy: one Ray call per host with subscribers."""
-        subs = self._rtopics.get(topic)
+        """Give every subscriber of ``topic`` a copy: one Ray call per host with subscribers.
+
+        Returns how many subscribers queued it, here and on the hosts. A subscriber of
+        another type is refused before anything is delivered; a ``reject`` subscriber's
+        ``QueueFullError`` is raised after the others got theirs, as in one process.
+        """
+        self._bind_loop()
+        _check_topic(topic)
+        subs, hosts = await self._cluster.directory.subscribers.remote(topic)
         if not subs:
             return await super().publish(topic, msg, timeout=timeout)
-        n = await super().publish(topic, msg, timeout=timeout) if topic in super().topics() else 0
-        by_host: dict[str, tuple[RemoteKernel, list[str]]] = {}
-        for kid in subs:
-            rk = self._remote[kid]
-            self._typed(rk, msg)
-            by_host.setdefault(rk.host.name, (rk, []))[1].append(kid)
+        for kid, _, t in subs:
+            if t is not None and not isinstance(msg, t):
+                raise MessageTypeError(
+                    f"topic {topic!r}: subscriber {kid!r} takes {t.__name__} messages, got "
+                    f"a {type(msg).__name__}; publish a {t.__name__} or unsubscribe it"
+                )
+        here = topic in self._routing.topics
+        n = await super().publish(topic, msg, timeout=timeout) if here else 0
         data = encode(msg)
-        for rk, kids in by_host.values():
-            got = int(await self._ask(rk, rk.host.handle.publish_local.remote(kids, data)))
-            n += got
-            for kid in kids:
-                self._remote[kid].sent += 1
+        ray = _ray()
+        names = list(hosts)
+        got = await asyncio.gather(
+            *(hosts[h].publish_here.remote(topic, data, [type(msg)]) for h in names),
+            return_exceptions=True,
+        )
+        refused: PyDotComputeError | None = None
+        for name, res in zip(names, got, strict=True):
+            if isinstance(res, ray.exceptions.RayActorError):
+                # Its host died: each copy for a subscriber there is a counted dead letter.
+                for kid, h, _ in subs:
+                    if h == name:
+                        self._dead.add(msg, DeadLetterReason.FAILED, kid, None, topic)
+                continue
+            if isinstance(res, BaseException):
+                raise res
+            if type(res) is Raised:
+                refused = refused or res.error()
+                continue
+            n += int(res)
+            for kid, h, _ in subs:
+                if h == name and kid in self._remote:
+                    self._remote[kid].sent += 1
+        if refused is not None:
+            raise refused
         return n
 
     def dead_letters(self, kernel_id: str | None = None) -> list[DeadLetter]:

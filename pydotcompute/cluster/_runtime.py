@@ -28,6 +28,7 @@ from ..runtime import RingKernelRuntime, _a
 from ..telemetry import KernelTelemetry, RuntimeSnapshot
 from ._cluster import SYNC_TIMEOUT, HostRef, RayCluster, _ray
 from ._links import LinkVerbs
+from ._peers import ClusterRouter, Peers
 from ._placement import Placement
 from ._remote import RemoteKernel
 from ._wire import Raised, Restarted, decode, decode_many, encode, encode_many, unwrap
@@ -57,7 +58,10 @@ class ClusterRuntime(LinkVerbs):
         super().__init__(device, cluster=cluster, **kwargs)
         self._remote: dict[str, RemoteKernel] = {}
         self._xlinks: dict[str, tuple[str, ...]] = {}
-        self._rtopics: dict[str, list[str]] = {}
+        # Bodies of kernels placed in this process reach kernels on hosts with send_to.
+        unheard = "dead_letter" if self._routing.unheard_dead else "ignore"
+        self._peers = Peers(cluster.name, None, self._dead)
+        self._routing = ClusterRouter(self._kernels, self._dead, self._peers, unheard)
         self._watches: dict[str, asyncio.Task[None]] = {}
 
     @property
@@ -181,8 +185,10 @@ class ClusterRuntime(LinkVerbs):
         host.kernels.add(kernel_id)
         self._remote[kernel_id] = rk
         await self._cluster.directory.put.remote(
-            kernel_id, host.name, rk.input_type, rk.output_type
+            kernel_id, host.name, rk.input_type, rk.output_type, host.handle
         )
+        for topic in spec.options.subscribes_to:  # subscribed there by its launch
+            await self._cluster.directory.subscribe.remote(topic, kernel_id, host.name)
         return res
 
     def _relaunch_error(self, kernel_id: str) -> KernelStateError:
@@ -479,7 +485,8 @@ class ClusterRuntime(LinkVerbs):
             rk, rk.host.handle.call.remote(rk.kernel_id, data, timeout)
         )
         rk.progress(progress)
-        return decode(reply, rk.output_type)
+        # Through links, the reply is the last kernel's: its own type, found by its tag.
+        return decode(reply, None if self._xlinks.get(rk.kernel_id) else rk.output_type)
 
     # ---------------------------------------------------------------- state and telemetry
     def state(self, kernel_id: str) -> KernelState:
@@ -524,10 +531,6 @@ class ClusterRuntime(LinkVerbs):
             restarts=t.restarts + rk.restarts,
             dead_letters=t.dead_letters + rk.lost,
             outputs_to=(*t.outputs_to, *self._xlinks.get(rk.kernel_id, ())),
-            subscribes_to=(
-                *t.subscribes_to,
-                *(topic for topic, subs in self._rtopics.items() if rk.kernel_id in subs),
-            ),
             extra={**t.extra, "placement": rk.placed(), "lost": rk.lost},
         )
 
