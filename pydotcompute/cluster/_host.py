@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Awaitable
 from typing import Any
 
-from ..errors import PyDotComputeError, QueueFullError
+from ..errors import KernelStateError, PyDotComputeError, QueueFullError
 from ..ring._dead_letters import DeadLetterReason
 from ..ring._routing import Router
 from ..ring._spec import RingKernelSpec
@@ -58,7 +58,10 @@ class KernelHost:
         self.xcalls = XCalls(self)
         self.peers.xcalls = self.xcalls
         self.types: dict[str, tuple[type | None, type | None]] = {}
-        self.forwarders: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # Links to kernels on other hosts: source -> target -> (its host's handle, name),
+        # carried by one pump per source (what it sends goes to every target: fan-out).
+        self.remote_links: dict[str, dict[str, tuple[Any, str]]] = {}
+        self.pumps: dict[str, asyncio.Task[None]] = {}
         import ray
 
         # Ray restarted this host after its process died: kernels the driver still thinks
@@ -99,6 +102,8 @@ class KernelHost:
         if not isinstance(res, Raised):
             opts = self.rt.options(kernel_id)
             self.types[kernel_id] = (opts.input_type, opts.output_type)
+            if self.remote_links.get(kernel_id):  # a link survives terminate and launch
+                self._pump(kernel_id)
         return res
 
     async def activate(self, kernel_id: str) -> Any:
@@ -114,13 +119,10 @@ class KernelHost:
         return await _guard(self.rt.deactivate(kernel_id))
 
     async def terminate(self, kernel_id: str, timeout: float | None, drain: bool) -> Any:
-        """Terminate a kernel here (its forwarders stop after it)."""
+        """Terminate a kernel here (its pump carries what is left, then stops)."""
         if (gone := self._gone(kernel_id)) is not None:
             return gone
-        res = await _guard(self.rt.terminate(kernel_id, timeout=timeout, drain=drain))
-        for key in [k for k in self.forwarders if k[0] == kernel_id]:
-            self.forwarders.pop(key).cancel()
-        return res
+        return await _guard(self.rt.terminate(kernel_id, timeout=timeout, drain=drain))
 
     async def relaunch(
         self, kernel_id: str, spec: RingKernelSpec | None, timeout: float | None
@@ -152,9 +154,9 @@ class KernelHost:
 
     async def shutdown(self, timeout: float | None) -> Any:
         """Terminate every kernel here."""
-        for task in self.forwarders.values():
+        for task in self.pumps.values():
             task.cancel()
-        self.forwarders.clear()
+        self.pumps.clear()
         self.xcalls.close()
         return await _guard(self.rt.shutdown(timeout=timeout))
 
@@ -316,7 +318,7 @@ class KernelHost:
             msg = decode(data, self._in(kernel_id))
         except PyDotComputeError as exc:
             return Raised.of(exc)
-        if any(k[0] == kernel_id for k in self.forwarders):
+        if self.remote_links.get(kernel_id):
             got = await _guard(self.xcalls.call(kernel_id, msg, timeout))
             return got if isinstance(got, Raised) else (got, self._progress(kernel_id))
         got = await _guard(self.rt.call(kernel_id, msg, timeout=timeout))
@@ -341,33 +343,60 @@ class KernelHost:
 
     # ---------------------------------------------------------------- links
     async def link(self, source: str, target: str, target_host: Any, host_name: str = "?") -> Any:
-        """Link ``source`` here to ``target``: in this runtime, or over Ray to its host."""
+        """Link ``source`` here to ``target``: in this runtime, or over Ray to its host.
+
+        One source's links are all in this process or all to other hosts: a body's output
+        goes either into its local route or into its outbox, which the pump drains.
+        """
+        local = self.rt.links().get(source, ())
+        remote = self.remote_links.get(source, {})
+        if (target_host is None and remote) or (target_host is not None and local):
+            return Raised.of(
+                KernelStateError(
+                    f"link({source!r}, {target!r}): {source!r} is linked to "
+                    f"{sorted(remote or local)} on {'other hosts' if remote else 'its own host'}"
+                    f", and one kernel's links are all on its own host or all on other hosts; "
+                    "place the targets together, or link through a kernel between them"
+                )
+            )
         if target_host is None:
             return await _guard(self.rt.link(source, target))
-        key = (source, target)
-        if key not in self.forwarders:
-            self.forwarders[key] = asyncio.get_running_loop().create_task(
-                self._forward(source, target, target_host, host_name)
-            )
+        self.remote_links.setdefault(source, {})[target] = (target_host, host_name)
+        if source in self.rt.kernels:
+            self._pump(source)
         return None
+
+    def _pump(self, source: str) -> None:
+        task = self.pumps.get(source)
+        if task is None or task.done():
+            self.pumps[source] = asyncio.get_running_loop().create_task(self._forward(source))
 
     async def unlink(self, source: str, target: str | None) -> Any:
         """Remove links of ``source`` (to ``target`` only, if given)."""
-        remote = [k for k in self.forwarders if k[0] == source and target in (None, k[1])]
-        for key in remote:
-            self.forwarders.pop(key).cancel()
+        remote = self.remote_links.get(source, {})
+        gone = [t for t in remote if target in (None, t)]
+        for t in gone:
+            del remote[t]
+        if not remote:
+            self.remote_links.pop(source, None)
+            # Cancelled while waiting, it puts back what it took; a batch already on its way
+            # still arrives (the Ray call goes on).
+            task = self.pumps.pop(source, None)
+            if task is not None:
+                task.cancel()
         local = self.rt.links().get(source, ())
-        if (target is None and local) or target in local or not remote:
+        if (target is None and local) or target in local or not gone:
             # in this runtime, or neither here nor across hosts: its own error says so
             return await _guard(self.rt.unlink(source, target))
         return None
 
-    async def _forward(self, source: str, target: str, target_host: Any, host_name: str) -> None:
-        """Carry ``source``'s output to ``target``'s host, many messages per Ray call.
+    async def _forward(self, source: str) -> None:
+        """Carry ``source``'s output to its targets' hosts, many messages per Ray call.
 
         While one batch is in flight the next one gathers in the outbox, so a busy link
-        sends large batches and an idle one sends each message at once. Messages that
-        continue a pending cross-host ``call`` travel with its tag.
+        sends large batches and an idle one sends each message at once. Every target gets
+        every batch (fan-out); messages that continue a pending cross-host ``call`` travel
+        with its tag.
         """
         import ray
 
@@ -381,22 +410,29 @@ class KernelHost:
                 got = await self.rt.receive_many(source, as_array=layout is not None)
             except PyDotComputeError:
                 return  # the source ended or failed: its own state and verbs say so
-            tags = None
+            targets = list(self.remote_links.get(source, {}).items())
+            calls = []
             if xcalls.by_id:
-                tags = []
                 for i, m in enumerate(_as_list(got, out_t)):
                     xc = xcalls.of(m)
                     if xc is not None:
-                        tags.append((i, xcalls.tag(xc)))
-                        xcalls.hopped(xc, host_name, target_host)
+                        calls.append((i, xc))
+            tags = [(i, xcalls.tag(xc)) for i, xc in calls] or None
             batch = got if layout is not None else encode_many(got, out_t)
-            try:
-                await target_host.deliver.remote(target, batch, source, out_t, tags or None)
-            except ray.exceptions.RayError as exc:
-                # The target's host died with the batch on its way: never lost silently.
-                for m in _as_list(got, out_t):
-                    self.rt._dead.add(m, DeadLetterReason.FAILED, target, source)
-                self.peers.host_gone(host_name, exc)
+            sent = []
+            for target, (handle, name) in targets:
+                for _, xc in calls:
+                    xcalls.hopped(xc, name, handle)
+                ref = handle.deliver.remote(target, batch, source, out_t, tags)
+                sent.append((target, name, ref))
+            for target, name, ref in sent:
+                try:
+                    await ref
+                except ray.exceptions.RayError as exc:
+                    # The target's host died with the batch on its way: never lost silently.
+                    for m in _as_list(got, out_t):
+                        self.rt._dead.add(m, DeadLetterReason.FAILED, target, source)
+                    self.peers.host_gone(name, exc)
 
     # ---------------------------------------------------------------- state and telemetry
     async def state(self, kernel_id: str) -> Any:

@@ -49,6 +49,15 @@ class LinkVerbs(HostFailures):
                 "placement='driver')"
             )
         self._alive(rk)
+        everyone = (*self._xlinks.get(source, ()), *targets)
+        together = {getattr(self._rk(t), "host", None) is rk.host for t in everyone}
+        if len(together) > 1:
+            raise KernelStateError(
+                f"link({source!r}, {targets!r}): one kernel's links are all on its own host "
+                "or all on other hosts (a body's output goes either into its local route or "
+                "to its host's pump); place the targets together, or link through a kernel "
+                "between them"
+            )
         for t in targets:
             await self._link_remote(rk, t)
         self._xlinks[source] = tuple(dict.fromkeys((*self._xlinks.get(source, ()), *targets)))

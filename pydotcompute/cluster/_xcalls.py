@@ -137,7 +137,7 @@ class XCalls:
         k = rt._get(kernel_id)
         if k is None or not k.accepting:
             return  # it becomes a dead letter; the caller answers the call with why
-        if any(key[0] == kernel_id for key in self.host.forwarders):
+        if self.host.remote_links.get(kernel_id):
             self.remember(msg.message_id, xc)  # its replies carry the call to other hosts
         elif k.route is not None:  # local links: the local runtime follows them
             pending = rt._routing.pending

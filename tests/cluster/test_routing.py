@@ -190,3 +190,42 @@ async def test_call_through_a_link_into_a_dead_host_raises(cluster_runtime: Any)
     os.kill(int(rt.telemetry("sink").extra["placement"]["pid"]), signal.SIGKILL)
     with pytest.raises(KernelStateError, match=r"went on to kernel host 'b', which died"):
         await within(call, W)
+
+
+# ---------------------------------------------------------------- links across hosts
+async def test_fan_out_to_two_other_hosts_gives_each_target_every_message(
+    cluster_runtime: Any,
+) -> None:
+    rt = cluster_runtime
+    await start(rt, "inc", inc, "host:a")
+    await start(rt, "double", double, "host:b")
+    await start(rt, "inc2", inc, "host:c")
+    await within(rt.link("inc", ["double", "inc2"]), W)
+    await within(rt.send_many("inc", [Num(x=i) for i in range(100)]), W)
+    assert await receive_n(rt, "double", 100) == [(i + 1) * 2 for i in range(100)]
+    assert await receive_n(rt, "inc2", 100) == [i + 2 for i in range(100)]
+
+
+async def test_links_on_the_own_host_and_on_others_are_not_mixed(cluster_runtime: Any) -> None:
+    rt = cluster_runtime
+    await start(rt, "inc", inc, "host:a")
+    await start(rt, "near", double, "host:a")
+    await start(rt, "far", double, "host:b")
+    with pytest.raises(KernelStateError, match=r"all on its own host or all on other hosts"):
+        await rt.link("inc", ["near", "far"])
+    assert rt.links() == {}
+    await within(rt.link("inc", "far"), W)
+    with pytest.raises(KernelStateError, match=r"all on its own host or all on other hosts"):
+        await rt.link("inc", "near")
+    assert rt.links() == {"inc": ("far",)}
+
+
+async def test_a_link_across_hosts_survives_terminate_and_launch(cluster_runtime: Any) -> None:
+    rt = cluster_runtime
+    await start(rt, "inc", inc, "host:a")
+    await start(rt, "double", double, "host:b")
+    await within(rt.link("inc", "double"), W)
+    await within(rt.terminate("inc"), W)
+    await start(rt, "inc", inc, "host:a")
+    await within(rt.send("inc", Num(x=1)), W)
+    assert (await within(rt.receive("double", timeout=W), W)).x == 4
