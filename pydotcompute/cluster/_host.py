@@ -321,6 +321,8 @@ class KernelHost:
         if self.remote_links.get(kernel_id):
             got = await _guard(self.xcalls.call(kernel_id, msg, timeout))
             return got if isinstance(got, Raised) else (got, self._progress(kernel_id))
+        if (via := self.crossing(kernel_id)) is not None:
+            return Raised.of(self.crossing_error(kernel_id, via))
         got = await _guard(self.rt.call(kernel_id, msg, timeout=timeout))
         return got if isinstance(got, Raised) else (encode(got), self._progress(kernel_id))
 
@@ -365,6 +367,29 @@ class KernelHost:
         if source in self.rt.kernels:
             self._pump(source)
         return None
+
+    def crossing(self, kernel_id: str) -> str | None:
+        """The kernel, reached over links in this process, whose links leave this host."""
+        links = self.rt.links()
+        seen = {kernel_id}
+        todo = list(links.get(kernel_id, ()))
+        while todo:
+            kid = todo.pop()
+            if kid in seen:
+                continue
+            seen.add(kid)
+            if self.remote_links.get(kid):
+                return kid
+            todo.extend(links.get(kid, ()))
+        return None
+
+    def crossing_error(self, kernel_id: str, via: str) -> KernelStateError:
+        """Why ``call`` does not follow links that leave this host after in-process ones."""
+        return KernelStateError(
+            f"call({kernel_id!r}): its links in this host lead to {via!r}, whose links go to "
+            "other hosts; call follows links in one host, or links that leave the host from "
+            f"the called kernel on; call {via!r} itself, or place {via!r}'s targets on this host"
+        )
 
     def _pump(self, source: str) -> None:
         task = self.pumps.get(source)

@@ -140,6 +140,9 @@ class XCalls:
         if self.host.remote_links.get(kernel_id):
             self.remember(msg.message_id, xc)  # its replies carry the call to other hosts
         elif k.route is not None:  # local links: the local runtime follows them
+            if (via := self.host.crossing(kernel_id)) is not None:
+                self.answer(xc, None, self.host.crossing_error(kernel_id, via))
+                return
             pending = rt._routing.pending
             call = pending.start(msg, asyncio.get_running_loop())
 

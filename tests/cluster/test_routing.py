@@ -229,3 +229,21 @@ async def test_a_link_across_hosts_survives_terminate_and_launch(cluster_runtime
     await start(rt, "inc", inc, "host:a")
     await within(rt.send("inc", Num(x=1)), W)
     assert (await within(rt.receive("double", timeout=W), W)).x == 4
+
+
+async def test_call_refuses_in_process_links_that_then_leave_the_host(
+    cluster_runtime: Any,
+) -> None:
+    rt = cluster_runtime
+    await start(rt, "inc", inc, "host:a")
+    await start(rt, "mid", double, "host:a")
+    await start(rt, "far", inc, "host:b")
+    await within(rt.link("inc", "mid"), W)
+    await within(rt.link("mid", "far"), W)
+    with pytest.raises(KernelStateError, match=r"call\('inc'\): its links in this host lead to "
+                       r"'mid', whose links go to other hosts"):  # fmt: skip
+        await within(rt.call("inc", Num(x=1), timeout=W), W)
+    # The data still flows, and the call on 'mid' (where the links leave) works.
+    await within(rt.send("inc", Num(x=1)), W)
+    assert (await within(rt.receive("far", timeout=W), W)).x == 5
+    assert (await within(rt.call("mid", Num(x=1), timeout=W), W)).x == 3
