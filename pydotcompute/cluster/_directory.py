@@ -37,6 +37,23 @@ class Directory:
             self.hosts[host] = handle
             await self._push([handle])
 
+    async def join(self, host: str, handle: Any) -> None:
+        """Register a process that takes messages without a kernel yet (a driver's endpoint)."""
+        self.hosts[host] = handle
+        await self._push([handle])
+
+    async def leave(self, host: str) -> None:
+        """Forget a host and everything placed or subscribed there (a driver that ended)."""
+        self.hosts.pop(host, None)
+        for kid in [k for k, e in self.entries.items() if e[0] == host]:
+            del self.entries[kid]
+        for topic, subs in list(self.subs.items()):
+            for kid in [k for k, h in subs.items() if h == host]:
+                del subs[kid]
+            if not subs:
+                del self.subs[topic]
+        await self._push(list(self.hosts.values()))
+
     def remove(self, kernel_id: str) -> None:
         """Forget ``kernel_id`` (its subscriptions go with it)."""
         self.entries.pop(kernel_id, None)
@@ -79,6 +96,10 @@ class Directory:
             for topic, s in self.subs.items()
             if s
         }
+
+    def everything(self) -> tuple[dict[str, list[Subscriber]], dict[str, Any]]:
+        """The topic table and the handles of every known host (what a push carries)."""
+        return self.table(), dict(self.hosts)
 
     def subscribers(self, topic: str) -> tuple[list[Subscriber], dict[str, Any]]:
         """A topic's subscribers and the handles of their hosts."""

@@ -20,7 +20,7 @@ from ..ring._dead_letters import DeadLetterReason
 from ..ring._routing import Router
 from ..ring._spec import RingKernelSpec
 from ..runtime import RingKernelRuntime
-from ._peers import ClusterRouter, Peers
+from ._peers import ClusterRouter, Peers, arrive
 from ._wire import (
     Raised,
     Restarted,
@@ -235,33 +235,18 @@ class KernelHost:
         """
         register_types(*types)
         router = self.rt._routing
-        dead = self.rt._dead
         unknown: list[str] = []
         for target, sender, topic, data, tag in entries:
             msg = decode(data, self._in(target) if target is not None else None)
-            if target is None:  # a publish: this host's subscribers, never forwarded again
-                if not router.topics.get(topic):
-                    dead.add(msg, DeadLetterReason.NO_SUBSCRIBER, None, sender, topic)
-                    continue
-                try:
-                    await Router.publish(router, topic, msg, None, sender)
-                except QueueFullError:  # a 'reject' subscriber: counted, kept with the reason
-                    for kid in router.topics.get(topic, ()):
-                        if isinstance(kid, str) and _full(self.rt, kid):
-                            dead.add(msg, DeadLetterReason.REJECTED, kid, sender, topic)
-                continue
-            if target not in self.rt.kernels:
-                unknown.append(target)
             xc = None
-            if tag is not None:
-                xc = self.xcalls.entering(tag)
-                self.xcalls.enter(target, msg, xc)
-            try:
-                ok = await router.deliver(target, msg, None, sender)
-            except QueueFullError:  # the target's 'reject' policy: a counted dead letter
-                dead.add(msg, DeadLetterReason.REJECTED, target, sender)
-                ok = False
-            if not ok and xc is not None:
+            if target is not None:
+                if target not in self.rt.kernels:
+                    unknown.append(target)
+                if tag is not None:
+                    xc = self.xcalls.entering(tag)
+                    self.xcalls.enter(target, msg, xc)
+            ok = await arrive(router, target, sender, topic, msg)
+            if not ok and xc is not None and target is not None:
                 self.xcalls.undelivered(xc, target, _reason(self.rt, target).value)
         return unknown
 
@@ -525,12 +510,6 @@ def _reason(
     if state == "CREATED":
         return DeadLetterReason.NOT_LAUNCHED
     return DeadLetterReason.TERMINATED
-
-
-def _full(rt: RingKernelRuntime, kernel_id: str) -> bool:
-    """True when ``kernel_id``'s inbox here is full (a refused publish went there)."""
-    k = rt._get(kernel_id)
-    return k is not None and len(k.inbox) >= k.inbox.capacity
 
 
 def _as_list(msgs: Any, t: type | None) -> list[Any]:

@@ -9,8 +9,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import KernelStateError, MessageTypeError, PyDotComputeError
 from ..ring._dead_letters import DeadLetter, DeadLetterReason
 from ..ring._routing import _check_topic
+from ..ring._topics import TopicReceiver
 from ._cluster import SYNC_TIMEOUT, RayCluster, _ray
+from ._endpoint import EndpointClient
 from ._failures import HostFailures
+from ._peers import Peers
 from ._remote import RemoteKernel
 from ._wire import Raised, decode, encode
 
@@ -22,6 +25,8 @@ class LinkVerbs(HostFailures):
 
     _cluster: RayCluster
     _remote: dict[str, RemoteKernel]
+    _endpoint: EndpointClient
+    _peers: Peers
     _xlinks: dict[str, tuple[str, ...]]
 
     if TYPE_CHECKING:  # provided by ClusterRuntime
@@ -91,23 +96,41 @@ class LinkVerbs(HostFailures):
         """
         rk = self._rk(kernel_id)
         if rk is None:
-            return await super().subscribe(kernel_id, topic)
+            await super().subscribe(kernel_id, topic)
+            # Publishers on hosts reach it through this driver's endpoint.
+            name, _ = self._endpoint.ensure()
+            await self._cluster.directory.subscribe.remote(topic, kernel_id, name)
+            return None
         self._bind_loop()
         _check_topic(topic)
         self._alive(rk)
         await self._ask(rk, rk.host.handle.subscribe.remote(kernel_id, topic))
         await self._cluster.directory.subscribe.remote(topic, kernel_id, rk.host.name)
+        await self._refresh_topics()
         return None
+
+    async def _refresh_topics(self) -> None:
+        """This process's copy of the topic table, now (its endpoint's push may still travel).
+
+        Kernels placed here then publish to a subscription made by this runtime as soon as
+        its verb returned, as on the hosts.
+        """
+        if self._endpoint.name is not None:
+            self._peers.set_topics(*(await self._cluster.directory.everything.remote()))
 
     async def unsubscribe(self, kernel_id: str, topic: str) -> None:
         """Remove a kernel's subscription to a topic (on its host and in the directory)."""
         rk = self._rk(kernel_id)
         if rk is None:
-            return await super().unsubscribe(kernel_id, topic)
+            await super().unsubscribe(kernel_id, topic)
+            if self._endpoint.name is not None:
+                await self._cluster.directory.unsubscribe.remote(topic, kernel_id)
+            return None
         self._bind_loop()
         self._alive(rk)
         await self._ask(rk, rk.host.handle.unsubscribe.remote(kernel_id, topic))
         await self._cluster.directory.unsubscribe.remote(topic, kernel_id)
+        await self._refresh_topics()
         return None
 
     def topics(self) -> dict[str, tuple[str, ...]]:
@@ -116,9 +139,36 @@ class LinkVerbs(HostFailures):
         if self._closed:
             return out
         table = _ray().get(self._cluster.directory.table.remote(), timeout=SYNC_TIMEOUT)
+        me = self._endpoint.name
         for topic, subs in table.items():
-            out[topic] = (*out.get(topic, ()), *(kid for kid, _, _ in subs))
+            there = tuple(kid for kid, host, _ in subs if host != me)  # mine are listed above
+            if there:
+                out[topic] = (*out.get(topic, ()), *there)
         return out
+
+    def topic_receiver(
+        self, topic: str, *, capacity: int = 1024, backpressure: str = "drop_oldest"
+    ) -> TopicReceiver:
+        """Subscribe this process to a topic: it hears publishes from every host too.
+
+        As :meth:`RingKernelRuntime.topic_receiver`; bodies on kernel hosts reach it through
+        this driver's endpoint (one Ray call per batch). ``receiver.close()`` unsubscribes.
+        """
+        rx = super().topic_receiver(topic, capacity=capacity, backpressure=backpressure)
+        name, _ = self._endpoint.ensure()
+        receiver_id = f"<receiver@{name}>"
+        directory = self._cluster.directory
+        _ray().get(directory.subscribe.remote(topic, receiver_id, name), timeout=SYNC_TIMEOUT)
+        unsubscribe_here = rx._unsubscribe
+
+        def unsubscribe(r: TopicReceiver) -> None:
+            unsubscribe_here(r)
+            subs = self._routing.topics.get(topic, ())
+            if not any(isinstance(s, TopicReceiver) for s in subs) and not self._closed:
+                directory.unsubscribe.remote(topic, receiver_id)  # the last one here left
+
+        rx._unsubscribe = unsubscribe
+        return rx
 
     async def publish(self, topic: str, msg: Any, *, timeout: float | None = None) -> int:
         """Give every subscriber of ``topic`` a copy: one Ray call per host with subscribers.
@@ -140,9 +190,11 @@ class LinkVerbs(HostFailures):
                 )
         here = topic in self._routing.topics
         n = await super().publish(topic, msg, timeout=timeout) if here else 0
+        names = [h for h in hosts if h != self._endpoint.name]  # this process: done above
+        if not names:
+            return n
         data = encode(msg)
         ray = _ray()
-        names = list(hosts)
         got = await asyncio.gather(
             *(hosts[h].publish_here.remote(topic, data, [type(msg)]) for h in names),
             return_exceptions=True,

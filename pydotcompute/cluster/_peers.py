@@ -20,7 +20,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..errors import SendTimeoutError
+from ..errors import QueueFullError, SendTimeoutError
 from ..ring._dead_letters import DeadLetterQueue, DeadLetterReason
 from ..ring._routing import Router, _check_topic
 from ._wire import encode
@@ -28,7 +28,7 @@ from ._wire import encode
 if TYPE_CHECKING:
     from ._xcalls import XCall, XCalls
 
-__all__ = ["HOP_CAPACITY", "ClusterRouter", "Hop", "Out", "Peers"]
+__all__ = ["HOP_CAPACITY", "ClusterRouter", "Hop", "Out", "Peers", "arrive"]
 
 HOP_CAPACITY = 8192  # messages waiting for one hop before senders wait for room
 HOP_BATCH = 4096  # the most messages one Ray call carries
@@ -218,3 +218,37 @@ class ClusterRouter(Router):
         for name in dict.fromkeys(host for _, host, _ in remote):
             await self.peers.hop(name).put(Out(None, sender, topic, data, msg), timeout)
         return n + len(remote)
+
+
+async def arrive(
+    router: Router, target: str | None, sender: str | None, topic: str | None, msg: Any
+) -> bool:
+    """Deliver a message that came from another host, here: to ``target``, or to ``topic``.
+
+    The target's backpressure applies (``block`` waits, so the sending hop waits); what
+    cannot be queued becomes a dead letter here with its reason, a ``reject`` refusal
+    included (reason ``rejected``). A topic's copies go to this process's subscribers only,
+    never on to other hosts. Returns whether it was queued (for a topic: by anyone).
+    """
+    dead = router.dead
+    if target is None:
+        subs = router.topics.get(topic or "")
+        if not subs:  # its subscribers left (or died with a restarted host)
+            dead.add(msg, DeadLetterReason.NO_SUBSCRIBER, None, sender, topic)
+            return False
+        try:
+            return bool(await Router.publish(router, topic or "", msg, None, sender))
+        except QueueFullError:  # a 'reject' subscriber: counted and kept with the reason
+            for sub in subs:
+                k = router.kernels.get(sub) if isinstance(sub, str) else None
+                if k is None:
+                    continue
+                ib = k.inbox
+                if ib.policy == "reject" and len(ib) >= ib.capacity:
+                    dead.add(msg, DeadLetterReason.REJECTED, k.kernel_id, sender, topic)
+            return True
+    try:
+        return await router.deliver(target, msg, None, sender)
+    except QueueFullError:  # the target's 'reject' policy
+        dead.add(msg, DeadLetterReason.REJECTED, target, sender)
+        return False

@@ -27,6 +27,7 @@ from ..ring._state import KernelState
 from ..runtime import RingKernelRuntime, _a
 from ..telemetry import KernelTelemetry, RuntimeSnapshot
 from ._cluster import SYNC_TIMEOUT, HostRef, RayCluster, _ray
+from ._endpoint import EndpointClient
 from ._links import LinkVerbs
 from ._peers import ClusterRouter, Peers
 from ._placement import Placement
@@ -62,6 +63,8 @@ class ClusterRuntime(LinkVerbs):
         unheard = "dead_letter" if self._routing.unheard_dead else "ignore"
         self._peers = Peers(cluster.name, None, self._dead)
         self._routing = ClusterRouter(self._kernels, self._dead, self._peers, unheard)
+        # Hosts reach kernels and topic receivers in this process through its endpoint.
+        self._endpoint = EndpointClient(self)
         self._watches: dict[str, asyncio.Task[None]] = {}
 
     @property
@@ -90,7 +93,7 @@ class ClusterRuntime(LinkVerbs):
             return None
         ray = _ray()
         entry = ray.get(self._cluster.directory.get.remote(kernel_id), timeout=SYNC_TIMEOUT)
-        if entry is None:
+        if entry is None or entry[0].startswith("driver-"):  # none, or in another driver
             return None
         name, in_t, out_t = entry
         host = self._cluster.hosts.get(name)
@@ -166,7 +169,15 @@ class ClusterRuntime(LinkVerbs):
         if p is not None and p.driver:
             if kernel_id in self._remote:
                 raise self._relaunch_error(kernel_id)
-            return await super().launch(kernel_id, func, **options)
+            launched = await super().launch(kernel_id, func, **options)
+            # Bodies on hosts reach it with send_to and publish, through this endpoint.
+            name, handle = self._endpoint.ensure()
+            opts = self.options(kernel_id)
+            directory = self._cluster.directory
+            await directory.put.remote(kernel_id, name, opts.input_type, opts.output_type, handle)
+            for topic in opts.subscribes_to:
+                await directory.subscribe.remote(topic, kernel_id, name)
+            return launched
         self._bind_loop()
         check_kernel_id(kernel_id, "launch")
         spec = spec_for(kernel_id, func, _registry.get(kernel_id)).with_options(**options)
@@ -328,6 +339,7 @@ class ClusterRuntime(LinkVerbs):
             self.snapshot()  # the kernels' last telemetry, kept for after the hosts stop
             await super().shutdown(timeout=timeout)
         finally:
+            self._endpoint.close()
             self._cluster.shutdown()
         errors = [
             r.error()

@@ -247,3 +247,34 @@ async def test_call_refuses_in_process_links_that_then_leave_the_host(
     await within(rt.send("inc", Num(x=1)), W)
     assert (await within(rt.receive("far", timeout=W), W)).x == 5
     assert (await within(rt.call("mid", Num(x=1), timeout=W), W)).x == 3
+
+
+# ---------------------------------------------------------------- the driver's endpoint
+async def test_bodies_on_hosts_reach_kernels_and_topic_receivers_in_the_driver(
+    cluster_runtime: Any,
+) -> None:
+    rt = cluster_runtime
+    await start_router(rt)
+    await start(rt, "here", inc, "driver", subscribes_to=("numbers",))
+    with rt.topic_receiver("numbers") as rx:
+        # send_to from a body on a host into a kernel placed in the driver
+        assert (await within(rt.call("router", Order(x=1, target="here"), timeout=W), W)).x == 1
+        assert (await within(rt.receive("here", timeout=W), W)).x == 2
+        # ctx.publish on a host: the driver's kernel and its receiver each get a copy
+        assert (await within(rt.call("router", Order(x=5, topic="numbers"), timeout=W), W)).x == 2
+        assert (await within(rx.receive(timeout=W), W)).x == 5
+        assert (await within(rt.receive("here", timeout=W), W)).x == 6
+        assert set(rt.topics()["numbers"]) == {"here", "<host>"}
+    # Closed: publishes from hosts no longer come here (no subscriber is left anywhere).
+    await eventually(lambda: "numbers" not in rt.topics() or rt.topics()["numbers"] == ("here",))
+
+
+async def test_ctx_publish_in_a_driver_kernel_reaches_subscribers_on_hosts(
+    cluster_runtime: Any,
+) -> None:
+    rt = cluster_runtime
+    await start_router(rt, "driver")
+    await start(rt, "inc", inc, "host:b")
+    await within(rt.subscribe("inc", "numbers"), W)
+    assert (await within(rt.call("router", Order(x=3, topic="numbers"), timeout=W), W)).x == 1
+    assert (await within(rt.receive("inc", timeout=W), W)).x == 4
