@@ -21,6 +21,9 @@ class Directory:
     """Kernel id -> host, host name -> actor handle, topic -> subscribers (``ray.remote``)."""
 
     def __init__(self) -> None:
+        from ._wire import make_message_classes_picklable
+
+        make_message_classes_picklable()  # the topic table carries notebook classes
         self.entries: dict[str, tuple[str, Any, Any]] = {}
         self.hosts: dict[str, Any] = {}
         self.subs: dict[str, dict[str, str]] = {}  # topic -> kernel id -> host name

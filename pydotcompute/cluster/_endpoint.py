@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._cluster import SYNC_TIMEOUT
 from ._peers import arrive
-from ._wire import decode, register_types
+from ._wire import decode, make_message_classes_picklable, register_types
 
 if TYPE_CHECKING:
     from ._runtime import ClusterRuntime
@@ -31,6 +31,7 @@ class DriverEndpoint:
     """A driver's mailbox on the cluster (wrapped by ``ray.remote``)."""
 
     def __init__(self) -> None:
+        make_message_classes_picklable()  # the topic table carries notebook classes
         self.entries: deque[tuple[Any, ...]] = deque()
         self.types: set[type] = set()
         self.table: tuple[Any, Any] | None = None
