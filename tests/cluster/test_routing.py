@@ -91,19 +91,39 @@ async def test_send_to_a_terminated_kernel_on_another_host_is_a_dead_letter_ther
     assert letter.sender == "router"
 
 
-async def test_reject_on_a_full_remote_inbox_is_a_counted_dead_letter(
-    cluster_runtime: Any,
+@pytest.mark.parametrize(
+    ("policy", "reason"),
+    [("reject", DeadLetterReason.REJECTED), ("drop_newest", DeadLetterReason.DROP_NEWEST)],
+)
+async def test_a_full_remote_inbox_that_refuses_makes_counted_dead_letters(
+    cluster_runtime: Any, policy: str, reason: DeadLetterReason
 ) -> None:
     rt = cluster_runtime
     await start_router(rt)
-    await start(rt, "full", stuck, "host:b", queue_size=2, backpressure="reject")
+    await start(rt, "full", stuck, "host:b", queue_size=2, backpressure=policy)
     await within(rt.send_many("router", [Order(x=i, target="full") for i in range(5)]), W)
     assert await receive_n(rt, "router", 5) == [1] * 5  # each one handed to the hop
     await eventually(lambda: len(rt.dead_letters("full")) == 3)
     letters = rt.dead_letters("full")
-    assert {d.reason for d in letters} == {DeadLetterReason.REJECTED}
+    assert {d.reason for d in letters} == {reason}
     assert sorted(d.message.x for d in letters) == [2, 3, 4]
     assert rt.telemetry("full").dead_letters == 3 and rt.telemetry("full").inbox_depth == 2
+
+
+async def test_a_full_remote_block_inbox_holds_the_hop_until_it_has_room(
+    cluster_runtime: Any,
+) -> None:
+    rt = cluster_runtime
+    await start_router(rt)
+    # Launched, not active: it queues two and takes nothing until activated.
+    await within(rt.launch("slow", func=inc, input_type=Num, output_type=Num,
+                           placement="host:b", queue_size=2, backpressure="block"), W)  # fmt: skip
+    await within(rt.send_many("router", [Order(x=i, target="slow") for i in range(6)]), W)
+    assert await receive_n(rt, "router", 6) == [1] * 6
+    await eventually(lambda: rt.telemetry("slow").inbox_depth == 2)
+    await within(rt.activate("slow"), W)
+    assert await receive_n(rt, "slow", 6) == [i + 1 for i in range(6)]  # all, in order
+    assert rt.dead_letters("slow") == []
 
 
 async def test_a_wrong_type_is_refused_in_the_sending_body(cluster_runtime: Any) -> None:
@@ -154,6 +174,16 @@ async def test_call_follows_links_across_hosts_to_the_last_kernel(cluster_runtim
     # Replies to calls went to their callers, not to the tail's outbox.
     with pytest.raises(OperationTimeoutError):
         await rt.receive("inc2", timeout=0.2)
+
+
+async def test_call_follows_in_process_links_on_the_far_host(cluster_runtime: Any) -> None:
+    rt = cluster_runtime
+    await start(rt, "inc", inc, "host:a")
+    await start(rt, "double", double, "host:b")
+    await start(rt, "inc2", inc, "host:b")
+    await within(rt.link("inc", "double"), W)
+    await within(rt.link("double", "inc2"), W)  # in the far host's own process
+    assert (await within(rt.call("inc", Num(x=1), timeout=W), W)).x == 5
 
 
 async def test_call_through_a_link_to_a_terminated_kernel_says_why(cluster_runtime: Any) -> None:
