@@ -233,6 +233,8 @@ class HostLinks:
                     # The target's host died with the batch on its way: never lost silently.
                     for m in _as_list(got, out_t):
                         self.rt._dead.add(m, DeadLetterReason.FAILED, target, source)
+                    if isinstance(exc, ray.exceptions.RayTaskError):
+                        raise  # the far host failed the call itself: a bug there, not a death
                     self.peers.host_gone(name, exc)
 
 

@@ -103,6 +103,8 @@ class Hop:
                 # The far host died with the batch on its way: never lost silently.
                 for o in batch:
                     self.peers.dead.add(o.msg, DeadLetterReason.FAILED, o.target, o.sender, o.topic)
+                if isinstance(exc, ray.exceptions.RayTaskError):
+                    raise  # the far host failed the call itself: a bug there, not a death
                 self.peers.host_gone(self.name, exc)
                 continue
             for kid in unknown:  # moved or forgotten: look it up again next time
