@@ -353,7 +353,10 @@ class ClusterRuntime(LinkVerbs):
         """Drop a kernel that has ended, here or on its host."""
         rk = self._rk(kernel_id)
         if rk is None:
-            return RingKernelRuntime.forget(self, kernel_id)
+            RingKernelRuntime.forget(self, kernel_id)
+            if self._endpoint.name is not None and not self._closed:  # hosts reached it
+                self._cluster.directory.remove.remote(kernel_id)
+            return None
         if not rk.failed:
             self._get_sync(rk, rk.host.handle.forget.remote(kernel_id))
         del self._remote[kernel_id]

@@ -156,6 +156,11 @@ async def test_ctx_publish_reaches_subscribers_on_every_host(cluster_runtime: An
     assert (await within(rt.receive("double", timeout=W), W)).x == 2
     await within(rt.unsubscribe("inc", "numbers"), W)
     assert (await within(rt.call("router", Order(x=5, topic="numbers"), timeout=W), W)).x == 2
+    # A forgotten kernel leaves its topics on every host.
+    await within(rt.terminate("double"), W)
+    rt.forget("double")
+    await eventually(lambda: rt.topics().get("numbers") == ("near",))
+    assert (await within(rt.call("router", Order(x=5, topic="numbers"), timeout=W), W)).x == 1
 
 
 # ---------------------------------------------------------------- call through links
