@@ -56,7 +56,7 @@ class DriverEndpoint:
 
     async def publish_here(self, topic: str, data: bytes, types: list[type]) -> int:
         """A message another driver published, for this driver's subscribers."""
-        await self.deliver_to([(None, None, topic, data, None)], types)
+        await self.deliver_to([(None, None, topic, data)], types)
         return 1
 
     async def set_topics(self, table: Any, hosts: Any) -> None:
@@ -122,7 +122,7 @@ class EndpointClient:
             if table is not None:
                 rt._peers.set_topics(*table)
             register_types(*types)
-            for target, sender, topic, data, _ in entries:
+            for target, sender, topic, data in entries:
                 k = rt._kernels.get(target) if target is not None else None
                 msg = decode(data, k.input_type if k is not None else None)
                 await arrive(router, target, sender, topic, msg)

@@ -93,18 +93,11 @@ class HostLinks:
         register_types(*types)
         router = self.rt._routing
         unknown: list[str] = []
-        for target, sender, topic, data, tag in entries:
+        for target, sender, topic, data in entries:
             msg = decode(data, self._in(target) if target is not None else None)
-            xc = None
-            if target is not None:
-                if target not in self.rt.kernels:
-                    unknown.append(target)
-                if tag is not None:
-                    xc = self.xcalls.entering(tag)
-                    self.xcalls.enter(target, msg, xc)
-            ok = await arrive(router, target, sender, topic, msg)
-            if not ok and xc is not None and target is not None:
-                self.xcalls.undelivered(xc, target, _reason(self.rt, target).value)
+            if target is not None and target not in self.rt.kernels:
+                unknown.append(target)
+            await arrive(router, target, sender, topic, msg)
         return unknown
 
     async def set_topics(

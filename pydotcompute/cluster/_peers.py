@@ -26,7 +26,7 @@ from ..ring._routing import Router, _check_topic
 from ._wire import encode
 
 if TYPE_CHECKING:
-    from ._xcalls import XCall, XCalls
+    from ._xcalls import XCalls
 
 __all__ = ["HOP_CAPACITY", "ClusterRouter", "Hop", "Out", "Peers", "arrive"]
 
@@ -42,7 +42,6 @@ class Out(NamedTuple):
     topic: str | None
     data: bytes
     msg: Any
-    call: XCall | None = None
 
 
 class Hop:
@@ -88,14 +87,7 @@ class Hop:
                 fut = self.room.popleft()
                 if not fut.done():
                     fut.set_result(None)
-            xcalls = self.peers.xcalls
-            entries = []
-            for o in batch:
-                tag = None
-                if o.call is not None and xcalls is not None:
-                    tag = xcalls.tag(o.call)
-                    xcalls.hopped(o.call, self.name, self.handle)
-                entries.append((o.target, o.sender, o.topic, o.data, tag))
+            entries = [(o.target, o.sender, o.topic, o.data) for o in batch]
             types = list({type(o.msg) for o in batch})
             try:
                 unknown = await self.handle.deliver_to.remote(entries, types)
@@ -195,10 +187,7 @@ class ClusterRouter(Router):
         name, handle, in_t = where
         if in_t is not None and not isinstance(msg, in_t):
             raise self.wrong_type(sender, target, in_t, msg)
-        xcalls = self.peers.xcalls  # a message of a pending cross-host call carries it on
-        xc = xcalls.of(msg) if xcalls is not None and xcalls.by_id else None
-        out = Out(target, sender, None, encode(msg), msg, xc)
-        await self.peers.hop(name, handle).put(out, timeout)
+        await self.peers.hop(name, handle).put(Out(target, sender, None, encode(msg), msg), timeout)
         return True
 
     async def publish(self, topic: str, msg: Any, timeout: float | None, sender: str | None) -> int:
