@@ -26,6 +26,12 @@ async def sink(ctx: KernelContext[Ping, Ping]) -> None:
         await ctx.receive()
 
 
+async def relay(ctx: KernelContext[Ping, Ping]) -> None:
+    """Send each message on with ``ctx.send_to`` to the kernel ``far`` (on another host)."""
+    while not ctx.should_terminate:
+        await ctx.send_to("far", await ctx.receive())
+
+
 class PlainEcho:
     """The baseline: a plain Ray async actor."""
 

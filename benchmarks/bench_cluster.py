@@ -1,6 +1,6 @@
 """Ring kernels on a local Ray cluster against plain Ray, measured in the same run.
 
-Three rows, each against its baseline measured alternately in the same process:
+Five rows, each against its baseline measured alternately in the same process:
 
 * remote ``call`` round trip (driver -> kernel host -> driver), p50, against a plain Ray
   async actor method echoing the same message. Target: at most 1.0x.
@@ -10,6 +10,9 @@ Three rows, each against its baseline measured alternately in the same process:
 * one-way throughput over a link between two kernel hosts (the driver feeds a forwarding
   kernel on host ``a`` with ``send_many``; its output is linked to a kernel on host ``b``; the
   link carries batches), against the same per-call baseline. Target: at least 20x.
+* one-way throughput of ``ctx.send_to`` from a body on host ``a`` to a kernel on host ``b``
+  (the driver feeds the sending kernel with ``send_many``; the hop between the hosts carries
+  batches), against the same per-call baseline. Target: at least 20x.
 * a kernel placed in the driver (``placement="driver"``) of a cluster runtime, send+receive
   round trip p50, against the plain local runtime. Target: at most 1.1x.
 
@@ -24,7 +27,7 @@ from pathlib import Path
 from time import perf_counter, perf_counter_ns
 from typing import Any
 
-from _cluster_kernels import Ping, PlainEcho, echo, sink
+from _cluster_kernels import Ping, PlainEcho, echo, relay, sink
 from _harness import Result, median, no_gc, pct
 
 from pydotcompute import RingKernelRuntime
@@ -73,12 +76,12 @@ async def throughput(rt: Any, actor: Any) -> tuple[float, float]:
     return ours, plain
 
 
-async def linked(rt: Any) -> float:
+async def linked(rt: Any, source: str = "near") -> float:
     batch = [Ping(seq=i) for i in range(BATCH)]
     before = rt.telemetry("far").processed
     t0 = perf_counter()
     for _ in range(BATCHES):
-        await rt.send_many("near", batch)
+        await rt.send_many(source, batch)
     # Delivered over the link and taken: remote state, with no local event to await.
     while rt.telemetry("far").processed < before + BATCH * BATCHES:  # noqa: ASYNC110
         await asyncio.sleep(0.001)
@@ -112,13 +115,15 @@ async def measure() -> list[Result]:
             await rt.activate(kid)
         await rt.launch("near", func=echo, input_type=Ping, output_type=Ping, placement="host:a")
         await rt.launch("far", func=sink, input_type=Ping, output_type=Ping, placement="host:b")
+        await rt.launch("relay", func=relay, input_type=Ping, output_type=Ping, placement="host:a")
         await rt.link("near", "far")
-        for kid in ("near", "far"):
+        for kid in ("near", "far", "relay"):
             await rt.activate(kid)
         actor = ray.remote(PlainEcho).options(num_cpus=0).remote()
         calls = [await call_p50(rt, actor) for _ in range(ROUNDS)]
         flows = [await throughput(rt, actor) for _ in range(ROUNDS)]
         links = [await linked(rt) for _ in range(ROUNDS)]
+        sends = [await linked(rt, "relay") for _ in range(ROUNDS)]
         ray.kill(actor)
         local_ours, local_plain = [], []
         async with RingKernelRuntime(cluster=cluster) as crt:
@@ -134,6 +139,7 @@ async def measure() -> list[Result]:
     t_ours, t_plain = median([a for a, _ in flows]), median([b for _, b in flows])
     l_ours, l_plain = median(local_ours), median(local_plain)
     x_ours = median(links)
+    s_ours = median(sends)
     return [
         Result("cluster: remote call round trip p50", c_ours, c_plain, "us",
                "plain Ray async actor echo", "<= 1.0x", c_ours <= c_plain),
@@ -142,6 +148,9 @@ async def measure() -> list[Result]:
                {"batch": BATCH}),
         Result("cluster: one-way over a link between two hosts", x_ours, t_plain, "msg/s",
                "plain Ray, one call per message", ">= 20x", x_ours >= 20 * t_plain,
+               {"batch": BATCH}),
+        Result("cluster: ctx.send_to from a body to a kernel on another host", s_ours, t_plain,
+               "msg/s", "plain Ray, one call per message", ">= 20x", s_ours >= 20 * t_plain,
                {"batch": BATCH}),
         Result("cluster: kernel placed in the driver, send+receive p50", l_ours, l_plain,
                "us", "plain local runtime", "<= 1.1x", l_ours <= 1.1 * l_plain),

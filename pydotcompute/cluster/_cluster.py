@@ -186,7 +186,7 @@ class RayCluster:
             # A host whose node is lost cannot come back there: the runtime relaunches its
             # restartable kernels on another host.
             opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
-        handle = ray.remote(KernelHost).options(**opts).remote(key, self.device)
+        handle = ray.remote(KernelHost).options(**opts).remote(key, self.device, self.name)
         return HostRef(key, handle, placement)
 
     def shutdown(self) -> None:

@@ -78,6 +78,14 @@ class HostFailures(RingKernelRuntime):
         rk.host.kernels.discard(rk.kernel_id)
         host.kernels.add(rk.kernel_id)
         rk.host = host
+        directory = self._cluster.directory
+        # Its subscriptions died with the host: subscribe it there again, then say where.
+        for topic, subs in (await directory.table.remote()).items():
+            if any(kid == rk.kernel_id for kid, _, _ in subs):
+                unwrap(await host.handle.subscribe.remote(rk.kernel_id, topic))
+        await directory.put.remote(
+            rk.kernel_id, host.name, rk.input_type, rk.output_type, host.handle
+        )
         rk.sent = rk.processed = rk.outbox = 0
         rk.restarts += 1
         rk.failed = False

@@ -12,44 +12,46 @@ from __future__ import annotations
 import asyncio
 import os
 import warnings
-from collections.abc import Awaitable
 from typing import Any
 
-from ..errors import KernelStateError, PyDotComputeError
-from ..ring._dead_letters import DeadLetterReason
+from ..errors import PyDotComputeError
+from ..ring._routing import Router
 from ..ring._spec import RingKernelSpec
 from ..runtime import RingKernelRuntime
+from ._host_links import HostLinks, _guard
+from ._peers import ClusterRouter, Peers
 from ._wire import (
     Raised,
     Restarted,
     decode,
     decode_many,
     encode,
-    encode_many,
     make_message_classes_picklable,
     register_types,
 )
+from ._xcalls import XCalls
 
 __all__ = ["KernelHost"]
 
 
-async def _guard(aw: Awaitable[Any]) -> Any:
-    """Await ``aw``; a ``PyDotComputeError`` comes back as a record to raise in the driver."""
-    try:
-        return await aw
-    except PyDotComputeError as exc:
-        return Raised.of(exc)
-
-
-class KernelHost:
+class KernelHost(HostLinks):
     """A process hosting ring kernels in its own runtime (wrapped by ``ray.remote``)."""
 
-    def __init__(self, name: str, device: str = "auto") -> None:
+    def __init__(self, name: str, device: str = "auto", cluster: str = "default") -> None:
         make_message_classes_picklable()  # answers carry messages of notebook classes
         self.name = name
         self.rt = RingKernelRuntime(device)
+        # Bodies' send_to and publish reach kernels on other hosts too (through the
+        # directory); the local paths stay the plain router's.
+        self.peers = Peers(cluster, name, self.rt._dead)
+        self.rt._routing = ClusterRouter(self.rt._kernels, self.rt._dead, self.peers)
+        self.xcalls = XCalls(self)
+        self.peers.xcalls = self.xcalls
         self.types: dict[str, tuple[type | None, type | None]] = {}
-        self.forwarders: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # Links to kernels on other hosts: source -> target -> (its host's handle, name),
+        # carried by one pump per source (what it sends goes to every target: fan-out).
+        self.remote_links: dict[str, dict[str, tuple[Any, str]]] = {}
+        self.pumps: dict[str, asyncio.Task[None]] = {}
         import ray
 
         # Ray restarted this host after its process died: kernels the driver still thinks
@@ -90,6 +92,8 @@ class KernelHost:
         if not isinstance(res, Raised):
             opts = self.rt.options(kernel_id)
             self.types[kernel_id] = (opts.input_type, opts.output_type)
+            if self.remote_links.get(kernel_id):  # a link survives terminate and launch
+                self._pump(kernel_id)
         return res
 
     async def activate(self, kernel_id: str) -> Any:
@@ -105,13 +109,10 @@ class KernelHost:
         return await _guard(self.rt.deactivate(kernel_id))
 
     async def terminate(self, kernel_id: str, timeout: float | None, drain: bool) -> Any:
-        """Terminate a kernel here (its forwarders stop after it)."""
+        """Terminate a kernel here (its pump carries what is left, then stops)."""
         if (gone := self._gone(kernel_id)) is not None:
             return gone
-        res = await _guard(self.rt.terminate(kernel_id, timeout=timeout, drain=drain))
-        for key in [k for k in self.forwarders if k[0] == kernel_id]:
-            self.forwarders.pop(key).cancel()
-        return res
+        return await _guard(self.rt.terminate(kernel_id, timeout=timeout, drain=drain))
 
     async def relaunch(
         self, kernel_id: str, spec: RingKernelSpec | None, timeout: float | None
@@ -143,9 +144,10 @@ class KernelHost:
 
     async def shutdown(self, timeout: float | None) -> Any:
         """Terminate every kernel here."""
-        for task in self.forwarders.values():
+        for task in self.pumps.values():
             task.cancel()
-        self.forwarders.clear()
+        self.pumps.clear()
+        self.xcalls.close()
         return await _guard(self.rt.shutdown(timeout=timeout))
 
     # ---------------------------------------------------------------- messages
@@ -174,33 +176,6 @@ class KernelHost:
         except PyDotComputeError as exc:
             return Raised.of(exc)
         return await _guard(self.rt.send_many(kernel_id, msgs, timeout=timeout))
-
-    async def deliver(
-        self, kernel_id: str, batch: Any, sender: str, batch_type: type | None = None
-    ) -> int:
-        """A batch over a link from another host: what cannot be queued becomes dead letters.
-
-        ``batch_type`` is the sender's output type: it gives an array batch its messages back
-        when the target is not (or no longer) here to say its own type.
-        """
-        t = self._in(kernel_id) or batch_type
-        register_types(batch_type)
-        msgs = decode_many(batch, t)
-        if isinstance(msgs, list) and not msgs:
-            return 0
-        try:
-            return int(await self.rt.send_many(kernel_id, msgs))
-        except PyDotComputeError as exc:
-            if not isinstance(msgs, list):
-                from ..messages import fixed_layout
-
-                layout = fixed_layout(t) if t is not None else None
-                msgs = layout.from_array(msgs) if layout is not None else list(msgs)
-            queued = getattr(exc, "queued", 0)
-            reason = _reason(self.rt, kernel_id)
-            for m in msgs[queued:]:
-                self.rt._dead.add(m, reason, kernel_id, sender)
-            return queued
 
     def _progress(self, kernel_id: str) -> tuple[int, int]:
         """(messages the kernel has processed, replies in its outbox), sent with each answer.
@@ -232,80 +207,41 @@ class KernelHost:
         return (got if as_array else [encode(m) for m in got]), self._progress(kernel_id)
 
     async def call(self, kernel_id: str, data: bytes, timeout: float | None) -> Any:
-        """Decode a request, ``call`` a kernel here and return the reply as bytes."""
+        """Decode a request, ``call`` a kernel here and return the reply as bytes.
+
+        A kernel linked to kernels on other hosts is answered by the end of its links:
+        the call's correlation travels with the messages (``_xcalls.py``).
+        """
         if (gone := self._gone(kernel_id)) is not None:
             return gone
-        if any(k[0] == kernel_id for k in self.forwarders):
-            return Raised.of(
-                KernelStateError(
-                    f"call({kernel_id!r}): its output is linked to a kernel on another host, "
-                    "so its replies leave this host; call the kernel at the end of the "
-                    "links, or place the linked kernels on one host (placement=Placement("
-                    "host=...))"
-                )
-            )
         try:
             msg = decode(data, self._in(kernel_id))
         except PyDotComputeError as exc:
             return Raised.of(exc)
+        if self.remote_links.get(kernel_id):
+            got = await _guard(self.xcalls.call(kernel_id, msg, timeout))
+            return got if isinstance(got, Raised) else (got, self._progress(kernel_id))
+        if (via := self.crossing(kernel_id)) is not None:
+            return Raised.of(self.crossing_error(kernel_id, via))
         got = await _guard(self.rt.call(kernel_id, msg, timeout=timeout))
         return got if isinstance(got, Raised) else (encode(got), self._progress(kernel_id))
 
-    async def publish_local(self, kernel_ids: list[str], data: bytes) -> int:
-        """One published message for the subscribers on this host: each gets its own copy."""
-        n = 0
-        for kid in kernel_ids:
-            n += await self.deliver(kid, [data], "<publish>")
-        return n
+    async def publish_here(self, topic: str, data: bytes, types: list[type]) -> int:
+        """A message the driver published, for this host's subscribers (each its own copy)."""
+        register_types(*types)
+        return await _guard(Router.publish(self.rt._routing, topic, decode(data, None), None, None))
 
-    # ---------------------------------------------------------------- links
-    async def link(self, source: str, target: str, target_host: Any) -> Any:
-        """Link ``source`` here to ``target``: in this runtime, or over Ray to its host."""
-        if target_host is None:
-            return await _guard(self.rt.link(source, target))
-        key = (source, target)
-        if key not in self.forwarders:
-            self.forwarders[key] = asyncio.get_running_loop().create_task(
-                self._forward(source, target, target_host)
-            )
-        return None
+    async def subscribe(self, kernel_id: str, topic: str) -> Any:
+        """Subscribe a kernel here to a topic (the driver records it in the directory)."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        return await _guard(self.rt.subscribe(kernel_id, topic))
 
-    async def unlink(self, source: str, target: str | None) -> Any:
-        """Remove links of ``source`` (to ``target`` only, if given)."""
-        remote = [k for k in self.forwarders if k[0] == source and target in (None, k[1])]
-        for key in remote:
-            self.forwarders.pop(key).cancel()
-        local = self.rt.links().get(source, ())
-        if (target is None and local) or target in local or not remote:
-            # in this runtime, or neither here nor across hosts: its own error says so
-            return await _guard(self.rt.unlink(source, target))
-        return None
-
-    async def _forward(self, source: str, target: str, target_host: Any) -> None:
-        """Carry ``source``'s output to ``target``'s host, many messages per Ray call.
-
-        While one batch is in flight the next one gathers in the outbox, so a busy link
-        sends large batches and an idle one sends each message at once.
-        """
-        import ray
-
-        from ..messages import fixed_layout
-
-        out_t = self._out(source)
-        layout = fixed_layout(out_t) if out_t is not None else None
-        while True:
-            try:
-                got = await self.rt.receive_many(source, as_array=layout is not None)
-            except PyDotComputeError:
-                return  # the source ended or failed: its own state and verbs say so
-            batch = got if layout is not None else encode_many(got, out_t)
-            try:
-                await target_host.deliver.remote(target, batch, source, out_t)
-            except ray.exceptions.RayError:
-                # The target's host died with the batch on its way: never lost silently.
-                msgs = layout.from_array(got) if layout is not None else got
-                for m in msgs:
-                    self.rt._dead.add(m, DeadLetterReason.FAILED, target, source)
+    async def unsubscribe(self, kernel_id: str, topic: str) -> Any:
+        """Remove a kernel's subscription here."""
+        if (gone := self._gone(kernel_id)) is not None:
+            return gone
+        return await _guard(self.rt.unsubscribe(kernel_id, topic))
 
     # ---------------------------------------------------------------- state and telemetry
     async def state(self, kernel_id: str) -> Any:
@@ -356,16 +292,3 @@ class KernelHost:
         if (gone := self._gone(kernel_id)) is not None:
             return gone
         return await _guard(self.rt.write_state(kernel_id, value))
-
-
-def _reason(rt: RingKernelRuntime, kernel_id: str) -> DeadLetterReason:
-    """Why a delivery over a link failed: the target's state says it."""
-    try:
-        state = rt.state(kernel_id).value
-    except PyDotComputeError:
-        return DeadLetterReason.UNKNOWN_KERNEL
-    if state == "FAILED":
-        return DeadLetterReason.FAILED
-    if state == "CREATED":
-        return DeadLetterReason.NOT_LAUNCHED
-    return DeadLetterReason.TERMINATED

@@ -27,7 +27,9 @@ from ..ring._state import KernelState
 from ..runtime import RingKernelRuntime, _a
 from ..telemetry import KernelTelemetry, RuntimeSnapshot
 from ._cluster import SYNC_TIMEOUT, HostRef, RayCluster, _ray
+from ._endpoint import EndpointClient
 from ._links import LinkVerbs
+from ._peers import ClusterRouter, Peers
 from ._placement import Placement
 from ._remote import RemoteKernel
 from ._wire import Raised, Restarted, decode, decode_many, encode, encode_many, unwrap
@@ -57,7 +59,12 @@ class ClusterRuntime(LinkVerbs):
         super().__init__(device, cluster=cluster, **kwargs)
         self._remote: dict[str, RemoteKernel] = {}
         self._xlinks: dict[str, tuple[str, ...]] = {}
-        self._rtopics: dict[str, list[str]] = {}
+        # Bodies of kernels placed in this process reach kernels on hosts with send_to.
+        unheard = "dead_letter" if self._routing.unheard_dead else "ignore"
+        self._peers = Peers(cluster.name, None, self._dead)
+        self._routing = ClusterRouter(self._kernels, self._dead, self._peers, unheard)
+        # Hosts reach kernels and topic receivers in this process through its endpoint.
+        self._endpoint = EndpointClient(self)
         self._watches: dict[str, asyncio.Task[None]] = {}
 
     @property
@@ -86,7 +93,7 @@ class ClusterRuntime(LinkVerbs):
             return None
         ray = _ray()
         entry = ray.get(self._cluster.directory.get.remote(kernel_id), timeout=SYNC_TIMEOUT)
-        if entry is None:
+        if entry is None or entry[0].startswith("driver-"):  # none, or in another driver
             return None
         name, in_t, out_t = entry
         host = self._cluster.hosts.get(name)
@@ -162,7 +169,15 @@ class ClusterRuntime(LinkVerbs):
         if p is not None and p.driver:
             if kernel_id in self._remote:
                 raise self._relaunch_error(kernel_id)
-            return await super().launch(kernel_id, func, **options)
+            launched = await super().launch(kernel_id, func, **options)
+            # Bodies on hosts reach it with send_to and publish, through this endpoint.
+            name, handle = self._endpoint.ensure()
+            opts = self.options(kernel_id)
+            directory = self._cluster.directory
+            await directory.put.remote(kernel_id, name, opts.input_type, opts.output_type, handle)
+            for topic in opts.subscribes_to:
+                await directory.subscribe.remote(topic, kernel_id, name)
+            return launched
         self._bind_loop()
         check_kernel_id(kernel_id, "launch")
         spec = spec_for(kernel_id, func, _registry.get(kernel_id)).with_options(**options)
@@ -181,8 +196,10 @@ class ClusterRuntime(LinkVerbs):
         host.kernels.add(kernel_id)
         self._remote[kernel_id] = rk
         await self._cluster.directory.put.remote(
-            kernel_id, host.name, rk.input_type, rk.output_type
+            kernel_id, host.name, rk.input_type, rk.output_type, host.handle
         )
+        for topic in spec.options.subscribes_to:  # subscribed there by its launch
+            await self._cluster.directory.subscribe.remote(topic, kernel_id, host.name)
         return res
 
     def _relaunch_error(self, kernel_id: str) -> KernelStateError:
@@ -322,6 +339,7 @@ class ClusterRuntime(LinkVerbs):
             self.snapshot()  # the kernels' last telemetry, kept for after the hosts stop
             await super().shutdown(timeout=timeout)
         finally:
+            self._endpoint.close()
             self._cluster.shutdown()
         errors = [
             r.error()
@@ -335,7 +353,10 @@ class ClusterRuntime(LinkVerbs):
         """Drop a kernel that has ended, here or on its host."""
         rk = self._rk(kernel_id)
         if rk is None:
-            return RingKernelRuntime.forget(self, kernel_id)
+            RingKernelRuntime.forget(self, kernel_id)
+            if self._endpoint.name is not None and not self._closed:  # hosts reached it
+                self._cluster.directory.remove.remote(kernel_id)
+            return None
         if not rk.failed:
             self._get_sync(rk, rk.host.handle.forget.remote(kernel_id))
         del self._remote[kernel_id]
@@ -479,7 +500,8 @@ class ClusterRuntime(LinkVerbs):
             rk, rk.host.handle.call.remote(rk.kernel_id, data, timeout)
         )
         rk.progress(progress)
-        return decode(reply, rk.output_type)
+        # Through links, the reply is the last kernel's: its own type, found by its tag.
+        return decode(reply, None if self._xlinks.get(rk.kernel_id) else rk.output_type)
 
     # ---------------------------------------------------------------- state and telemetry
     def state(self, kernel_id: str) -> KernelState:
@@ -524,10 +546,6 @@ class ClusterRuntime(LinkVerbs):
             restarts=t.restarts + rk.restarts,
             dead_letters=t.dead_letters + rk.lost,
             outputs_to=(*t.outputs_to, *self._xlinks.get(rk.kernel_id, ())),
-            subscribes_to=(
-                *t.subscribes_to,
-                *(topic for topic, subs in self._rtopics.items() if rk.kernel_id in subs),
-            ),
             extra={**t.extra, "placement": rk.placed(), "lost": rk.lost},
         )
 

@@ -50,13 +50,55 @@ def _reduce_packer(packer: Any) -> Any:
     )
 
 
+_META_FIELDS = (
+    "gt", "ge", "lt", "le", "multiple_of", "pattern", "min_length", "max_length", "tz",
+    "title", "description", "examples", "extra_json_schema", "extra",
+)  # fmt: skip
+
+
+def _meta(kwargs: dict[str, Any]) -> Any:
+    import msgspec
+
+    return msgspec.Meta(**kwargs)
+
+
+def _reduce_meta(meta: Any) -> Any:
+    """A ``msgspec.Meta`` (a C object without pickle support) as the arguments that made it."""
+    kwargs = {k: v for k in _META_FIELDS if (v := getattr(meta, k, None)) is not None}
+    return _meta, (kwargs,)
+
+
+def _decoder(t: Any, strict: bool) -> Any:
+    import msgspec
+
+    return msgspec.msgpack.Decoder(t, strict=strict)
+
+
+def _reduce_decoder(decoder: Any) -> Any:
+    """A ``msgspec.msgpack.Decoder``, made again from its type in the receiving process."""
+    if decoder.dec_hook is not None or decoder.ext_hook is not None:
+        raise pickle.PicklingError(
+            "a msgspec Decoder with hooks cannot be pickled; only the message codec's typed "
+            "decoders travel (made again from their type)"
+        )
+    return _decoder, (decoder.type, decoder.strict)
+
+
 def make_message_classes_picklable() -> None:
     """Let cloudpickle carry ``@message`` classes defined in a notebook or ``__main__``.
 
     A message class's generated ``to_bytes`` refers to the codec's msgpack packers, C objects
     that cannot be pickled; they travel as references to the receiving process's packers.
+    Its ``from_bytes`` may hold a msgspec typed decoder (when msgspec is installed): that
+    travels as its type and is made again on arrival.
     """
     copyreg.pickle(type(_codec_packer(_SHARED_PACKERS[0])), _reduce_packer)
+    try:
+        import msgspec
+    except ImportError:  # the codec then decodes with msgpack alone: nothing more to carry
+        return
+    copyreg.pickle(msgspec.msgpack.Decoder, _reduce_decoder)
+    copyreg.pickle(msgspec.Meta, _reduce_meta)
 
 
 def register_types(*types: Any) -> None:

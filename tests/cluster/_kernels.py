@@ -62,3 +62,31 @@ async def stuck(ctx: KernelContext[Num, Num]) -> None:
 def pid_of(placement: Any) -> int:
     """The process id in a telemetry's placement."""
     return int(placement["pid"])
+
+
+@message
+class Order:
+    """Send ``x`` to ``target`` with ``ctx.send_to``, or publish it to ``topic``."""
+
+    x: int
+    target: str = ""
+    topic: str = ""
+
+
+async def router(ctx: KernelContext[Order, Num]) -> None:
+    """Route each order from inside the body; reply what send_to / publish returned.
+
+    A refusal (a wrong type, a full hop) is replied as -1 with the error kept in ``text``.
+    """
+    from pydotcompute import PyDotComputeError
+
+    while not ctx.should_terminate:
+        o = await ctx.receive()
+        try:
+            if o.target:
+                got = int(await ctx.send_to(o.target, Num(x=o.x)))
+            else:
+                got = await ctx.publish(o.topic, Num(x=o.x))
+        except PyDotComputeError:
+            got = -1
+        await ctx.send(Num(x=got))

@@ -125,3 +125,24 @@ async def test_a_link_into_a_dead_host_turns_its_messages_into_dead_letters(
     await eventually(lambda: len(forwarded()) == 5)
     assert sorted(d.message.x for d in forwarded()) == [1, 2, 3, 4, 5]
     assert {d.sender for d in forwarded()} == {"inc"}
+
+
+async def test_a_restarted_kernel_keeps_its_topics_and_bodies_reach_it_again(
+    cluster_runtime: Any,
+) -> None:
+    from tests.cluster._kernels import Order, router
+
+    rt = cluster_runtime
+    await within(rt.launch("phoenix", func=inc, input_type=Num, output_type=Num,
+                           placement="host:phoenix", restart="on_failure"), W)  # fmt: skip
+    await within(rt.activate("phoenix"), W)
+    await within(rt.launch("router", func=router, placement="host:a"), W)
+    await within(rt.activate("router"), W)
+    await within(rt.subscribe("phoenix", "news"), W)
+    kill_host_of(rt, "phoenix")
+    await eventually(lambda: rt.telemetry("phoenix").restarts == 1)
+    assert await within(rt.publish("news", Num(x=1)), W) == 1
+    assert (await within(rt.receive("phoenix", timeout=W), W)).x == 2
+    # A body on another host finds it on its new host (the directory was updated).
+    assert (await within(rt.call("router", Order(x=2, target="phoenix"), timeout=W), W)).x == 1
+    assert (await within(rt.receive("phoenix", timeout=W), W)).x == 3

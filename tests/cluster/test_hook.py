@@ -50,3 +50,20 @@ def test_placement_shorthands(given: object, expected: Placement | None) -> None
 def test_a_placement_that_names_nothing_is_refused(bad: object) -> None:
     with pytest.raises(InvalidArgumentError, match=r"expected 'driver', 'gpu', 'node:<node id"):
         Placement.parse(bad)
+
+
+def test_msgspec_typed_decoders_travel_by_pickle() -> None:
+    # A @message class of a notebook travels by value, and its from_bytes may hold a msgspec
+    # typed decoder (a C object pickle does not know): it is made again from its type.
+    import pickle
+    from typing import Annotated, Literal
+
+    msgspec = pytest.importorskip("msgspec", reason="the typed decoders come with msgspec")
+    from pydotcompute.cluster._wire import make_message_classes_picklable
+
+    make_message_classes_picklable()
+    t = tuple[Literal["t"], Annotated[int, msgspec.Meta(ge=0, le=255)]]
+    decode = pickle.loads(pickle.dumps(msgspec.msgpack.Decoder(t).decode))
+    assert decode(msgspec.msgpack.encode(["t", 7])) == ("t", 7)
+    with pytest.raises(msgspec.ValidationError, match=r"Expected `int` <= 255"):
+        decode(msgspec.msgpack.encode(["t", 300]))

@@ -21,7 +21,8 @@ SMALL: dict[str, Any] = {"object_store_memory": 100 * 1024 * 1024}
 
 @pytest.fixture(scope="module")
 def two_nodes() -> Iterator[dict[str, str]]:
-    """A head node and a second node with the custom resource ``side``; their node ids."""
+    """A head node and a second node with the custom resource ``side`` and one (declared)
+    GPU; their node ids."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(
@@ -29,7 +30,8 @@ def two_nodes() -> Iterator[dict[str, str]]:
         head_node_args={"num_cpus": 1, "include_dashboard": False, **SMALL},
     )
     try:
-        cluster.add_node(num_cpus=1, resources={"side": 1}, **SMALL)
+        # A GPU as a Ray resource only (this machine may have none): enough for placement.
+        cluster.add_node(num_cpus=1, num_gpus=1, resources={"side": 1}, **SMALL)
         ray.init(address=cluster.address, log_to_driver=False)
         cluster.wait_for_nodes()
         nodes = {
@@ -99,3 +101,32 @@ async def test_unknown_node_is_refused_with_the_alive_ones(rt: Any) -> None:
     with pytest.raises(InvalidArgumentError, match="no alive node has that id or IP"):
         await rt.launch("x", func=inc, placement="node:10.9.9.9")
     assert rt.kernels == ()
+
+
+async def test_gpu_placement_gives_the_host_a_gpu_of_the_cluster(
+    rt: Any, two_nodes: dict[str, str]
+) -> None:
+    await launch(rt, "on_gpu", inc, "gpu")
+    place = rt.telemetry("on_gpu").extra["placement"]
+    assert place["gpus"] == ["0"] and place["node_id"] == two_nodes["side"]
+    assert place["host"].endswith("-gpu")
+    assert (await within(rt.call("on_gpu", Num(x=1), timeout=W), W)).x == 2
+    # A second GPU kernel cycles over the cluster's GPUs: one here, so the same host.
+    await launch(rt, "also_gpu", inc, Placement(gpu=True))
+    assert rt.telemetry("also_gpu").extra["placement"]["pid"] == place["pid"]
+    assert "on_gpu" in rt.snapshot().table()
+
+
+async def test_send_to_and_call_through_links_across_nodes(
+    rt: Any, two_nodes: dict[str, str]
+) -> None:
+    from tests.cluster._kernels import Order, router
+
+    await within(rt.launch("router", func=router, placement=f"node:{two_nodes['head']}"), W)
+    await within(rt.activate("router"), W)
+    await launch(rt, "inc", inc, f"node:{two_nodes['side']}")
+    assert (await within(rt.call("router", Order(x=1, target="inc"), timeout=W), W)).x == 1
+    assert (await within(rt.receive("inc", timeout=W), W)).x == 2
+    await launch(rt, "double", double, f"node:{two_nodes['head']}")
+    await within(rt.link("inc", "double"), W)
+    assert (await within(rt.call("inc", Num(x=1), timeout=W), W)).x == 4

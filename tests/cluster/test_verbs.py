@@ -116,6 +116,10 @@ async def greeter(ctx: KernelContext[Greeting, Greeting]) -> None:
     await within(rt_launch(cluster_runtime, "greeter", ns["greeter"], greeting), W)
     reply = await within(cluster_runtime.call("greeter", greeting(name="ray"), timeout=W), W)
     assert reply.name == "hello ray" and type(reply) is greeting
+    # The directory's topic table carries the class too (to every host).
+    await within(cluster_runtime.subscribe("greeter", "greetings"), W)
+    assert await within(cluster_runtime.publish("greetings", greeting(name="all")), W) == 1
+    assert (await within(cluster_runtime.receive("greeter", timeout=W), W)).name == "hello all"
 
 
 async def rt_launch(rt: Any, kid: str, func: Any, t: type) -> None:
