@@ -224,7 +224,7 @@ def use_runtime(runtime: RingKernelRuntime) -> RingKernelRuntime:
 
         from pydotcompute.cluster import RayCluster
         use_runtime(RingKernelRuntime(cluster=RayCluster(num_cpus=2)))
-        %ring            # lists the cluster's kernels, with the node each runs on
+        %ring status     # lists the cluster's kernels, with the node each runs on
 
     The name ``runtime`` in the notebook follows (unless the notebook uses it for something
     else). Returns ``runtime``.
