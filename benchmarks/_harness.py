@@ -30,10 +30,11 @@ class Result:
     details: dict[str, Any] = field(default_factory=dict)
 
     def row(self) -> str:
-        ratio = self.ours / self.baseline if self.baseline else float("nan")
+        # A zero baseline (idle CPU, say) has no ratio: the row shows a dash, not "nanx".
+        ratio = f"{self.ours / self.baseline:.2f}x" if self.baseline else "-"
         return (
             f"| {self.name} | {self.ours:,.3g} {self.unit} | {self.baseline_name}: "
-            f"{self.baseline:,.3g} {self.unit} | {ratio:.2f}x | {self.target} | "
+            f"{self.baseline:,.3g} {self.unit} | {ratio} | {self.target} | "
             f"{'yes' if self.met else 'NO'} |"
         )
 
