@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the Binder environment from binder/ in a fresh virtual environment, the way repo2docker
 # does (requirements.txt, then postBuild from the repository root), and run the quickstart
-# notebook in it with nbclient. Run from anywhere: `bash binder/check.sh`. Used by .ci/run.
+# notebook and tutorial 10 in it with nbclient. Run from anywhere: `bash binder/check.sh`
+# (or name notebooks: `bash binder/check.sh notebooks/05_dashboard.ipynb`). Used by .ci/run.
 #
 # What repo2docker does and this cannot: runtime.txt and apt.txt are checked against this
 # machine (the Python in use must be the same minor version, the apt packages installed)
@@ -10,7 +11,10 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 binder="$root/binder"
-notebook="${1:-notebooks/01_quickstart.ipynb}"
+# The quickstart, and tutorial 10 (a local Ray cluster: Binder must be able to start one).
+if [ $# -gt 0 ]; then notebooks=("$@"); else
+    notebooks=(notebooks/01_quickstart.ipynb notebooks/10_scaling_out.ipynb)
+fi
 python=${PYTHON:-python3}
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/pydotcompute-binder.XXXXXX")
@@ -52,9 +56,10 @@ for ext in "@jupyter-widgets/jupyterlab-manager" "@bokeh/jupyter_bokeh"; do
     fi
 done
 
-echo "binder: running $notebook"
 cd "$root"
-python - "$notebook" "$tmp/executed.ipynb" <<'EOF'
+for notebook in "${notebooks[@]}"; do
+    echo "binder: running $notebook"
+    python - "$notebook" "$tmp/executed.ipynb" <<'EOF'
 import sys
 from pathlib import Path
 
@@ -71,3 +76,4 @@ nbformat.write(nb, target)
 cells = sum(1 for c in nb.cells if c.cell_type == "code")
 print(f"binder: {source} ran: {cells} code cells, no errors")
 EOF
+done
