@@ -68,6 +68,26 @@ async def test_call_through_a_device_kernel(druntime: RingKernelRuntime) -> None
     assert (int(reply.n), float(reply.y)) == (7, 5.0)
 
 
+async def feed_batched(ctx: KernelContext[Job, Job]) -> None:
+    """Pass each request itself on, with ``send_many`` (the link's batch path)."""
+    while not ctx.should_terminate:
+        m = await ctx.receive()
+        await ctx.send_many([m])
+
+
+async def test_call_answered_by_a_device_tail_fed_by_send_many(druntime: RingKernelRuntime) -> None:
+    # The upstream passes the request itself on with send_many: the call follows it along the
+    # link (by its message id) and takes the device tail's reply. (A request that enters the
+    # device inbox through its batch put, as a kernel host's arrivals do, is covered in
+    # tests/cluster/test_routing.py.)
+    declare("worker")
+    await start(druntime, ("feeder", feed_batched), ("worker", None))
+    await within(druntime.link("feeder", "worker"))
+    for n in range(3):
+        reply = await within(druntime.call("feeder", job(n, 2.0), timeout=WAIT), WAIT)
+        assert (int(reply.n), float(reply.y)) == (n, 5.0)
+
+
 async def test_device_link_type_is_checked_at_link_time(druntime: RingKernelRuntime) -> None:
     declare("worker")
     await start(druntime, ("worker", None), ("feeder", feed))

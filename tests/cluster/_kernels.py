@@ -90,3 +90,12 @@ async def router(ctx: KernelContext[Order, Num]) -> None:
         except PyDotComputeError:
             got = -1
         await ctx.send(Num(x=got))
+
+
+async def pass_job(ctx: KernelContext[Any, Any]) -> None:
+    """Pass each device-kernel ``Job`` on as a fresh one with ``n + 1`` (a host stage)."""
+    from tests.backends.device_kernels import Job
+
+    while not ctx.should_terminate:
+        m = await ctx.receive()
+        await ctx.send(Job(n=int(m.n) + 1, x=float(m.x), spin=0))

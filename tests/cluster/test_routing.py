@@ -181,6 +181,35 @@ async def test_call_follows_links_across_hosts_to_the_last_kernel(cluster_runtim
         await rt.receive("inc2", timeout=0.2)
 
 
+@pytest.mark.timeout(300)  # the first build of the device kernel in a fresh host may be slow
+async def test_call_through_a_link_ends_at_a_device_kernel_on_another_host(
+    cluster_runtime: Any,
+) -> None:
+    # The far end of the link is an emulated device kernel: its reply, matched on that host
+    # by the bytes of the forwarded request's id, comes back to the caller here.
+    from pydotcompute.backends.device._compile import find_cxx
+    from tests.backends.device_kernels import Job, declare
+    from tests.cluster._kernels import pass_job
+
+    if find_cxx() is None:
+        pytest.skip("the emulated device needs a C++ compiler (g++ or clang++), none found")
+    rt = cluster_runtime
+    declare("tally")
+    await within(rt.launch("tally", placement="host:device"), 120)  # builds the kernel there
+    await within(rt.activate("tally"), W)
+    await start(rt, "feeder", pass_job, "host:a", input_type=Job, output_type=Job)
+    await within(rt.link("feeder", "tally"), W)
+    reply = await within(rt.call("feeder", Job(n=1, x=2.0, spin=0), timeout=W), W)
+    assert (int(reply.n), float(reply.y)) == (2, 5.0)
+    replies = await within(
+        asyncio.gather(*(rt.call("feeder", Job(n=i, x=1.0, spin=0), timeout=W) for i in range(8))),
+        W,
+    )
+    assert [int(r.n) for r in replies] == [i + 1 for i in range(8)]
+    assert int(replies[-1].seen) == 9  # the device kernel handled all nine, in one launch
+    assert rt.telemetry("tally").launches == 1
+
+
 async def test_call_follows_in_process_links_on_the_far_host(cluster_runtime: Any) -> None:
     rt = cluster_runtime
     await start(rt, "inc", inc, "host:a")

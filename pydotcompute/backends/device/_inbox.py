@@ -261,6 +261,14 @@ class DeviceInbox:
 
     def put_many_nowait(self, msgs: list[Any], priorities: list[int] | None) -> int:
         """Queue as many of ``msgs`` as fit now; return how many were taken."""
+        tail = self._tail
+        try:
+            return self._put_many_nowait(msgs, priorities)
+        finally:
+            if self._calls and self._tail != tail:
+                self._after_write()  # a call waits for the reply to one of them
+
+    def _put_many_nowait(self, msgs: list[Any], priorities: list[int] | None) -> int:
         n = len(msgs)
         taken = 0
         if self.open and not self._staged:
@@ -309,6 +317,8 @@ class DeviceInbox:
                     self._write_array(arr[done : done + k], perf_counter_ns())
                     self.received += k
                     done += k
+                    if self._calls:
+                        self._after_write()  # a call waits for the reply to one of them
                     continue
                 if self.policy is Backpressure.BLOCK:
                     # The ring window is full: wait for the device rather than stage
