@@ -8,7 +8,6 @@ import time
 from asyncio import _get_running_loop
 from collections import deque
 from collections.abc import Callable, Iterable
-from math import inf
 from operator import attrgetter
 from threading import get_ident
 from time import perf_counter_ns
@@ -476,9 +475,7 @@ class RingKernelRuntime(RoutingVerbs):
         if not here:
             self._on_loop()
         if timeout is not None:
-            tt = type(timeout)  # check_timeout's common case, inlined (a call less)
-            if not ((tt is float or tt is int) and 0 <= timeout < inf):
-                timeout = check_timeout(timeout, "send")
+            timeout = check_timeout(timeout, "send")
         try:  # a subscript (the KeyError is rare) is cheaper than dict.get's call
             k = self._kernels[kernel_id]
         except (KeyError, TypeError):  # unknown, or unhashable: refused below with the reason
@@ -601,9 +598,7 @@ class RingKernelRuntime(RoutingVerbs):
         if not here:
             self._on_loop()
         if timeout is not None:
-            tt = type(timeout)  # check_timeout's common case, inlined (a call less)
-            if not ((tt is float or tt is int) and 0 <= timeout < inf):
-                timeout = check_timeout(timeout, "receive")
+            timeout = check_timeout(timeout, "receive")
         try:
             k = self._kernels[kernel_id]
         except (KeyError, TypeError):  # unknown, or unhashable: refused below with the reason
@@ -715,9 +710,7 @@ class RingKernelRuntime(RoutingVerbs):
         if not here:
             self._on_loop()
         if timeout is not None:
-            tt = type(timeout)  # check_timeout's common case, inlined (a call less)
-            if not ((tt is float or tt is int) and 0 <= timeout < inf):
-                timeout = check_timeout(timeout, "call")
+            timeout = check_timeout(timeout, "call")
         try:
             k = self._kernels[kernel_id]
         except (KeyError, TypeError):  # unknown, or unhashable: refused below with the reason
@@ -764,11 +757,9 @@ class RingKernelRuntime(RoutingVerbs):
         except BaseException:
             ob.forget(key)
             raise
-        expect = ob._expect
-        slot = expect.get(key)
-        if type(slot) is tuple:  # the reply came already (ob.arrived, inlined)
-            del expect[key]
-            return slot[0]
+        reply = ob.arrived(key)
+        if reply is not EMPTY:  # the reply came already (arrived took it: nothing to forget)
+            return reply
         try:
             fut = ob.reply_future(key)
             if timeout is None:

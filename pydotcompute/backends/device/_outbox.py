@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ...messages._ids import correlation_bytes, id_bytes
+from ...ring._inbox import LAT_EVERY
 from ...ring._outbox import EMPTY
 from ...ring._receivers import Receivers
 from ...telemetry import KernelMetrics
@@ -28,7 +29,9 @@ from ._records import RecordCodec
 __all__ = ["DeviceOutbox"]
 
 _TAIL, _HEAD, _SLEEPING = WORD["out_tail"], WORD["out_head"], WORD["sleeping"]
-SAMPLE_MASK = 7  # replies at ring positions that are multiples of 8 are timed (see _inbox.py)
+# Replies at ring positions that are multiples of LAT_EVERY are timed (see _inbox.py): the same
+# 1-in-LAT_EVERY sample as host inboxes.
+SAMPLE_MASK = LAT_EVERY - 1
 
 
 class DeviceOutbox(Receivers):

@@ -103,13 +103,12 @@ class DeviceWaits:
 
     def needed(self) -> bool:
         """Whether anybody waits for the device."""
+        return self._others_wait() or self._outbox.has_waiters
+
+    def _others_wait(self) -> bool:
+        """Whether staged messages, blocked senders or a lifecycle step wait for the device."""
         ib = self._inbox
-        return (
-            (ib.open and ib.staged > 0)
-            or ib.has_waiters
-            or self._outbox.has_waiters
-            or bool(self._watchers)
-        )
+        return bool((ib.open and ib._staged) or ib._putters or ib._room or self._watchers)
 
     def after_write(self) -> None:
         """A message went into the ring: a ``call`` waiting for its reply spins for it."""
@@ -128,16 +127,10 @@ class DeviceWaits:
                 cid = msg.__dict__.get("correlation_id")
                 if type(cid) is bytes and expect.get(cid, EMPTY) is None:
                     # The common call: its own reply, within the spin. Keep it for the call
-                    # (it takes it with arrived()) and stop here if nobody else waits.
+                    # (it takes it with arrived(); Receivers._hand_to_call's first case, here
+                    # without its second lookup) and stop if nobody else waits.
                     expect[cid] = (msg,)
-                    ib = self._inbox
-                    if (
-                        len(expect) == 1
-                        and not ib._staged
-                        and not ib._putters
-                        and not ib._room
-                        and not self._watchers
-                    ):
+                    if len(expect) == 1 and not self._others_wait():
                         return
                 elif not ob._deliver_expected(msg):
                     ob._q.append(msg)  # not a call's reply: the next receiver takes it
